@@ -1,0 +1,51 @@
+"""Settings read from the environment (CONSENTD_*)."""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "consentd-development-jwt-secret-change-me"
+DEV_IDENTIFIER_KEY = "consentd-development-identifier-key-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CONSENTD_", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite+aiosqlite:///./consentd.db"
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_public_key: str | None = None
+    jwks_url: str | None = None
+    jwt_issuer: str = "consentd"
+    jwt_audience: str = "consentd"
+    identifier_key: str = DEV_IDENTIFIER_KEY
+    default_region: str = "GB"
+    # Upper bound on a request body; the batch check route has its own, larger one.
+    max_body_bytes: int = 1_048_576
+    max_batch_body_bytes: int = 8_388_608
+    db_pool_size: int = 10
+    # Seconds a database call may take before a request fails closed with 503.
+    db_timeout: float = 5.0
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> "Settings":
+        if self.env == "production":
+            uses_hs256 = not (self.jwt_public_key or self.jwks_url)
+            if uses_hs256 and self.jwt_secret == DEV_JWT_SECRET:
+                raise ValueError("CONSENTD_JWT_SECRET must be set in production")
+            if uses_hs256 and len(self.jwt_secret) < 32:
+                raise ValueError("CONSENTD_JWT_SECRET must be at least 32 characters")
+            if self.identifier_key == DEV_IDENTIFIER_KEY:
+                raise ValueError("CONSENTD_IDENTIFIER_KEY must be set in production")
+        return self
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,78 @@
+"""Exception handlers: every error leaves as application/problem+json; an unreachable database is a 503."""
+
+import asyncio
+import logging
+
+import asyncpg
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from app.errors import AppError, Unavailable, problem
+
+log = logging.getLogger("consentd")
+PROBLEM = "application/problem+json"
+
+
+def problem_response(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _database_unreachable(exc: BaseException) -> bool:
+    if isinstance(exc, (PoolTimeout, OperationalError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or _database_unreachable(exc.orig)
+    return isinstance(
+        exc,
+        (
+            OSError,
+            TimeoutError,
+            asyncio.TimeoutError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.CannotConnectNowError,
+        ),
+    ) or (exc.__cause__ is not None and _database_unreachable(exc.__cause__))
+
+
+async def app_error(_request: Request, exc: AppError) -> Response:
+    return problem_response(exc.status, problem(exc.status, exc.title, exc.detail, **exc.extra), exc.headers)
+
+
+async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+    # Only loc and msg: the offending input may be personal data and is not echoed back.
+    errors = [{"loc": list(error["loc"]), "msg": error["msg"]} for error in exc.errors()]
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:3])
+    return problem_response(422, problem(422, "Unprocessable content", detail, errors=errors))
+
+
+async def http_error(_request: Request, exc: HTTPException) -> Response:
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    return problem_response(exc.status_code, problem(exc.status_code, title, str(exc.detail)), exc.headers)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    if _database_unreachable(exc):
+        log.warning("database unreachable during %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        unavailable = Unavailable()
+        return await app_error(request, unavailable)
+    log.exception("unexpected error during %s %s", request.method, request.url.path)
+    return problem_response(500, problem(500, "Internal server error", "an unexpected error occurred"))
+
+
+# Handled by class (not by a bare Exception handler, which Starlette re-raises after answering).
+DATABASE_ERRORS = (DBAPIError, PoolTimeout, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, app_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    for error in DATABASE_ERRORS:
+        app.add_exception_handler(error, unexpected_error)
+    app.add_exception_handler(Exception, unexpected_error)

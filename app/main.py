@@ -1,0 +1,58 @@
+"""The FastAPI application: lifespan builds the database and services; routers; handlers; middleware."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import handlers
+from app.config import Settings, get_settings
+from app.db import Database
+from app.middleware import BodyLimit, RequestMetrics
+from app.routers import checks, consents, ops, purposes, subjects
+from app.security import TokenVerifier
+from app.services.check_readers import PostgresReader, SqlReader
+from app.services.checks import Checker
+from app.services.identifiers import IdentifierKeys
+
+log = logging.getLogger("consentd")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = await Database.open(settings)
+        verifier = TokenVerifier(settings)
+        try:
+            await verifier.load_jwks()
+        except Exception as exc:  # noqa: BLE001 - start anyway; tokens are refused until keys load
+            log.warning("could not load the JWKS: %s", type(exc).__name__)
+        keys = IdentifierKeys(settings.identifier_key, settings.default_region)
+        reader = PostgresReader(database.pool) if database.pool is not None else SqlReader(database.engine)
+        app.state.database = database
+        app.state.verifier = verifier
+        app.state.identifier_keys = keys
+        app.state.checker = Checker(reader, keys)
+        try:
+            yield
+        finally:
+            await database.close()
+
+    app = FastAPI(
+        title="consentd",
+        version="0.1.0",
+        summary="Consent and preferences: a tamper-evident ledger with real-time checks.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    for router in (purposes.router, subjects.router, consents.router, checks.router, ops.router):
+        app.include_router(router)
+    handlers.install(app)
+    app.add_middleware(
+        BodyLimit, default=settings.max_body_bytes, per_path={"/v1/checks/batch": settings.max_batch_body_bytes}
+    )
+    app.add_middleware(RequestMetrics)
+    return app

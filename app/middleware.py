@@ -1,0 +1,80 @@
+"""Pure ASGI middleware: request body limits and request metrics."""
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import PayloadTooLarge
+from app.metrics import REQUEST_LATENCY
+
+
+class BodyLimit:
+    """Refuse bodies above a limit with 413, whether announced by Content-Length or streamed."""
+
+    def __init__(self, app: ASGIApp, *, default: int, per_path: dict[str, int]) -> None:
+        self.app = app
+        self.default = default
+        self.per_path = per_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.per_path.get(scope["path"], self.default)
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                # Raised inside the app's own call so that the problem+json handler answers it.
+                receive = _refuse(limit)
+                break
+        else:
+            receive = _counting(receive, limit)
+        await self.app(scope, receive, send)
+
+
+def _refuse(limit: int) -> Receive:
+    async def receive() -> Message:
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+
+    return receive
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        return message
+
+    return counted
+
+
+class RequestMetrics:
+    """Observe every request's latency, labelled by route template (never the raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            REQUEST_LATENCY.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)

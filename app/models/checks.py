@@ -1,0 +1,42 @@
+"""Check requests and answers: may we contact this subject for this purpose on this channel?"""
+
+import uuid
+from datetime import datetime
+
+from pydantic import Field as Bounds
+from sqlmodel import SQLModel
+
+from app.models.common import Channel, PurposeKey, Schema, SubjectRef
+
+
+class CheckIn(Schema):
+    subject: SubjectRef
+    purpose: PurposeKey
+    channel: Channel | None = None
+
+
+class BatchCheckIn(Schema):
+    checks: list[CheckIn] = Bounds(min_length=1, max_length=10_000)
+
+
+class ConsentBasis(SQLModel):
+    event_id: uuid.UUID
+    status: str
+    captured_at: datetime
+    expires_at: datetime | None
+    policy_version: str | None
+
+
+class CheckOut(SQLModel):
+    allowed: bool
+    reason: str
+    subject_id: uuid.UUID | None
+    purpose: str
+    channel: str | None
+    legal_basis: str
+    consent: ConsentBasis | None
+    checked_at: datetime
+
+
+class BatchCheckOut(SQLModel):
+    results: list[CheckOut]

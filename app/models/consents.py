@@ -1,0 +1,128 @@
+"""The consent ledger: append-only events and the current-state projection kept beside them."""
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from pydantic import Field as Bounds
+from sqlmodel import Field, SQLModel
+
+from app.models.base import BigSerial, UTCDateTime, utcnow
+from app.models.common import Channel, Evidence, Identifiers, PurposeKey, Schema, Status, SubjectRef, Timestamp, text
+
+# Events and states of a purpose without channels store this instead of NULL, so the state's key is total.
+NO_CHANNEL = ""
+
+
+class ConsentEvent(SQLModel, table=True):
+    """One decision as it was received. Never updated, never deleted."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (sa.Index("ix_consent_events_subject_order", "tenant_id", "subject_id", "captured_at", "seq"),)
+
+    seq: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, unique=True)
+    tenant_id: str = Field(foreign_key="tenants.key", max_length=64)
+    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
+    purpose: str = Field(max_length=64)
+    purpose_version: int
+    channel: str = Field(max_length=16)
+    status: str = Field(max_length=16)
+    captured_at: datetime = Field(sa_type=UTCDateTime)
+    recorded_at: datetime = Field(sa_type=UTCDateTime)
+    source: str = Field(max_length=64)
+    method: str = Field(default="api", max_length=32)
+    policy_version: str | None = Field(default=None, max_length=64)
+    collection_point: str | None = Field(default=None, max_length=200)
+    actor: str = Field(max_length=200)
+    evidence: dict | None = Field(default=None, sa_type=sa.JSON)
+
+
+class ConsentState(SQLModel, table=True):
+    """The decision that stands for (subject, purpose, channel): latest captured_at, then latest recorded."""
+
+    __tablename__ = "consent_state"
+
+    tenant_id: str = Field(primary_key=True, foreign_key="tenants.key", max_length=64)
+    subject_id: uuid.UUID = Field(primary_key=True, foreign_key="subjects.id")
+    purpose: str = Field(primary_key=True, max_length=64)
+    channel: str = Field(primary_key=True, max_length=16)
+    status: str = Field(max_length=16)
+    captured_at: datetime = Field(sa_type=UTCDateTime)
+    recorded_at: datetime = Field(sa_type=UTCDateTime)
+    event_seq: int = Field(sa_type=sa.BigInteger)
+    event_id: uuid.UUID
+    purpose_version: int
+    policy_version: str | None = Field(default=None, max_length=64)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """The first answer given to an Idempotency-Key, replayed for retries of the same body."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: str = Field(primary_key=True, foreign_key="tenants.key", max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)
+    status_code: int | None = None
+    response: dict | None = Field(default=None, sa_type=sa.JSON)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class DecisionIn(Schema):
+    purpose: PurposeKey
+    channel: Channel | None = None
+    status: Status
+
+
+class ConsentRecordIn(Schema):
+    subject: SubjectRef
+    identifiers: Identifiers | None = None
+    decisions: list[DecisionIn] = Bounds(min_length=1, max_length=100)
+    captured_at: Timestamp | None = None
+    source: text(64, 1) = "api"
+    policy_version: text(64, 1) | None = None
+    collection_point: text(200, 1) | None = None
+    evidence: Evidence = None
+
+
+class ConsentEventOut(SQLModel):
+    event_id: uuid.UUID
+    subject_id: uuid.UUID
+    purpose: str
+    purpose_version: int
+    channel: str | None
+    status: str
+    captured_at: datetime
+    recorded_at: datetime
+    source: str
+    policy_version: str | None
+    collection_point: str | None
+    actor: str
+
+
+class ConsentRecordOut(SQLModel):
+    subject_id: uuid.UUID
+    events: list[ConsentEventOut]
+
+
+class ConsentStateOut(SQLModel):
+    purpose: str
+    channel: str | None
+    status: str
+    effective: bool
+    captured_at: datetime
+    expires_at: datetime | None
+    event_id: uuid.UUID
+    policy_version: str | None
+
+
+class SubjectConsentsOut(SQLModel):
+    subject_id: uuid.UUID
+    as_of: datetime
+    consents: list[ConsentStateOut]
+
+
+class HistoryOut(SQLModel):
+    events: list[ConsentEventOut]
+    next_cursor: str | None

@@ -1,0 +1,33 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from app.deps import AnyPrincipal, SessionDep, require_scopes
+from app.models.common import PURPOSE_KEY
+from app.models.purposes import PurposeIn, PurposeList, PurposeOut
+from app.security import Principal
+from app.services import purposes
+
+router = APIRouter(prefix="/v1/purposes", tags=["purposes"])
+KeyPath = Annotated[str, Path(pattern=PURPOSE_KEY)]
+
+
+@router.put("/{key}", response_model=PurposeOut)
+async def put_purpose(
+    key: KeyPath, body: PurposeIn, session: SessionDep, principal: Principal = require_scopes("purposes:write")
+) -> PurposeOut:
+    """Create or change a purpose; `version` goes up by one on every change."""
+    return await purposes.put(session, tenant=principal.tenant, key=key, body=body)
+
+
+@router.get("", response_model=PurposeList)
+async def list_purposes(session: SessionDep, principal: AnyPrincipal) -> PurposeList:
+    """Every purpose of the tenant (any scope may read)."""
+    found = await purposes.list_all(session, tenant=principal.tenant)
+    return PurposeList(purposes=[purposes.to_out(p) for p in found])
+
+
+@router.get("/{key}", response_model=PurposeOut)
+async def get_purpose(key: KeyPath, session: SessionDep, principal: AnyPrincipal) -> PurposeOut:
+    """One purpose (any scope may read)."""
+    return purposes.to_out(await purposes.get(session, tenant=principal.tenant, key=key))

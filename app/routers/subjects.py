@@ -1,0 +1,59 @@
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from app.deps import SessionDep, require_scopes
+from app.errors import NotFound
+from app.models.common import PURPOSE_KEY, SubjectRef, Timestamp
+from app.models.consents import HistoryOut, SubjectConsentsOut
+from app.models.subjects import SubjectOut
+from app.security import Principal
+from app.services import ledger, subjects
+
+router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
+Reader = require_scopes("consents:read")
+
+
+@router.post("/lookup", response_model=SubjectOut, responses={404: {"description": "No such subject"}})
+async def lookup_subject(request: Request, ref: SubjectRef, session: SessionDep, principal: Principal = Reader) -> SubjectOut:
+    """Find a subject by one identifier (sent in the body, never in the URL)."""
+    keys = request.app.state.identifier_keys
+    subject_id = await subjects.find(session, keys, tenant=principal.tenant, ref=ref)
+    if subject_id is None:
+        raise NotFound("subject")
+    return await subjects.get(session, keys, tenant=principal.tenant, subject_id=subject_id)
+
+
+@router.get("/{subject_id}", response_model=SubjectOut)
+async def get_subject(request: Request, subject_id: uuid.UUID, session: SessionDep, principal: Principal = Reader) -> SubjectOut:
+    """A subject with its identifiers and flags."""
+    keys = request.app.state.identifier_keys
+    return await subjects.get(session, keys, tenant=principal.tenant, subject_id=subject_id)
+
+
+@router.get("/{subject_id}/consents", response_model=SubjectConsentsOut)
+async def get_consents(
+    subject_id: uuid.UUID,
+    session: SessionDep,
+    as_of: Annotated[Timestamp | None, Query(description="an instant with a timezone; default now")] = None,
+    principal: Principal = Reader,
+) -> SubjectConsentsOut:
+    """The decision standing per purpose and channel, now or as of a past instant, with expiry considered."""
+    return await ledger.consents(session, tenant=principal.tenant, subject_id=subject_id, as_of=as_of)
+
+
+@router.get("/{subject_id}/history", response_model=HistoryOut)
+async def get_history(
+    subject_id: uuid.UUID,
+    session: SessionDep,
+    purpose: Annotated[str | None, Query(pattern=PURPOSE_KEY)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    principal: Principal = Reader,
+) -> HistoryOut:
+    """Every consent event of the subject, oldest first; follow `next_cursor` for the next page."""
+    return await ledger.history(
+        session, tenant=principal.tenant, subject_id=subject_id, purpose=purpose, limit=limit, cursor=cursor
+    )

@@ -1,0 +1,197 @@
+"""What a check reads, fetched in as few round trips as possible: asyncpg on PostgreSQL, SQLAlchemy Core on SQLite.
+
+Both readers return the same plain values; the decision itself is `decision.decide`, shared by both.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+
+import asyncpg
+import orjson
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.models import ConsentState, Purpose, Subject, SubjectIdentifier
+from app.services.decision import Rule, Standing
+
+# Lookup keys: ("hash", blind index) for identifiers, ("id", uuid) for subject ids.
+LookupKey = tuple[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A single check's facts: the purpose rule (None: unknown purpose), the subject and its standing decision."""
+
+    rule: Rule | None
+    subject_id: uuid.UUID | None = None
+    flags: list[str] = field(default_factory=list)
+    standing: Standing | None = None
+
+
+@dataclass
+class FoundMany:
+    """A batch's facts: rules by purpose, subject ids by lookup key, flags by subject, standings by state key."""
+
+    rules: dict[str, Rule]
+    subjects: dict[LookupKey, uuid.UUID]
+    flags: dict[uuid.UUID, list[str]]
+    standings: dict[tuple[uuid.UUID, str, str], Standing]
+
+
+def _rule(key: str, row) -> Rule:  # noqa: ANN001 - an asyncpg Record or a SQLAlchemy RowMapping
+    channels = row["channels"]
+    if isinstance(channels, str):
+        channels = orjson.loads(channels)
+    return Rule(key, row["legal_basis"], tuple(channels), row["lifespan_days"], row["reconfirm_days"], row["version"])
+
+
+def _flags(value) -> list[str]:  # noqa: ANN001
+    return orjson.loads(value) if isinstance(value, str) else list(value or [])
+
+
+_PG_SELECT = """
+SELECT p.legal_basis, p.channels, p.lifespan_days, p.reconfirm_days, p.version,
+       s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version
+FROM purposes p
+{subject_join}
+LEFT JOIN consent_state cs
+       ON cs.tenant_id = p.tenant_id AND cs.subject_id = s.id AND cs.purpose = p.key AND cs.channel = $4
+WHERE p.tenant_id = $1 AND p.key = $2
+"""
+PG_ONE_BY_HASH = _PG_SELECT.format(
+    subject_join="LEFT JOIN subject_identifiers si ON si.tenant_id = p.tenant_id AND si.id_hash = $3\n"
+    "LEFT JOIN subjects s ON s.id = si.subject_id"
+)
+PG_ONE_BY_ID = _PG_SELECT.format(subject_join="LEFT JOIN subjects s ON s.tenant_id = p.tenant_id AND s.id = $3::uuid")
+
+
+def _found(key: str, row) -> Found:  # noqa: ANN001
+    if row is None:
+        return Found(rule=None)
+    rule = _rule(key, row)
+    standing = None
+    if row["status"] is not None:
+        standing = Standing(row["event_id"], row["status"], row["captured_at"], row["policy_version"])
+    return Found(rule=rule, subject_id=row["subject_id"], flags=_flags(row["flags"]), standing=standing)
+
+
+class PostgresReader:
+    """Reads through the asyncpg pool: a single check is one round trip, a batch four set-based queries."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def one(self, tenant: str, lookup: LookupKey, purpose: str, channel: str) -> Found:
+        query = PG_ONE_BY_HASH if lookup[0] == "hash" else PG_ONE_BY_ID
+        row = await self.pool.fetchrow(query, tenant, purpose, lookup[1], channel)
+        return _found(purpose, row)
+
+    async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str]) -> FoundMany:
+        hashes = [value for kind, value in lookups if kind == "hash"]
+        ids = [value for kind, value in lookups if kind == "id"]
+        async with self.pool.acquire() as connection:
+            purpose_rows = await connection.fetch(
+                "SELECT key, legal_basis, channels, lifespan_days, reconfirm_days, version FROM purposes"
+                " WHERE tenant_id = $1 AND key = ANY($2::text[])",
+                tenant,
+                list(purposes),
+            )
+            holders = await connection.fetch(
+                "SELECT id_hash, subject_id FROM subject_identifiers WHERE tenant_id = $1 AND id_hash = ANY($2::text[])",
+                tenant,
+                hashes,
+            )
+            subject_rows = await connection.fetch(
+                "SELECT id, flags FROM subjects WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+                tenant,
+                ids + [row["subject_id"] for row in holders],
+            )
+            state_rows = await connection.fetch(
+                "SELECT subject_id, purpose, channel, event_id, status, captured_at, policy_version FROM consent_state"
+                " WHERE tenant_id = $1 AND subject_id = ANY($2::uuid[]) AND purpose = ANY($3::text[])",
+                tenant,
+                [row["id"] for row in subject_rows],
+                list(purposes),
+            )
+        return _assemble(purpose_rows, holders, subject_rows, state_rows)
+
+
+def _assemble(purpose_rows, holders, subject_rows, state_rows) -> FoundMany:  # noqa: ANN001
+    flags = {row["id"]: _flags(row["flags"]) for row in subject_rows}
+    found = {("hash", row["id_hash"]): row["subject_id"] for row in holders}
+    found.update({("id", subject_id): subject_id for subject_id in flags})
+    return FoundMany(
+        rules={row["key"]: _rule(row["key"], row) for row in purpose_rows},
+        subjects=found,
+        flags=flags,
+        standings={
+            (row["subject_id"], row["purpose"], row["channel"]): Standing(
+                row["event_id"], row["status"], row["captured_at"], row["policy_version"]
+            )
+            for row in state_rows
+        },
+    )
+
+
+# SQLite's default limit on bound parameters is 32,766; stay well below it.
+_CHUNK = 5_000
+
+
+def _chunks(values: list) -> list[list]:
+    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)] or [[]]
+
+
+class SqlReader:
+    """Reads through SQLAlchemy Core (the SQLite backend); the same facts as PostgresReader."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def one(self, tenant: str, lookup: LookupKey, purpose: str, channel: str) -> Found:
+        return _single(await self.many(tenant, {lookup}, {purpose}), lookup, purpose, channel)
+
+    async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str]) -> FoundMany:
+        p, si, s, cs = Purpose.__table__, SubjectIdentifier.__table__, Subject.__table__, ConsentState.__table__
+        hashes = [value for kind, value in lookups if kind == "hash"]
+        ids = [value for kind, value in lookups if kind == "id"]
+        async with self.engine.connect() as connection:
+            connection = await connection.execution_options(sqlite_deferred=True)
+            purpose_rows = (
+                await connection.execute(
+                    select(p.c.key, p.c.legal_basis, p.c.channels, p.c.lifespan_days, p.c.reconfirm_days, p.c.version)
+                    .where(p.c.tenant_id == tenant, p.c.key.in_(purposes))
+                )
+            ).mappings().all()
+            holders = []
+            for chunk in _chunks(hashes):
+                holders += (
+                    await connection.execute(
+                        select(si.c.id_hash, si.c.subject_id).where(si.c.tenant_id == tenant, si.c.id_hash.in_(chunk))
+                    )
+                ).mappings().all()
+            subject_rows, state_rows = [], []
+            for chunk in _chunks(ids + [row["subject_id"] for row in holders]):
+                subject_rows += (
+                    await connection.execute(select(s.c.id, s.c.flags).where(s.c.tenant_id == tenant, s.c.id.in_(chunk)))
+                ).mappings().all()
+            for chunk in _chunks([row["id"] for row in subject_rows]):
+                state_rows += (
+                    await connection.execute(
+                        select(
+                            cs.c.subject_id, cs.c.purpose, cs.c.channel, cs.c.event_id, cs.c.status,
+                            cs.c.captured_at, cs.c.policy_version,
+                        ).where(and_(cs.c.tenant_id == tenant, cs.c.subject_id.in_(chunk), cs.c.purpose.in_(purposes)))
+                    )
+                ).mappings().all()
+        return _assemble(purpose_rows, holders, subject_rows, state_rows)
+
+
+def _single(found: FoundMany, lookup: LookupKey, purpose: str, channel: str) -> Found:
+    rule = found.rules.get(purpose)
+    if rule is None:
+        return Found(rule=None)
+    subject_id = found.subjects.get(lookup)
+    if subject_id is None:
+        return Found(rule=rule)
+    standing = found.standings.get((subject_id, purpose, channel))
+    return Found(rule=rule, subject_id=subject_id, flags=found.flags.get(subject_id, []), standing=standing)

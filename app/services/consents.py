@@ -1,0 +1,179 @@
+"""Recording consent decisions: append events, move the state projection, honour Idempotency-Key."""
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+from sqlalchemy import and_, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, Unprocessable
+from app.models import ConsentEvent, ConsentState, IdempotencyRecord
+from app.models.base import utcnow
+from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordOut
+from app.services import purposes, subjects
+from app.services.decision import api_channel, storage_channel
+from app.services.identifiers import IdentifierKeys
+from app.services.sql import upsert
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+STATE_KEY = ["tenant_id", "subject_id", "purpose", "channel"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int
+    body: dict
+    replayed: bool = False
+
+
+def request_hash(body: ConsentRecordIn) -> str:
+    """A digest of the request's meaning (not its bytes): key order and spacing do not matter."""
+    return hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def event_out(event: dict) -> ConsentEventOut:
+    return ConsentEventOut.model_validate({**event, "channel": api_channel(event["channel"])})
+
+
+async def _claim_idempotency_key(session: AsyncSession, *, tenant: str, key: str, digest: str) -> Outcome | None:
+    """Claim the key for this request; the stored answer when a completed request holds it; 409 on another body."""
+    # A concurrent request with the same key waits here until the first one commits or rolls back.
+    await session.execute(
+        upsert(session, IdempotencyRecord.__table__)
+        .values(tenant_id=tenant, key=key, request_hash=digest, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
+    )
+    held = (
+        await session.execute(
+            select(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant, IdempotencyRecord.key == key)
+        )
+    ).scalar_one()
+    if held.request_hash != digest:
+        raise Conflict("this Idempotency-Key was used with another request body")
+    if held.status_code is None:
+        return None
+    return Outcome(held.status_code, held.response, replayed=True)
+
+
+async def _store_idempotent_answer(session: AsyncSession, *, tenant: str, key: str, outcome: Outcome) -> None:
+    record = (
+        await session.execute(
+            select(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant, IdempotencyRecord.key == key)
+        )
+    ).scalar_one()
+    record.status_code, record.response = outcome.status_code, outcome.body
+    session.add(record)
+    await session.flush()
+
+
+async def record(
+    session: AsyncSession,
+    keys: IdentifierKeys,
+    *,
+    tenant: str,
+    actor: str,
+    body: ConsentRecordIn,
+    idempotency_key: str | None = None,
+) -> Outcome:
+    """Store every decision of `body` or none; the answer is replayed for a retry with the same key."""
+    if idempotency_key is not None:
+        replay = await _claim_idempotency_key(session, tenant=tenant, key=idempotency_key, digest=request_hash(body))
+        if replay is not None:
+            return replay
+    recorded_at = utcnow()
+    captured_at = body.captured_at or recorded_at
+    if captured_at > recorded_at + MAX_CLOCK_SKEW:
+        raise Unprocessable("captured_at may not be more than 5 minutes in the future", loc=["body", "captured_at"])
+    rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for d in body.decisions})
+    channels = []
+    for index, decision in enumerate(body.decisions):
+        rule = rules.get(decision.purpose)
+        if rule is None:
+            raise Unprocessable(f"unknown purpose '{decision.purpose}'", loc=["body", "decisions", index, "purpose"])
+        channels.append(storage_channel(rule, decision.channel, loc=["body", "decisions", index, "channel"]))
+
+    subject_id = await subjects.find_or_create(session, keys, tenant=tenant, ref=body.subject)
+    if body.identifiers is not None:
+        await subjects.attach(session, keys, tenant=tenant, subject_id=subject_id, identifiers=body.identifiers)
+
+    events = [
+        {
+            "event_id": uuid.uuid4(),
+            "tenant_id": tenant,
+            "subject_id": subject_id,
+            "purpose": decision.purpose,
+            "purpose_version": rules[decision.purpose].version,
+            "channel": channel,
+            "status": decision.status,
+            "captured_at": captured_at,
+            "recorded_at": recorded_at,
+            "source": body.source,
+            "method": "api",
+            "policy_version": body.policy_version,
+            "collection_point": body.collection_point,
+            "actor": actor,
+            "evidence": body.evidence,
+        }
+        for decision, channel in zip(body.decisions, channels, strict=True)
+    ]
+    await append(session, events)
+    outcome = Outcome(
+        201,
+        ConsentRecordOut(subject_id=subject_id, events=[event_out(e) for e in events]).model_dump(mode="json"),
+    )
+    if idempotency_key is not None:
+        await _store_idempotent_answer(session, tenant=tenant, key=idempotency_key, outcome=outcome)
+    return outcome
+
+
+async def append(session: AsyncSession, events: list[dict]) -> None:
+    """Append events to the ledger and move the state projection, in the caller's transaction.
+
+    Each event gets its ledger `seq`. The state of a (subject, purpose, channel) moves only to a decision
+    that is newer by (captured_at, seq): a late-arriving older decision enters the history and nothing else.
+    """
+    table = ConsentEvent.__table__
+    seqs = await session.execute(insert(table).returning(table.c.seq, sort_by_parameter_order=True), events)
+    newest: dict[tuple, dict] = {}
+    for event, seq in zip(events, seqs.scalars(), strict=True):
+        event["seq"] = seq
+        key = (event["subject_id"], event["purpose"], event["channel"])
+        if key not in newest or _order(event) > _order(newest[key]):
+            newest[key] = event
+    state = ConsentState.__table__
+    statement = upsert(session, state).values(
+        [
+            {
+                "tenant_id": e["tenant_id"],
+                "subject_id": e["subject_id"],
+                "purpose": e["purpose"],
+                "channel": e["channel"],
+                "status": e["status"],
+                "captured_at": e["captured_at"],
+                "recorded_at": e["recorded_at"],
+                "event_seq": e["seq"],
+                "event_id": e["event_id"],
+                "purpose_version": e["purpose_version"],
+                "policy_version": e["policy_version"],
+            }
+            for e in newest.values()
+        ]
+    )
+    incoming = statement.excluded
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=STATE_KEY,
+            set_={column: incoming[column] for column in state.columns.keys() if column not in STATE_KEY},
+            where=or_(
+                incoming.captured_at > state.c.captured_at,
+                and_(incoming.captured_at == state.c.captured_at, incoming.event_seq > state.c.event_seq),
+            ),
+        )
+    )
+
+
+def _order(event: dict) -> tuple[datetime, int]:
+    return event["captured_at"], event["seq"]

@@ -1,0 +1,108 @@
+"""Reading the ledger: a subject's consents now or as of any instant, and its history with cursor paging."""
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+
+import orjson
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Unprocessable
+from app.models import ConsentEvent, ConsentState
+from app.models.base import utcnow
+from app.models.consents import ConsentStateOut, HistoryOut, SubjectConsentsOut
+from app.services import purposes, subjects
+from app.services.consents import event_out
+from app.services.decision import Rule, Standing, api_channel, expires_at, is_effective
+
+EVENT_COLUMNS = [c for c in ConsentEvent.__table__.columns if c.name not in ("tenant_id", "evidence")]
+
+
+def _state_out(rule: Rule | None, row, at: datetime) -> ConsentStateOut:
+    standing = Standing(row.event_id, row.status, row.captured_at, row.policy_version)
+    return ConsentStateOut(
+        purpose=row.purpose,
+        channel=api_channel(row.channel),
+        status=row.status,
+        # A decision for a purpose that no longer exists counts for nothing.
+        effective=rule is not None and is_effective(rule, standing, at),
+        captured_at=row.captured_at,
+        expires_at=expires_at(rule, standing) if rule else None,
+        event_id=row.event_id,
+        policy_version=row.policy_version,
+    )
+
+
+async def consents(
+    session: AsyncSession, *, tenant: str, subject_id: uuid.UUID, as_of: datetime | None
+) -> SubjectConsentsOut:
+    """The standing decision per (purpose, channel): from the projection now, from the events at `as_of`.
+
+    "As of T" means: the decisions captured at or before T, each (purpose, channel) taking the one with the
+    latest captured_at (then the later recorded). A decision recorded after T about a moment before T counts,
+    so the answer for a past instant can change when an older decision arrives late.
+    """
+    await subjects.require(session, tenant=tenant, subject_id=subject_id)
+    rules = await purposes.rules(session, tenant=tenant)
+    if as_of is None:
+        at = utcnow()
+        state = ConsentState.__table__
+        rows = await session.execute(
+            select(state).where(state.c.tenant_id == tenant, state.c.subject_id == subject_id)
+        )
+    else:
+        at = as_of
+        events = ConsentEvent.__table__
+        ranked = (
+            select(
+                events,
+                func.row_number()
+                .over(
+                    partition_by=(events.c.purpose, events.c.channel),
+                    order_by=(events.c.captured_at.desc(), events.c.seq.desc()),
+                )
+                .label("rank"),
+            )
+            .where(events.c.tenant_id == tenant, events.c.subject_id == subject_id, events.c.captured_at <= as_of)
+            .subquery()
+        )
+        rows = await session.execute(select(ranked).where(ranked.c.rank == 1))
+    out = sorted((_state_out(rules.get(r.purpose), r, at) for r in rows), key=lambda s: (s.purpose, s.channel or ""))
+    return SubjectConsentsOut(subject_id=subject_id, as_of=at, consents=out)
+
+
+def _encode_cursor(captured_at: datetime, seq: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([captured_at.isoformat(), seq])).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        captured, seq = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        position = datetime.fromisoformat(captured), int(seq)
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise Unprocessable("invalid cursor", loc=["query", "cursor"]) from exc
+    if position[0].tzinfo is None:
+        raise Unprocessable("invalid cursor", loc=["query", "cursor"])
+    return position
+
+
+async def history(
+    session: AsyncSession, *, tenant: str, subject_id: uuid.UUID, purpose: str | None, limit: int, cursor: str | None
+) -> HistoryOut:
+    """Every event of the subject, oldest first by captured_at (ties by ledger order), a page at a time."""
+    await subjects.require(session, tenant=tenant, subject_id=subject_id)
+    events = ConsentEvent.__table__
+    query = select(*EVENT_COLUMNS).where(events.c.tenant_id == tenant, events.c.subject_id == subject_id)
+    if purpose is not None:
+        query = query.where(events.c.purpose == purpose)
+    if cursor is not None:
+        after, seq = _decode_cursor(cursor)
+        query = query.where(
+            or_(events.c.captured_at > after, and_(events.c.captured_at == after, events.c.seq > seq))
+        )
+    rows = (await session.execute(query.order_by(events.c.captured_at, events.c.seq).limit(limit + 1))).all()
+    page = rows[:limit]
+    next_cursor = _encode_cursor(page[-1].captured_at, page[-1].seq) if len(rows) > limit else None
+    return HistoryOut(events=[event_out(row._asdict()) for row in page], next_cursor=next_cursor)
