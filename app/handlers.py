@@ -52,7 +52,9 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> Re
 
 
 async def http_error(_request: Request, exc: HTTPException) -> Response:
-    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    title = {400: "Bad request", 404: "Not found", 405: "Method not allowed", 413: "Payload too large"}.get(
+        exc.status_code, "HTTP error"
+    )
     return problem_response(exc.status_code, problem(exc.status_code, title, str(exc.detail)), exc.headers)
 
 

@@ -10,6 +10,7 @@ from app import handlers
 from app.config import Settings, get_settings
 from app.db import Database
 from app.middleware import BodyLimit, RequestMetrics
+from app.models.common import problem_responses
 from app.routers import checks, consents, ops, purposes, subjects
 from app.security import TokenVerifier
 from app.services.check_readers import PostgresReader, SqlReader
@@ -48,8 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for router in (purposes.router, subjects.router, consents.router, checks.router, ops.router):
-        app.include_router(router)
+    for router in (purposes.router, subjects.router, consents.router, checks.router):
+        app.include_router(router, responses=problem_responses(401, 403, 404, 413, 422, 503))
+    app.include_router(ops.router)
     handlers.install(app)
     app.add_middleware(
         BodyLimit, default=settings.max_body_bytes, per_path={"/v1/checks/batch": settings.max_batch_body_bytes}

@@ -2,9 +2,11 @@
 
 import time
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import PayloadTooLarge
+from app.errors import problem
+from app.handlers import problem_response
 from app.metrics import REQUEST_LATENCY
 
 
@@ -23,22 +25,18 @@ class BodyLimit:
         limit = self.per_path.get(scope["path"], self.default)
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
-                # Raised inside the app's own call so that the problem+json handler answers it.
-                receive = _refuse(limit)
-                break
-        else:
-            receive = _counting(receive, limit)
-        await self.app(scope, receive, send)
+                response = problem_response(413, problem(413, "Payload too large", _too_large(limit)))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, _counting(receive, limit), send)
 
 
-def _refuse(limit: int) -> Receive:
-    async def receive() -> Message:
-        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
-
-    return receive
+def _too_large(limit: int) -> str:
+    return f"the request body is larger than {limit} bytes"
 
 
 def _counting(receive: Receive, limit: int) -> Receive:
+    """Count a body sent without (or despite) Content-Length; past the limit, stop reading with 413."""
     seen = 0
 
     async def counted() -> Message:
@@ -47,7 +45,8 @@ def _counting(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+                # FastAPI turns other errors raised while reading a body into 400; it lets HTTPException through.
+                raise HTTPException(413, _too_large(limit))
         return message
 
     return counted

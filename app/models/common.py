@@ -84,3 +84,24 @@ class SubjectRef(Identifiers):
         if self.subject_id is not None:
             return "subject_id", str(self.subject_id)
         return self.items()[0]
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document, the body of every error."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[ValidationIssue] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for errors answered as application/problem+json."""
+    schema = {"$ref": "#/components/schemas/Problem"}
+    return {status: {"model": Problem, "content": {"application/problem+json": {"schema": schema}}} for status in statuses}

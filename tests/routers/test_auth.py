@@ -1,0 +1,84 @@
+"""Bearer JWT verification: algorithm allow-list, required claims, issuer, audience, expiry, RS256."""
+
+import time
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jose import jwt
+
+from app.main import create_app
+from tests.conftest import TEST_SECRET, assert_problem, bearer, settings_for
+
+CHECK = {"subject": {"email": "a@example.com"}, "purpose": "marketing", "channel": "email"}
+
+
+def claims(tenant_key: str, **changes: object) -> dict:
+    now = int(time.time())
+    base = {"iss": "consentd", "aud": "consentd", "sub": "c", "tenant": tenant_key, "scope": "checks:read", "exp": now + 60}
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"exp": int(time.time()) - 10},
+        {"exp": None},
+        {"iss": "someone-else"},
+        {"iss": None},
+        {"aud": "another-service"},
+        {"aud": None},
+        {"sub": None},
+        {"tenant": None},
+        {"tenant": "Not A Tenant!"},
+        {"scope": None},
+        {"scope": ["checks:read"]},
+    ],
+)
+async def test_bad_claims_are_401(anonymous, tenant, change):
+    token = jwt.encode(claims(tenant, **change), TEST_SECRET, algorithm="HS256")
+    assert_problem(await anonymous.post("/v1/checks", json=CHECK, headers=bearer(token)), 401)
+
+
+async def test_bad_signatures_and_headers_are_401(anonymous, tenant):
+    wrong_key = jwt.encode(claims(tenant), "another-secret-of-sufficient-length-000", algorithm="HS256")
+    header, payload, _ = jwt.encode(claims(tenant), TEST_SECRET, algorithm="HS256").split(".")
+    import base64
+
+    none_header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').decode().rstrip("=")
+    for value in (f"Bearer {wrong_key}", f"Bearer {none_header}.{payload}.", "Bearer", "Bearer x.y.z",
+                  f"Basic {wrong_key}", f"Bearer {header}.{payload}.AAAA"):
+        response = await anonymous.post("/v1/checks", json=CHECK, headers={"Authorization": value})
+        assert_problem(response, 401)
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_a_good_token_passes(anonymous, tenant):
+    token = jwt.encode(claims(tenant), TEST_SECRET, algorithm="HS256")
+    assert (await anonymous.post("/v1/checks", json=CHECK, headers=bearer(token))).status_code == 200
+
+
+async def test_admin_holds_every_scope(anonymous, token):
+    admin = bearer(token("admin"))
+    assert (await anonymous.post("/v1/checks", json=CHECK, headers=admin)).status_code == 200
+    assert (await anonymous.get("/v1/purposes", headers=admin)).status_code == 200
+
+
+async def test_rs256_verification_refuses_hs256(backend, tenant):
+    """With a public key configured only RS256/ES256 pass: an HS256 token signed with the key's text is refused."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    app = create_app(settings_for(backend.url, jwt_public_key=public_pem))
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            good = jwt.encode(claims(tenant), private_pem, algorithm="RS256")
+            assert (await http.post("/v1/checks", json=CHECK, headers=bearer(good))).status_code == 200
+            hs = jwt.encode(claims(tenant), TEST_SECRET, algorithm="HS256")
+            assert_problem(await http.post("/v1/checks", json=CHECK, headers=bearer(hs)), 401)
