@@ -116,10 +116,19 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 
 @pytest.fixture
 async def pg_backend(backend: Backend) -> Backend:
-    """For tests that are about PostgreSQL behaviour (real concurrency): skipped on the SQLite run."""
-    if backend.name != "postgres":
-        pytest.skip("PostgreSQL only")
+    """For tests about PostgreSQL behaviour (real concurrency); their SQLite variants are deselected."""
+    assert backend.name == "postgres"
     return backend
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    sqlite_only_variants = [
+        item for item in items
+        if "pg_backend" in getattr(item, "fixturenames", ()) and item.callspec.params.get("backend") == "sqlite"
+    ]
+    if sqlite_only_variants:
+        config.hook.pytest_deselected(items=sqlite_only_variants)
+        items[:] = [item for item in items if item not in sqlite_only_variants]
 
 
 async def make_tenant(backend: Backend) -> str:

@@ -1,0 +1,60 @@
+"""The `consentd` command: tenants, purposes, demo, token (run as a real subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jose import jwt
+
+from tests.conftest import TEST_IDENTIFIER_KEY, TEST_SECRET
+
+
+@pytest.fixture
+def consentd(tmp_path: Path):
+    env = os.environ | {
+        "CONSENTD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "CONSENTD_JWT_SECRET": TEST_SECRET,
+        "CONSENTD_IDENTIFIER_KEY": TEST_IDENTIFIER_KEY,
+    }
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert (done.returncode == 0) == ok, done.stderr
+        return done
+
+    run("migrate")
+    return run
+
+
+def test_tenants_purposes_token(consentd, tmp_path):
+    consentd("tenants", "create", "acme", "--name", "Acme Ltd")
+    assert "exists" in consentd("tenants", "create", "acme", ok=False).stderr
+    consentd("tenants", "create", "Bad Key!", ok=False)
+
+    catalogue = [{"key": "newsletter", "title": "Newsletter", "legal_basis": "consent", "category": "marketing",
+                  "channels": ["email"]}]
+    (tmp_path / "p.json").write_text(json.dumps(catalogue))
+    (tmp_path / "p.yaml").write_text("- key: newsletter\n  title: Weekly newsletter\n  legal_basis: consent\n"
+                                     "  category: marketing\n  channels: [email]\n")
+    assert "newsletter: version 1" in consentd("purposes", "load", str(tmp_path / "p.json"), "--tenant", "acme").stderr
+    assert "newsletter: version 2" in consentd("purposes", "load", str(tmp_path / "p.yaml"), "--tenant", "acme").stderr
+    consentd("purposes", "load", str(tmp_path / "p.yaml"), "--tenant", "nobody", ok=False)
+    (tmp_path / "bad.yaml").write_text("- key: BAD\n")
+    consentd("purposes", "load", str(tmp_path / "bad.yaml"), "--tenant", "acme", ok=False)
+
+    out = consentd("token", "--tenant", "acme", "--scopes", "checks:read consents:write", "--ttl", "60", "--client", "crm").stdout
+    claims = jwt.decode(out.strip(), TEST_SECRET, algorithms=["HS256"], audience="consentd", issuer="consentd")
+    assert (claims["tenant"], claims["scope"], claims["sub"]) == ("acme", "checks:read consents:write", "crm")
+    assert out.count("\n") == 1
+    consentd("token", "--tenant", "acme", "--scopes", "everything", ok=False)
+
+
+def test_demo_is_idempotent(consentd):
+    first = consentd("demo").stdout.strip()
+    second = consentd("demo").stdout.strip()
+    for token in (first, second):
+        claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"], audience="consentd", issuer="consentd")
+        assert (claims["tenant"], claims["scope"]) == ("demo", "admin")

@@ -1,0 +1,35 @@
+"""Settings: production refuses development secrets."""
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import DEV_IDENTIFIER_KEY, DEV_JWT_SECRET, Settings
+
+STRONG = "s" * 40
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"jwt_secret": DEV_JWT_SECRET, "identifier_key": STRONG},
+        {"jwt_secret": STRONG, "identifier_key": DEV_IDENTIFIER_KEY},
+        {"jwt_secret": "short", "identifier_key": STRONG},
+    ],
+)
+def test_production_refuses_default_or_weak_secrets(values):
+    with pytest.raises(ValidationError):
+        Settings(env="production", **values)
+
+
+def test_production_with_real_secrets_starts():
+    assert Settings(env="production", jwt_secret=STRONG, identifier_key=STRONG).env == "production"
+    # With a public key, no HS256 secret is used, so the default one does not matter.
+    Settings(env="production", jwt_public_key="-----BEGIN PUBLIC KEY-----", identifier_key=STRONG)
+
+
+def test_environment_variables(monkeypatch):
+    monkeypatch.setenv("CONSENTD_DATABASE_URL", "postgresql+asyncpg://u@h:5432/db")
+    monkeypatch.setenv("CONSENTD_DEFAULT_REGION", "IE")
+    settings = Settings()
+    assert settings.is_postgres and settings.default_region == "IE"
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("consentd", "consentd")
