@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     jwt_secret: str = DEV_JWT_SECRET
     jwt_public_key: str | None = None
     jwks_url: str | None = None
+    # An unknown `kid` fetches the JWKS again, at most this often (seconds).
+    jwks_min_refresh_seconds: float = 10.0
     jwt_issuer: str = "consentd"
     jwt_audience: str = "consentd"
     identifier_key: str = DEV_IDENTIFIER_KEY

@@ -30,13 +30,13 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 _bearer = HTTPBearer(auto_error=False, description="A JWT with the claims iss, aud, exp, sub, tenant, scope")
 
 
-def get_principal(
+async def get_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise Unauthorized("a bearer token is required")
     verifier: TokenVerifier = request.app.state.verifier
-    return verifier.verify(credentials.credentials)
+    return await verifier.verify_refreshing(credentials.credentials)
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]

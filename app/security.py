@@ -33,6 +33,13 @@ class Principal:
         return "admin" in self.scopes or scope in self.scopes
 
 
+class UnknownKey(Unauthorized):
+    """The token names a `kid` the loaded JWKS does not hold (the identity provider may have rotated)."""
+
+    def __init__(self) -> None:
+        super().__init__("token signed by an unknown key")
+
+
 class TokenVerifier:
     """Verifies bearer tokens; remembers tokens it has verified until they expire (the check is hot)."""
 
@@ -42,6 +49,7 @@ class TokenVerifier:
         self.settings = settings
         self._cache: dict[str, Principal] = {}
         self._jwks: dict[str, dict] = {}
+        self._jwks_loaded_at = 0.0
         if settings.jwt_public_key:
             self.algorithms = ASYMMETRIC
             self._static_key: str | dict | None = settings.jwt_public_key
@@ -52,14 +60,29 @@ class TokenVerifier:
             self.algorithms = ["HS256"]
             self._static_key = settings.jwt_secret
 
-    async def load_jwks(self) -> None:
-        """Fetch the JWKS named by CONSENTD_JWKS_URL (at start-up and when an unknown `kid` appears)."""
-        if not self.settings.jwks_url:
-            return
+    async def load_jwks(self, *, min_interval: float = 0.0) -> bool:
+        """Fetch the JWKS named by CONSENTD_JWKS_URL, at most once per `min_interval` seconds; True if fetched."""
+        if not self.settings.jwks_url or time.monotonic() - self._jwks_loaded_at < min_interval:
+            return False
+        self._jwks_loaded_at = time.monotonic()
         async with httpx.AsyncClient(timeout=5) as client:
             response = await client.get(self.settings.jwks_url)
             response.raise_for_status()
         self._jwks = {key.get("kid", ""): key for key in response.json().get("keys", [])}
+        return True
+
+    async def verify_refreshing(self, token: str) -> Principal:
+        """verify(), fetching the JWKS again (rate-limited) when the token names a key not yet known."""
+        try:
+            return self.verify(token)
+        except UnknownKey:
+            try:
+                refreshed = await self.load_jwks(min_interval=self.settings.jwks_min_refresh_seconds)
+            except (httpx.HTTPError, ValueError):
+                refreshed = False
+            if not refreshed:
+                raise
+            return self.verify(token)
 
     def verify(self, token: str) -> Principal:
         """Return the principal of a valid token or raise Unauthorized."""
@@ -84,7 +107,7 @@ class TokenVerifier:
             raise Unauthorized("malformed token") from exc
         key = self._jwks.get(kid)
         if key is None:
-            raise Unauthorized("token signed by an unknown key")
+            raise UnknownKey()
         return key
 
     def _decode(self, token: str) -> Principal:
