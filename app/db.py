@@ -1,5 +1,6 @@
 """Database access: the SQLAlchemy async engine (SQLModel sessions) and, on PostgreSQL, an asyncpg pool for hot reads."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,6 +50,17 @@ def create_engine(settings: Settings) -> AsyncEngine:
 def asyncpg_dsn(database_url: str) -> str:
     """The plain libpq DSN of a postgresql+asyncpg URL."""
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection; one that timed out is dropped, not reset (it may be a black hole)."""
+    async with pool.acquire() as connection:
+        try:
+            yield connection
+        except (TimeoutError, asyncio.TimeoutError):
+            connection.terminate()
+            raise
 
 
 @dataclass

@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     for router in (purposes.router, subjects.router, consents.router, checks.router):
-        app.include_router(router, responses=problem_responses(401, 403, 404, 413, 422, 503))
+        app.include_router(router, responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
     app.include_router(ops.router)
     handlers.install(app)
     app.add_middleware(

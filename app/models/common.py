@@ -71,6 +71,8 @@ class Identifiers(Schema):
 class SubjectRef(Identifiers):
     """Exactly one way of naming a subject: its id or one of its identifiers."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1})
+
     subject_id: UUID | None = None
 
     @model_validator(mode="after")

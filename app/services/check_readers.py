@@ -11,6 +11,7 @@ import orjson
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db import acquire
 from app.models import ConsentState, Purpose, Subject, SubjectIdentifier
 from app.services.decision import Rule, Standing
 
@@ -83,13 +84,14 @@ class PostgresReader:
 
     async def one(self, tenant: str, lookup: LookupKey, purpose: str, channel: str) -> Found:
         query = PG_ONE_BY_HASH if lookup[0] == "hash" else PG_ONE_BY_ID
-        row = await self.pool.fetchrow(query, tenant, purpose, lookup[1], channel)
+        async with acquire(self.pool) as connection:
+            row = await connection.fetchrow(query, tenant, purpose, lookup[1], channel)
         return _found(purpose, row)
 
     async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str]) -> FoundMany:
         hashes = [value for kind, value in lookups if kind == "hash"]
         ids = [value for kind, value in lookups if kind == "id"]
-        async with self.pool.acquire() as connection:
+        async with acquire(self.pool) as connection:
             purpose_rows = await connection.fetch(
                 "SELECT key, legal_basis, channels, lifespan_days, reconfirm_days, version FROM purposes"
                 " WHERE tenant_id = $1 AND key = ANY($2::text[])",
