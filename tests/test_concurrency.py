@@ -6,11 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from tests.support.api import consent_body
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+from tests.support.api import consent_body, iso
 
 
 async def test_concurrent_writers_on_one_subject(pg_backend, client):

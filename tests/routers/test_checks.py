@@ -3,11 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 from tests.conftest import assert_problem, bearer
-from tests.support.api import check, record
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+from tests.support.api import check, iso, record
 
 
 async def test_granted_then_withdrawn(client):

@@ -5,11 +5,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from tests.conftest import assert_problem, bearer
-from tests.support.api import record
-
-
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+from tests.support.api import iso, record
 
 
 async def test_as_of_answers_for_past_instants(client):

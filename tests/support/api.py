@@ -1,8 +1,14 @@
 """Small request helpers shared by the tests."""
 
+from datetime import datetime
 from typing import Any
 
 import httpx
+
+
+def iso(moment: datetime) -> str:
+    """An aware datetime as the API writes it (UTC, with Z)."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def consent_body(subject: dict, *decisions: tuple, **extra: Any) -> dict:
