@@ -49,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    for router in (purposes.router, subjects.router, consents.router, checks.router):
+    # The check router first: routes are matched in order, and checks are the hot path.
+    for router in (checks.router, consents.router, subjects.router, purposes.router):
         app.include_router(router, responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
     app.include_router(ops.router)
     handlers.install(app)

@@ -7,7 +7,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.errors import problem
 from app.handlers import problem_response
-from app.metrics import REQUEST_LATENCY
+from app.metrics import request_latency
 
 
 class BodyLimit:
@@ -76,4 +76,4 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            REQUEST_LATENCY.labels(scope["method"], template, str(status)).observe(time.perf_counter() - started)
+            request_latency(scope["method"], template, str(status)).observe(time.perf_counter() - started)

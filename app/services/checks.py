@@ -5,7 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from app.errors import AppError, NotFound, Unprocessable
-from app.metrics import CHECK_DECISIONS
+from app.metrics import check_decision
 from app.models.checks import BatchCheckIn, CheckIn
 from app.models.common import SubjectRef
 from app.models.consents import NO_CHANNEL
@@ -28,7 +28,7 @@ def answer(
 ) -> dict[str, Any]:
     """The check's answer as a plain dict (the hot path serialises it without a model)."""
     decision = decide(rule, subject_known=subject_id is not None, flags=flags, standing=standing, at=at)
-    CHECK_DECISIONS.labels(decision.reason, "true" if decision.allowed else "false").inc()
+    check_decision(decision.reason, decision.allowed).inc()
     consent = None
     if standing is not None:
         consent = {

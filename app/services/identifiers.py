@@ -3,7 +3,7 @@
 import base64
 import hashlib
 import hmac
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import phonenumbers
 from cryptography.fernet import Fernet, InvalidToken
@@ -18,6 +18,30 @@ class InvalidIdentifier(Unprocessable):
     """An email, phone or id that cannot be normalised."""
 
 
+# Parsing an email or phone costs 50-100 us; checks ask about the same people again and again (every send,
+# every channel), so recent answers are kept. Bounded: at most this many inputs, invalid ones included.
+_CACHE_SIZE = 65_536
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _email(value: str) -> str | None:
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        return None
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _phone(value: str, region: str) -> str | None:
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
 def normalise(kind: str, value: str, *, region: str, loc: tuple[str | int, ...] = ()) -> str:
     """The canonical form of an identifier: emails lower-cased, phones E.164, ids trimmed.
 
@@ -25,21 +49,14 @@ def normalise(kind: str, value: str, *, region: str, loc: tuple[str | int, ...] 
     """
     value = value.strip()
     if kind == "email":
-        try:
-            return validate_email(value, check_deliverability=False).normalized.lower()
-        except EmailNotValidError as exc:
-            raise InvalidIdentifier("invalid email", loc=[*loc, kind]) from exc
-    if kind == "phone":
-        try:
-            number = phonenumbers.parse(value, region)
-        except phonenumbers.NumberParseException as exc:
-            raise InvalidIdentifier("invalid phone", loc=[*loc, kind]) from exc
-        if not phonenumbers.is_valid_number(number):
-            raise InvalidIdentifier("invalid phone", loc=[*loc, kind])
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if not value:
+        normal = _email(value)
+    elif kind == "phone":
+        normal = _phone(value, region)
+    else:
+        normal = value or None
+    if normal is None:
         raise InvalidIdentifier(f"invalid {kind}", loc=[*loc, kind])
-    return value
+    return normal
 
 
 class IdentifierKeys:

@@ -77,3 +77,15 @@ async def test_evidence_limits(client):
 async def test_unknown_routes_and_methods_are_problems(client):
     assert_problem(await client.get("/v1/nothing-here"), 404)
     assert_problem(await client.delete("/v1/consents"), 405)
+
+
+@pytest.mark.parametrize(("method", "path", "good"), WRITES)
+async def test_a_body_that_is_not_json_is_refused(client, method, path, good):
+    import json
+
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        response = await client.request(method, path, content=json.dumps(good), headers={"content-type": content_type})
+        assert_problem(response, 422)
+    # A JSON body with a charset parameter is JSON (the lookup's unknown subject is a 404, not a refusal).
+    response = await client.request(method, path, content=json.dumps(good), headers={"content-type": "application/json; charset=utf-8"})
+    assert response.status_code in (200, 201, 404), response.text
