@@ -98,7 +98,7 @@ async def test_another_tenants_purpose_is_not_found(client, anonymous, token, ot
 
 
 async def test_batch_in_order_and_equal_to_single_checks(client):
-    await record(client, {"email": "b1@example.com"}, ("marketing", "email", "granted"), ("marketing", "sms", "withdrawn"))
+    b1 = await record(client, {"email": "b1@example.com"}, ("marketing", "email", "granted"), ("marketing", "sms", "withdrawn"))
     await record(client, {"phone": "+447911123458"}, ("profiling", None, "withdrawn"))
     checks = [
         {"subject": {"email": "b1@example.com"}, "purpose": "marketing", "channel": "email"},
@@ -107,12 +107,15 @@ async def test_batch_in_order_and_equal_to_single_checks(client):
         {"subject": {"phone": "07911 123458"}, "purpose": "profiling"},
         {"subject": {"email": "b1@example.com"}, "purpose": "profiling"},
         {"subject": {"email": "stranger@example.com"}, "purpose": "marketing", "channel": "email"},
+        {"subject": {"subject_id": b1["subject_id"]}, "purpose": "marketing", "channel": "email"},
+        {"subject": {"subject_id": "00000000-0000-4000-8000-000000000000"}, "purpose": "marketing", "channel": "email"},
     ]
     response = await client.post("/v1/checks/batch", json={"checks": checks})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [r["reason"] for r in results] == [
         "consent_granted", "withdrawn", "no_consent", "objected", "legitimate_interest", "unknown_subject",
+        "consent_granted", "unknown_subject",
     ]
     for item, result in zip(checks, results, strict=True):
         single = await check(client, item["subject"], item["purpose"], item.get("channel"))
