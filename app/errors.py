@@ -55,7 +55,7 @@ class Unprocessable(AppError):
 class Unavailable(AppError):
     status, title = 503, "Service unavailable"
 
-    def __init__(self, detail: str = "the database is unreachable") -> None:
+    def __init__(self, detail: str = "the database is unreachable or too busy to answer in time; retry later") -> None:
         super().__init__(detail, headers={"Retry-After": "5"})
 
 

@@ -63,3 +63,28 @@ async def test_concurrent_purpose_creation_makes_version_one(pg_backend, client)
         *(client.put("/v1/purposes/race", json=body | {"description": f"v{i}"}) for i in range(5))
     )
     assert sorted(r.json()["version"] for r in changed) == [2, 3, 4, 5, 6]
+
+
+async def test_decisions_in_opposite_orders_do_not_deadlock(pg_backend, client):
+    sid = (await client.post("/v1/consents", json=consent_body({"email": "order@example.com"}, ("marketing", "email", "granted")))).json()["subject_id"]
+    forward = [("marketing", c, "granted") for c in ("email", "sms", "phone", "post")]
+    bodies = [consent_body({"subject_id": sid}, *(forward if i % 2 else forward[::-1])) for i in range(40)]
+    responses = await asyncio.gather(*(client.post("/v1/consents", json=body) for body in bodies))
+    assert [r.status_code for r in responses] == [201] * len(bodies), [r.text for r in responses if r.status_code != 201][:2]
+
+
+async def test_crossed_identifiers_conflict_instead_of_deadlocking(pg_backend, client):
+    """Two requests name X as subject with Y attached, and Y as subject with X attached: one wins, the other is a 409."""
+    bodies = []
+    for i in range(20):
+        x, y = {"email": f"x{i}@example.com"}, {"external_id": f"Y{i}"}
+        bodies += [
+            consent_body(x, ("marketing", "email", "granted"), identifiers=y),
+            consent_body(y, ("marketing", "email", "granted"), identifiers=x),
+        ]
+    responses = await asyncio.gather(*(client.post("/v1/consents", json=body) for body in bodies))
+    assert {r.status_code for r in responses} <= {201, 409}, [r.text for r in responses if r.status_code not in (201, 409)][:2]
+    for i in range(20):
+        first = (await client.post("/v1/subjects/lookup", json={"email": f"x{i}@example.com"})).json()
+        second = (await client.post("/v1/subjects/lookup", json={"external_id": f"Y{i}"})).json()
+        assert first["subject_id"] == second["subject_id"]  # both identifiers ended up on one person

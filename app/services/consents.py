@@ -83,9 +83,9 @@ async def record(
         replay = await _claim_idempotency_key(session, tenant=tenant, key=idempotency_key, digest=request_hash(body))
         if replay is not None:
             return replay
-    recorded_at = utcnow()
-    captured_at = body.captured_at or recorded_at
-    if captured_at > recorded_at + MAX_CLOCK_SKEW:
+    now = utcnow()
+    captured_at = body.captured_at or now
+    if captured_at > now + MAX_CLOCK_SKEW:
         raise Unprocessable("captured_at may not be more than 5 minutes in the future", loc=["body", "captured_at"])
     rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for d in body.decisions})
     channels = []
@@ -95,9 +95,9 @@ async def record(
             raise Unprocessable(f"unknown purpose '{decision.purpose}'", loc=["body", "decisions", index, "purpose"])
         channels.append(storage_channel(rule, decision.channel, loc=["body", "decisions", index, "channel"]))
 
-    subject_id = await subjects.find_or_create(session, keys, tenant=tenant, ref=body.subject)
-    if body.identifiers is not None:
-        await subjects.attach(session, keys, tenant=tenant, subject_id=subject_id, identifiers=body.identifiers)
+    subject_id = await subjects.resolve(session, keys, tenant=tenant, ref=body.subject, identifiers=body.identifiers)
+    # Taken after any wait for locks above, so that recording order follows the ledger's seq as closely as it can.
+    recorded_at = utcnow()
 
     events = [
         {
@@ -144,6 +144,8 @@ async def append(session: AsyncSession, events: list[dict]) -> None:
         if key not in newest or _order(event) > _order(newest[key]):
             newest[key] = event
     state = ConsentState.__table__
+    # In key order: concurrent requests touching the same states lock them in one order and cannot deadlock.
+    ordered = sorted(newest.values(), key=lambda e: (str(e["subject_id"]), e["purpose"], e["channel"]))
     statement = upsert(session, state).values(
         [
             {
@@ -159,7 +161,7 @@ async def append(session: AsyncSession, events: list[dict]) -> None:
                 "purpose_version": e["purpose_version"],
                 "policy_version": e["policy_version"],
             }
-            for e in newest.values()
+            for e in ordered
         ]
     )
     incoming = statement.excluded

@@ -1,8 +1,9 @@
 """Subjects and their identifiers: resolve, create, attach, read."""
 
 import uuid
+from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
@@ -36,62 +37,80 @@ async def find(
     return await _owner(session, tenant=tenant, id_hash=keys.lookup_hash(tenant, kind, value, loc=loc))
 
 
-async def _claim(
-    session: AsyncSession,
-    keys: IdentifierKeys,
-    *,
-    tenant: str,
-    subject_id: uuid.UUID,
-    kind: str,
-    value: str,
-    loc: tuple[str, ...],
-) -> uuid.UUID:
-    """Attach an identifier to `subject_id` unless another subject holds it; return its holder."""
-    normalised = normalise(kind, value, region=keys.region, loc=loc)
-    id_hash = keys.blind_index(tenant, kind, normalised)
-    # ON CONFLICT DO NOTHING waits for a concurrent claim of the same identifier, then yields to it.
-    await session.execute(
-        upsert(session, SubjectIdentifier.__table__)
-        .values(tenant_id=tenant, id_hash=id_hash, subject_id=subject_id, type=kind, value_sealed=keys.seal(normalised))
-        .on_conflict_do_nothing(index_elements=["tenant_id", "id_hash"])
+@dataclass(frozen=True)
+class _Claim:
+    kind: str
+    normal: str
+    id_hash: str
+    loc: tuple[str, ...]
+
+
+def _claim_for(keys: IdentifierKeys, tenant: str, kind: str, value: str, loc: tuple[str, ...]) -> _Claim:
+    normal = normalise(kind, value, region=keys.region, loc=loc)
+    return _Claim(kind, normal, keys.blind_index(tenant, kind, normal), (*loc, kind))
+
+
+async def _claim_all(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID, claims: list[_Claim]
+) -> dict[str, uuid.UUID]:
+    """Attach each identifier to `subject_id` unless another subject holds it; the holder of each, by id_hash.
+
+    Claimed in blind-index order: two requests that name the same identifiers in another order queue
+    behind each other instead of deadlocking. ON CONFLICT DO NOTHING waits for a concurrent claim of the
+    same identifier, then yields to it.
+    """
+    table = SubjectIdentifier.__table__
+    for claim in sorted(claims, key=lambda c: c.id_hash):
+        await session.execute(
+            upsert(session, table)
+            .values(tenant_id=tenant, id_hash=claim.id_hash, subject_id=subject_id, type=claim.kind,
+                    value_sealed=keys.seal(claim.normal))
+            .on_conflict_do_nothing(index_elements=["tenant_id", "id_hash"])
+        )
+    rows = await session.execute(
+        select(table.c.id_hash, table.c.subject_id).where(
+            table.c.tenant_id == tenant, table.c.id_hash.in_([c.id_hash for c in claims])
+        )
     )
-    holder = await _owner(session, tenant=tenant, id_hash=id_hash)
-    assert holder is not None
-    return holder
+    return {id_hash: holder for id_hash, holder in rows}
 
 
-async def find_or_create(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, ref: SubjectRef) -> uuid.UUID:
-    """Resolve the body's `subject`, creating the subject when its identifier is new; 404 for an unknown subject_id."""
-    loc = ("body", "subject")
+async def resolve(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, ref: SubjectRef, identifiers: Identifiers | None
+) -> uuid.UUID:
+    """The body's `subject`, created when its identifier is new, with the body's `identifiers` attached.
+
+    404 for an unknown subject_id; 409 when one of `identifiers` belongs to another subject.
+    """
+    extra = [_claim_for(keys, tenant, kind, value, ("body", "identifiers")) for kind, value in (identifiers or Identifiers()).items()]
     if ref.subject_id is not None:
-        subject_id = await find(session, keys, tenant=tenant, ref=ref, loc=loc)
+        subject_id = await find(session, keys, tenant=tenant, ref=ref, loc=("body", "subject"))
         if subject_id is None:
             raise NotFound("subject", ref.subject_id)
-        return subject_id
-    kind, value = ref.kind_and_value()
-    existing = await find(session, keys, tenant=tenant, ref=ref, loc=loc)
-    if existing is not None:
-        return existing
-    subject = Subject(tenant_id=tenant)
-    session.add(subject)
-    await session.flush()
-    holder = await _claim(session, keys, tenant=tenant, subject_id=subject.id, kind=kind, value=value, loc=loc)
-    if holder != subject.id:
-        # A concurrent request created the same person first: use theirs, drop ours (never committed).
-        await session.execute(delete(Subject).where(Subject.id == subject.id))
-    return holder
-
-
-async def attach(
-    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID, identifiers: Identifiers
-) -> None:
-    """Attach the body's `identifiers` to a subject; 409 when one of them belongs to another subject."""
-    for kind, value in identifiers.items():
-        holder = await _claim(
-            session, keys, tenant=tenant, subject_id=subject_id, kind=kind, value=value, loc=("body", "identifiers")
-        )
-        if holder != subject_id:
-            raise Conflict(f"that {kind} belongs to another subject", errors=[{"loc": ["identifiers", kind], "msg": "taken"}])
+        own = None
+    else:
+        own = _claim_for(keys, tenant, *ref.kind_and_value(), ("body", "subject"))
+        subject_id = await _owner(session, tenant=tenant, id_hash=own.id_hash)
+    if subject_id is not None:
+        holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject_id, claims=extra) if extra else {}
+    else:
+        subject = Subject(tenant_id=tenant)
+        session.add(subject)
+        await session.flush()
+        holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject.id, claims=[own, *extra])
+        subject_id = holders[own.id_hash]
+        if subject_id != subject.id:
+            # A concurrent request created the same person first: move what we claimed to theirs, drop ours
+            # (never committed, so nobody else has seen it).
+            await session.execute(
+                update(SubjectIdentifier).where(SubjectIdentifier.subject_id == subject.id).values(subject_id=subject_id)
+            )
+            await session.execute(delete(Subject).where(Subject.id == subject.id))
+            holders = {h: subject_id if holder == subject.id else holder for h, holder in holders.items()}
+    for claim in extra:
+        if holders[claim.id_hash] != subject_id:
+            raise Conflict(f"that {claim.kind} belongs to another subject", errors=[{"loc": list(claim.loc), "msg": "taken"}])
+    return subject_id
 
 
 async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID) -> SubjectOut:
