@@ -136,7 +136,15 @@ def token(
     client: Annotated[str, typer.Option(help="the client's name (the token's sub)")] = "cli",
 ) -> None:
     """Print a signed JWT (HS256) and nothing else."""
+    from app.models import Tenant
+
     _check_tenant_key(tenant)
+
+    async def require_tenant(session: AsyncSession) -> None:
+        if await session.get(Tenant, tenant) is None:
+            raise AppError(f"tenant '{tenant}' does not exist: create it with `consentd tenants create {tenant}`")
+
+    _in_transaction(require_tenant)
     try:
         typer.echo(mint_token(get_settings(), tenant=tenant, scopes=scopes.split(), ttl=ttl, client=client))
     except ValueError as exc:

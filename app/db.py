@@ -39,10 +39,12 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
             pool_pre_ping=True,
+            # Bound values may carry personal data (evidence, sealed identifiers): keep them out of error messages.
+            hide_parameters=True,
             pool_timeout=settings.db_timeout,
             connect_args={"timeout": settings.db_timeout, "command_timeout": settings.db_timeout},
         )
-    engine = create_async_engine(settings.database_url, connect_args={"timeout": 30})
+    engine = create_async_engine(settings.database_url, connect_args={"timeout": 30}, hide_parameters=True)
     _configure_sqlite(engine)
     return engine
 

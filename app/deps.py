@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
-from app.security import Principal
+from app.security import SCOPES, Principal
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,13 +33,18 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 async def authorize(request: Request, token: str | None, scopes: tuple[str, ...]) -> Principal:
-    """The principal of a bearer token that holds every one of `scopes` (or `admin`); 401 or 403 otherwise."""
+    """The principal of a bearer token that holds every one of `scopes` (or `admin`; with no `scopes`, any one
+    scope); 401 for a missing or bad token or a tenant that does not exist, 403 for a missing scope."""
     if not token:
         raise Unauthorized("a bearer token is required")
     principal = await request.app.state.verifier.verify_refreshing(token)
+    if not await request.app.state.tenants.exists(principal.tenant):
+        raise Unauthorized("the token names a tenant that does not exist")
     missing = [scope for scope in scopes if not principal.has(scope)]
     if missing:
         raise Forbidden(f"this needs the scope {' '.join(missing)}")
+    if not scopes and not principal.scopes & SCOPES:
+        raise Forbidden("this needs at least one scope")
     return principal
 
 

@@ -16,6 +16,7 @@ from app.security import TokenVerifier
 from app.services.check_readers import PostgresReader, SqlReader
 from app.services.checks import Checker
 from app.services.identifiers import IdentifierKeys
+from app.services.tenants import TenantDirectory
 
 log = logging.getLogger("consentd")
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.verifier = verifier
         app.state.identifier_keys = keys
         app.state.checker = Checker(reader, keys)
+        app.state.tenants = TenantDirectory(database)
         try:
             yield
         finally:

@@ -68,7 +68,11 @@ class TokenVerifier:
         async with httpx.AsyncClient(timeout=5) as client:
             response = await client.get(self.settings.jwks_url)
             response.raise_for_status()
-        self._jwks = {key.get("kid", ""): key for key in response.json().get("keys", [])}
+        document = response.json()
+        keys = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(keys, list):
+            raise ValueError("the JWKS has no list of keys")
+        self._jwks = {key.get("kid", ""): key for key in keys if isinstance(key, dict)}
         return True
 
     async def verify_refreshing(self, token: str) -> Principal:
@@ -103,7 +107,7 @@ class TokenVerifier:
             return self._static_key
         try:
             kid = jwt.get_unverified_header(token).get("kid", "")
-        except JOSEError as exc:
+        except (JOSEError, AttributeError) as exc:
             raise Unauthorized("malformed token") from exc
         key = self._jwks.get(kid)
         if key is None:
@@ -120,7 +124,7 @@ class TokenVerifier:
                 issuer=self.settings.jwt_issuer,
                 options={"require_" + claim: True for claim in ("iss", "aud", "exp", "sub")},
             )
-        except JOSEError as exc:
+        except (JOSEError, TypeError, ValueError) as exc:  # python-jose raises TypeError on ill-typed claims
             raise Unauthorized("invalid token") from exc
         missing = [claim for claim in REQUIRED_CLAIMS if claim not in claims]
         if missing:

@@ -50,6 +50,7 @@ def test_tenants_purposes_token(consentd, tmp_path):
     assert (claims["tenant"], claims["scope"], claims["sub"]) == ("acme", "checks:read consents:write", "crm")
     assert out.count("\n") == 1
     consentd("token", "--tenant", "acme", "--scopes", "everything", ok=False)
+    assert "does not exist" in consentd("token", "--tenant", "ghost", "--scopes", "checks:read", ok=False).stderr
 
 
 def test_demo_is_idempotent(consentd):

@@ -18,7 +18,7 @@ def alembic_config(database_url: str) -> Config:
 
 async def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database at `database_url` to `revision`."""
-    engine = create_async_engine(database_url)
+    engine = create_async_engine(database_url, hide_parameters=True)
     try:
         async with engine.begin() as connection:
             await connection.run_sync(_run, database_url, revision)

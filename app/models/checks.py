@@ -16,7 +16,7 @@ class CheckIn(Schema):
 
 
 class BatchCheckIn(Schema):
-    checks: list[CheckIn] = Bounds(min_length=1, max_length=10_000)
+    checks: list[CheckIn] = Bounds(max_length=10_000)
 
 
 class ConsentBasis(SQLModel):

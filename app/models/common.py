@@ -23,25 +23,30 @@ def text(max_length: int, min_length: int = 0) -> Any:
     return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length, pattern=NO_NUL)]
 
 
-def _utc_in_range(value: datetime) -> datetime:
+def utc_in_range(value: datetime) -> datetime:
     # Bounded so that date arithmetic (captured_at + lifespan) can never overflow.
     if not 1970 <= value.year <= 9000:
         raise ValueError("timestamp must be between 1970 and 9000")
     return value.astimezone(UTC)
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_utc_in_range)]
+Timestamp = Annotated[AwareDatetime, AfterValidator(utc_in_range)]
 
 
 def _bounded_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Evidence as strict JSON both databases store: at most 16 KiB, no NUL, no lone surrogates, 64-bit integers,
+    no NaN or infinities (they become null), nested at most 254 levels."""
     if value is None:
         return None
-    encoded = orjson.dumps(value)
+    try:
+        encoded = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(f"evidence is not storable JSON: {exc}") from None
     if len(encoded) > 16_384:
         raise ValueError("evidence is larger than 16 KiB")
     if b"\\u0000" in encoded:
         raise ValueError("evidence may not contain NUL characters")
-    return value
+    return orjson.loads(encoded)
 
 
 Evidence = Annotated[dict[str, Any] | None, AfterValidator(_bounded_json)]

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Unprocessable
 from app.models import ConsentEvent, ConsentState
 from app.models.base import utcnow
+from app.models.common import utc_in_range
 from app.models.consents import ConsentStateOut, HistoryOut, SubjectConsentsOut
 from app.services import purposes, subjects
 from app.services.consents import event_out
@@ -78,14 +79,15 @@ def _encode_cursor(captured_at: datetime, seq: int) -> str:
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The (captured_at, seq) a cursor names; 422 for anything this service could not have issued."""
     try:
         captured, seq = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        position = datetime.fromisoformat(captured), int(seq)
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        position = datetime.fromisoformat(captured)
+        if position.tzinfo is None or not isinstance(seq, int) or not 0 < seq < 2**63:
+            raise ValueError("out of range")
+        return utc_in_range(position), seq
+    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise Unprocessable("invalid cursor", loc=["query", "cursor"]) from exc
-    if position[0].tzinfo is None:
-        raise Unprocessable("invalid cursor", loc=["query", "cursor"])
-    return position
 
 
 async def history(

@@ -35,6 +35,10 @@ def claims(tenant_key: str, **changes: object) -> dict:
         {"tenant": "Not A Tenant!"},
         {"scope": None},
         {"scope": ["checks:read"]},
+        {"exp": [1]},
+        {"iat": [1]},
+        {"nbf": {}},
+        {"tenant": "no-such-tenant"},
     ],
 )
 async def test_bad_claims_are_401(anonymous, tenant, change):
@@ -58,6 +62,13 @@ async def test_bad_signatures_and_headers_are_401(anonymous, tenant):
 async def test_a_good_token_passes(anonymous, tenant):
     token = jwt.encode(claims(tenant), TEST_SECRET, algorithm="HS256")
     assert (await anonymous.post("/v1/checks", json=CHECK, headers=bearer(token))).status_code == 200
+
+
+async def test_reading_purposes_needs_some_scope(anonymous, tenant):
+    empty = jwt.encode(claims(tenant, scope=""), TEST_SECRET, algorithm="HS256")
+    assert_problem(await anonymous.get("/v1/purposes", headers=bearer(empty)), 403)
+    unknown = jwt.encode(claims(tenant, scope="everything"), TEST_SECRET, algorithm="HS256")
+    assert_problem(await anonymous.get("/v1/purposes", headers=bearer(unknown)), 403)
 
 
 async def test_admin_holds_every_scope(anonymous, token):

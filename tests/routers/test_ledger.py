@@ -1,5 +1,6 @@
 """GET /v1/subjects/{id}/consents (now and as_of) and /history (cursor paging)."""
 
+import json
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -82,8 +83,16 @@ async def test_history_pages_with_a_cursor(client):
 
 async def test_bad_reads(client):
     sid = (await record(client, {"email": "br@example.com"}, ("marketing", "email", "granted")))["subject_id"]
+    import base64
+
+    def cursor(position: list) -> str:
+        return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+    forged = [cursor(p) for p in (["0001-01-01T00:00:00+01:00", 1], ["9999-12-31T23:59:59-01:00", 1],
+                                  ["2026-01-01T00:00:00Z", 10**30], ["2026-01-01T00:00:00Z", -1],
+                                  ["2026-01-01T00:00:00Z", 1e300], ["2026-01-01T00:00:00", 1], [1, 2, 3])]
     for params in ({"limit": 0}, {"limit": 1001}, {"limit": "many"}, {"cursor": "%%%"}, {"cursor": "bm90LWpzb24"},
-                   {"purpose": "Not A Key"}):
+                   {"purpose": "Not A Key"}, *({"cursor": c} for c in forged)):
         assert_problem(await client.get(f"/v1/subjects/{sid}/history", params=params), 422)
     for as_of in ("yesterday", "2026-01-01T00:00:00", "0001-01-01T00:00:00Z"):
         assert_problem(await client.get(f"/v1/subjects/{sid}/consents", params={"as_of": as_of}), 422)
