@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.security import SCOPES, Principal
+from app.services.checks import Checker
+from app.services.identifiers import IdentifierKeys
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -24,6 +26,14 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 async def get_database(request: Request) -> Database:
     return request.app.state.database
+
+
+async def get_identifier_keys(request: Request) -> IdentifierKeys:
+    return request.app.state.identifier_keys
+
+
+async def get_checker(request: Request) -> Checker:
+    return request.app.state.checker
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -83,6 +93,8 @@ async def json_body(request: Request, model: type[M]) -> M:
 
 
 DatabaseDep = Annotated[Database, Depends(get_database)]
+KeysDep = Annotated[IdentifierKeys, Depends(get_identifier_keys)]
+CheckerDep = Annotated[Checker, Depends(get_checker)]
 # scope="function": the commit happens before the response is sent, so a 201 is readable when the client gets it.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 AnyPrincipal = Annotated[Principal, Depends(get_principal)]

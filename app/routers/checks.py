@@ -2,7 +2,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from app.deps import authorize, bearer_token, json_body, require_scopes
+from app.deps import CheckerDep, authorize, bearer_token, json_body, require_scopes
 from app.models.base import utcnow
 from app.models.checks import BatchCheckIn, BatchCheckOut, CheckIn, CheckOut
 from app.security import Principal
@@ -35,7 +35,7 @@ async def check(request: Request) -> Response:
 
 
 @router.post("/batch", response_model=BatchCheckOut)
-async def check_batch(request: Request, body: BatchCheckIn, principal: Principal = require_scopes(SCOPE)) -> Response:
+async def check_batch(body: BatchCheckIn, checker: CheckerDep, principal: Principal = require_scopes(SCOPE)) -> Response:
     """Up to 10,000 checks, answered in order."""
-    results = await request.app.state.checker.many(tenant=principal.tenant, body=body, at=utcnow())
+    results = await checker.many(tenant=principal.tenant, body=body, at=utcnow())
     return _json({"results": results})

@@ -1,9 +1,9 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse
 
-from app.deps import SessionDep, require_scopes
+from app.deps import KeysDep, SessionDep, require_scopes
 from app.models.consents import ConsentRecordIn, ConsentRecordOut
 from app.security import Principal
 from app.services import consents
@@ -13,16 +13,16 @@ router = APIRouter(prefix="/v1/consents", tags=["consents"])
 
 @router.post("", status_code=201, response_model=ConsentRecordOut)
 async def record_consents(
-    request: Request,
     body: ConsentRecordIn,
     session: SessionDep,
+    keys: KeysDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
     principal: Principal = require_scopes("consents:write"),
 ) -> JSONResponse:
     """Record decisions for a subject (created when unknown): all of them or none."""
     outcome = await consents.record(
         session,
-        request.app.state.identifier_keys,
+        keys,
         tenant=principal.tenant,
         actor=principal.client,
         body=body,

@@ -1,11 +1,9 @@
 import uuid
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
-from app.deps import SessionDep, require_scopes
-from app.errors import NotFound
+from app.deps import KeysDep, SessionDep, require_scopes
 from app.models.common import PURPOSE_KEY, SubjectRef, Timestamp
 from app.models.consents import HistoryOut, SubjectConsentsOut
 from app.models.subjects import SubjectOut
@@ -17,19 +15,14 @@ Reader = require_scopes("consents:read")
 
 
 @router.post("/lookup", response_model=SubjectOut, responses={404: {"description": "No such subject"}})
-async def lookup_subject(request: Request, ref: SubjectRef, session: SessionDep, principal: Principal = Reader) -> SubjectOut:
+async def lookup_subject(ref: SubjectRef, session: SessionDep, keys: KeysDep, principal: Principal = Reader) -> SubjectOut:
     """Find a subject by one identifier (sent in the body, never in the URL)."""
-    keys = request.app.state.identifier_keys
-    subject_id = await subjects.find(session, keys, tenant=principal.tenant, ref=ref)
-    if subject_id is None:
-        raise NotFound("subject")
-    return await subjects.get(session, keys, tenant=principal.tenant, subject_id=subject_id)
+    return await subjects.lookup(session, keys, tenant=principal.tenant, ref=ref)
 
 
 @router.get("/{subject_id}", response_model=SubjectOut)
-async def get_subject(request: Request, subject_id: uuid.UUID, session: SessionDep, principal: Principal = Reader) -> SubjectOut:
+async def get_subject(subject_id: uuid.UUID, session: SessionDep, keys: KeysDep, principal: Principal = Reader) -> SubjectOut:
     """A subject with its identifiers and flags."""
-    keys = request.app.state.identifier_keys
     return await subjects.get(session, keys, tenant=principal.tenant, subject_id=subject_id)
 
 

@@ -113,6 +113,14 @@ async def resolve(
     return subject_id
 
 
+async def lookup(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, ref: SubjectRef) -> SubjectOut:
+    """The subject `ref` names, with its identifiers; 404 when the tenant has none."""
+    subject_id = await find(session, keys, tenant=tenant, ref=ref)
+    if subject_id is None:
+        raise NotFound("subject")
+    return await get(session, keys, tenant=tenant, subject_id=subject_id)
+
+
 async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID) -> SubjectOut:
     """A subject with its identifiers (unsealed), or 404."""
     subject = (
