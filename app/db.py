@@ -104,10 +104,15 @@ class Database:
         await self.engine.dispose()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One transaction: commit once when the work succeeds, roll back otherwise."""
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:
+        """One transaction: commit once when the work succeeds, roll back otherwise.
+
+        `read_only` opens it deferred on SQLite, so readers do not queue behind writers for the write lock.
+        """
         async with self.sessions() as session:
             try:
+                if read_only:
+                    await session.connection(execution_options={"sqlite_deferred": True})
                 yield session
                 await session.commit()
             except BaseException:

@@ -42,6 +42,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A transaction for a request that only reads."""
+    async with request.app.state.database.transaction(read_only=True) as session:
+        yield session
+
+
 async def authorize(request: Request, token: str | None, scopes: tuple[str, ...]) -> Principal:
     """The principal of a bearer token that holds every one of `scopes` (or `admin`; with no `scopes`, any one
     scope); 401 for a missing or bad token or a tenant that does not exist, 403 for a missing scope."""
@@ -97,4 +103,5 @@ KeysDep = Annotated[IdentifierKeys, Depends(get_identifier_keys)]
 CheckerDep = Annotated[Checker, Depends(get_checker)]
 # scope="function": the commit happens before the response is sent, so a 201 is readable when the client gets it.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 AnyPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from app.deps import AnyPrincipal, SessionDep, require_scopes
+from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes
 from app.models.common import PURPOSE_KEY
 from app.models.purposes import PurposeIn, PurposeList, PurposeOut
 from app.security import Principal
@@ -21,13 +21,13 @@ async def put_purpose(
 
 
 @router.get("", response_model=PurposeList)
-async def list_purposes(session: SessionDep, principal: AnyPrincipal) -> PurposeList:
+async def list_purposes(session: ReadSessionDep, principal: AnyPrincipal) -> PurposeList:
     """Every purpose of the tenant (any scope may read)."""
     found = await purposes.list_all(session, tenant=principal.tenant)
     return PurposeList(purposes=[purposes.to_out(p) for p in found])
 
 
 @router.get("/{key}", response_model=PurposeOut)
-async def get_purpose(key: KeyPath, session: SessionDep, principal: AnyPrincipal) -> PurposeOut:
+async def get_purpose(key: KeyPath, session: ReadSessionDep, principal: AnyPrincipal) -> PurposeOut:
     """One purpose (any scope may read)."""
     return purposes.to_out(await purposes.get(session, tenant=principal.tenant, key=key))

@@ -3,7 +3,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import KeysDep, SessionDep, require_scopes
+from app.deps import KeysDep, ReadSessionDep, require_scopes
 from app.models.common import PURPOSE_KEY, SubjectRef, Timestamp
 from app.models.consents import HistoryOut, SubjectConsentsOut
 from app.models.subjects import SubjectOut
@@ -15,13 +15,13 @@ Reader = require_scopes("consents:read")
 
 
 @router.post("/lookup", response_model=SubjectOut, responses={404: {"description": "No such subject"}})
-async def lookup_subject(ref: SubjectRef, session: SessionDep, keys: KeysDep, principal: Principal = Reader) -> SubjectOut:
+async def lookup_subject(ref: SubjectRef, session: ReadSessionDep, keys: KeysDep, principal: Principal = Reader) -> SubjectOut:
     """Find a subject by one identifier (sent in the body, never in the URL)."""
     return await subjects.lookup(session, keys, tenant=principal.tenant, ref=ref)
 
 
 @router.get("/{subject_id}", response_model=SubjectOut)
-async def get_subject(subject_id: uuid.UUID, session: SessionDep, keys: KeysDep, principal: Principal = Reader) -> SubjectOut:
+async def get_subject(subject_id: uuid.UUID, session: ReadSessionDep, keys: KeysDep, principal: Principal = Reader) -> SubjectOut:
     """A subject with its identifiers and flags."""
     return await subjects.get(session, keys, tenant=principal.tenant, subject_id=subject_id)
 
@@ -29,7 +29,7 @@ async def get_subject(subject_id: uuid.UUID, session: SessionDep, keys: KeysDep,
 @router.get("/{subject_id}/consents", response_model=SubjectConsentsOut)
 async def get_consents(
     subject_id: uuid.UUID,
-    session: SessionDep,
+    session: ReadSessionDep,
     as_of: Annotated[Timestamp | None, Query(description="an instant with a timezone; default now")] = None,
     principal: Principal = Reader,
 ) -> SubjectConsentsOut:
@@ -40,7 +40,7 @@ async def get_consents(
 @router.get("/{subject_id}/history", response_model=HistoryOut)
 async def get_history(
     subject_id: uuid.UUID,
-    session: SessionDep,
+    session: ReadSessionDep,
     purpose: Annotated[str | None, Query(pattern=PURPOSE_KEY)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] = None,
