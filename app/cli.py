@@ -104,12 +104,17 @@ def load_purposes(file: Path, tenant: Annotated[str, typer.Option(help="tenant k
         typer.echo(f"{purpose.key}: version {purpose.version}", err=True)
 
 
-async def _load_for_existing_tenant(session: AsyncSession, tenant: str, entries: list) -> list:
+async def _require_tenant(session: AsyncSession, tenant: str) -> None:
     from app.models import Tenant
-    from app.services import catalogue
 
     if await session.get(Tenant, tenant) is None:
         raise AppError(f"tenant '{tenant}' does not exist: create it with `consentd tenants create {tenant}`")
+
+
+async def _load_for_existing_tenant(session: AsyncSession, tenant: str, entries: list) -> list:
+    from app.services import catalogue
+
+    await _require_tenant(session, tenant)
     return await catalogue.load(session, tenant=tenant, entries=entries)
 
 
@@ -136,15 +141,8 @@ def token(
     client: Annotated[str, typer.Option(help="the client's name (the token's sub)")] = "cli",
 ) -> None:
     """Print a signed JWT (HS256) and nothing else."""
-    from app.models import Tenant
-
     _check_tenant_key(tenant)
-
-    async def require_tenant(session: AsyncSession) -> None:
-        if await session.get(Tenant, tenant) is None:
-            raise AppError(f"tenant '{tenant}' does not exist: create it with `consentd tenants create {tenant}`")
-
-    _in_transaction(require_tenant)
+    _in_transaction(lambda session: _require_tenant(session, tenant))
     try:
         typer.echo(mint_token(get_settings(), tenant=tenant, scopes=scopes.split(), ttl=ttl, client=client))
     except ValueError as exc:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from app.config import Settings
 
@@ -102,6 +102,12 @@ class Database:
         if self.pool is not None:
             await self.pool.close()
         await self.engine.dispose()
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads that never write: deferred on SQLite, so it does not wait for the write lock."""
+        async with self.engine.connect() as connection:
+            yield await connection.execution_options(sqlite_deferred=True)
 
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[AsyncSession]:

@@ -70,12 +70,8 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" else None
 
 
-async def get_principal(request: Request, credentials: Credentials) -> Principal:
-    return await authorize(request, credentials.credentials if credentials else None, ())
-
-
 def require_scopes(*scopes: str):
-    """A dependency that yields the principal when it holds every one of `scopes` (or `admin`)."""
+    """A dependency that yields the principal when it holds every one of `scopes` (or `admin`; none: any scope)."""
 
     # One dependency level (HTTPBearer under it), not a chain: each level costs FastAPI time on the hot path.
     async def dependency(request: Request, credentials: Credentials) -> Principal:
@@ -104,4 +100,4 @@ CheckerDep = Annotated[Checker, Depends(get_checker)]
 # scope="function": the commit happens before the response is sent, so a 201 is readable when the client gets it.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
-AnyPrincipal = Annotated[Principal, Depends(get_principal)]
+AnyPrincipal = Annotated[Principal, require_scopes()]

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - start anyway; tokens are refused until keys load
             log.warning("could not load the JWKS: %s", type(exc).__name__)
         keys = IdentifierKeys(settings.identifier_key, settings.default_region)
-        reader = PostgresReader(database.pool) if database.pool is not None else SqlReader(database.engine)
+        reader = PostgresReader(database.pool) if database.pool is not None else SqlReader(database)
         app.state.database = database
         app.state.verifier = verifier
         app.state.identifier_keys = keys

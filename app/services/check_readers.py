@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 import asyncpg
 import orjson
 from sqlalchemy import and_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db import acquire
+from app.db import Database, acquire
 from app.models import ConsentState, Purpose, Subject, SubjectIdentifier
 from app.services.decision import Rule, Standing
 
@@ -146,8 +145,8 @@ def _chunks(values: list) -> list[list]:
 class SqlReader:
     """Reads through SQLAlchemy Core (the SQLite backend); the same facts as PostgresReader."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, database: Database) -> None:
+        self.database = database
 
     async def one(self, tenant: str, lookup: LookupKey, purpose: str, channel: str) -> Found:
         return _single(await self.many(tenant, {lookup}, {purpose}), lookup, purpose, channel)
@@ -156,8 +155,7 @@ class SqlReader:
         p, si, s, cs = Purpose.__table__, SubjectIdentifier.__table__, Subject.__table__, ConsentState.__table__
         hashes = [value for kind, value in lookups if kind == "hash"]
         ids = [value for kind, value in lookups if kind == "id"]
-        async with self.engine.connect() as connection:
-            connection = await connection.execution_options(sqlite_deferred=True)
+        async with self.database.reading() as connection:
             purpose_rows = (
                 await connection.execute(
                     select(p.c.key, p.c.legal_basis, p.c.channels, p.c.lifespan_days, p.c.reconfirm_days, p.c.version)

@@ -15,6 +15,5 @@ async def ping(database: Database) -> None:
             await connection.fetchval("SELECT 1", timeout=database.timeout)
         return
     async with asyncio.timeout(database.timeout):
-        async with database.engine.connect() as connection:
-            connection = await connection.execution_options(sqlite_deferred=True)
+        async with database.reading() as connection:
             await connection.execute(text("SELECT 1"))

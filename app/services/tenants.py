@@ -33,8 +33,7 @@ class TenantDirectory:
     async def exists(self, key: str) -> bool:
         if key in self._known:
             return True
-        async with self.database.engine.connect() as connection:
-            connection = await connection.execution_options(sqlite_deferred=True)
+        async with self.database.reading() as connection:
             found = (await connection.execute(select(Tenant.key).where(Tenant.key == key))).scalar_one_or_none()
         if found is not None:
             self._known.add(key)
