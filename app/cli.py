@@ -149,6 +149,38 @@ def token(
         _fail(str(exc))
 
 
+@cli.command("import")
+def import_consents(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="NDJSON, one POST /v1/consents body a line")],
+    tenant: Annotated[str, typer.Option(help="tenant key")],
+    chunk_size: Annotated[int, typer.Option(min=1, max=50_000, help="lines per transaction")] = 5_000,
+    jobs: Annotated[int, typer.Option(min=1, max=8, help="chunks in flight at once (1: strictly in file order)")] = 2,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check every line, store nothing")] = False,
+    actor: Annotated[str, typer.Option(help="recorded as the actor of every imported event")] = "cli-import",
+) -> None:
+    """Import consent records with their original captured_at, in chunks, with a progress bar.
+
+    Each chunk is stored whole or not at all, and records imported before are skipped: after an interruption,
+    run the same command again. When a chunk has bad lines, nothing more is stored; the rest of the file is
+    still checked, and every bad line is listed.
+    """
+    from app.importer import import_file
+
+    _check_tenant_key(tenant)
+    _in_transaction(lambda session: _require_tenant(session, tenant))
+    outcome = asyncio.run(
+        import_file(get_settings(), file, tenant=tenant, chunk_size=chunk_size, jobs=jobs, dry_run=dry_run, actor=actor)
+    )
+    for error in outcome.errors[:100]:
+        where = ".".join(str(part) for part in error["loc"])
+        typer.echo(f"line {error['line']}: {where + ': ' if where else ''}{error['msg']}", err=True)
+    if len(outcome.errors) > 100:
+        typer.echo(f"... and {len(outcome.errors) - 100} more errors", err=True)
+    typer.echo(outcome.summary(), err=True)
+    if outcome.errors:
+        raise typer.Exit(1)
+
+
 @cli.command()
 def openapi(output: Path = Path("openapi/openapi.json")) -> None:
     """Write the OpenAPI document the app serves (commit it; a test compares the two)."""

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     # Upper bound on a request body; the batch check route has its own, larger one.
     max_body_bytes: int = 1_048_576
     max_batch_body_bytes: int = 8_388_608
+    # Streaming checks (POST /v1/checks/stream): lines per request, bytes per line, bytes in all.
+    stream_max_lines: int = 5_000_000
+    stream_max_line_bytes: int = 4_096
+    stream_max_body_bytes: int = 1_073_741_824
+    # Imports (POST /v1/consents/import): bytes and lines per request.
+    import_max_body_bytes: int = 33_554_432
+    import_max_lines: int = 50_000
     db_pool_size: int = 10
     # Seconds a database call may take before a request fails closed with 503.
     db_timeout: float = 5.0

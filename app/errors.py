@@ -41,6 +41,14 @@ class Conflict(AppError):
     status, title = 409, "Conflict"
 
 
+class PayloadTooLarge(AppError):
+    status, title = 413, "Payload too large"
+
+
+class UnsupportedMediaType(AppError):
+    status, title = 415, "Unsupported media type"
+
+
 class Unprocessable(AppError):
     """Input that is well-formed but breaks a rule; `errors` follows the validation error shape."""
 

@@ -26,14 +26,14 @@ def problem_response(status: int, body: dict, headers: dict[str, str] | None = N
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014"})
 
 
-def _database_unavailable(exc: BaseException) -> bool:
+def database_unavailable(exc: BaseException) -> bool:
     """The database is unreachable, too slow, or refused this transaction for a transient reason."""
     if getattr(exc, "sqlstate", None) in TRANSIENT_SQLSTATES:
         return True
     if isinstance(exc, (PoolTimeout, OperationalError)):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or _database_unavailable(exc.orig)
+        return exc.connection_invalidated or database_unavailable(exc.orig)
     return isinstance(
         exc,
         (
@@ -44,7 +44,7 @@ def _database_unavailable(exc: BaseException) -> bool:
             asyncpg.InterfaceError,
             asyncpg.CannotConnectNowError,
         ),
-    ) or (exc.__cause__ is not None and _database_unavailable(exc.__cause__))
+    ) or (exc.__cause__ is not None and database_unavailable(exc.__cause__))
 
 
 async def app_error(_request: Request, exc: AppError) -> Response:
@@ -66,7 +66,7 @@ async def http_error(_request: Request, exc: HTTPException) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    if _database_unavailable(exc):
+    if database_unavailable(exc):
         log.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(exc).__name__)
         unavailable = Unavailable()
         return await app_error(request, unavailable)

@@ -11,7 +11,7 @@ from app.config import Settings, get_settings
 from app.db import Database
 from app.middleware import BodyLimit, RequestMetrics
 from app.models.common import problem_responses
-from app.routers import checks, consents, ops, purposes, subjects
+from app.routers import changes, checks, consents, ops, purposes, subjects, suppressions
 from app.security import TokenVerifier
 from app.services.check_readers import PostgresReader, SqlReader
 from app.services.checks import Checker
@@ -52,12 +52,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     # The check router first: routes are matched in order, and checks are the hot path.
-    for router in (checks.router, consents.router, subjects.router, purposes.router):
+    for router in (
+        checks.router, consents.router, subjects.router, purposes.router, changes.router, suppressions.router,
+    ):
         app.include_router(router, responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
     app.include_router(ops.router)
     handlers.install(app)
     app.add_middleware(
-        BodyLimit, default=settings.max_body_bytes, per_path={"/v1/checks/batch": settings.max_batch_body_bytes}
+        BodyLimit,
+        default=settings.max_body_bytes,
+        per_path={
+            "/v1/checks/batch": settings.max_batch_body_bytes,
+            "/v1/suppressions": settings.max_batch_body_bytes,
+            "/v1/suppressions/remove": settings.max_batch_body_bytes,
+            "/v1/checks/stream": settings.stream_max_body_bytes,
+            "/v1/consents/import": settings.import_max_body_bytes,
+        },
     )
     app.add_middleware(RequestMetrics)
     return app

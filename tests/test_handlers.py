@@ -3,7 +3,7 @@
 import asyncpg
 import pytest
 
-from app.handlers import _database_unavailable
+from app.handlers import database_unavailable
 
 
 @pytest.mark.parametrize(
@@ -12,9 +12,9 @@ from app.handlers import _database_unavailable
      asyncpg.QueryCanceledError("statement timeout"), ConnectionRefusedError(), TimeoutError()],
 )
 def test_transient_errors_are_unavailable(error):
-    assert _database_unavailable(error)
+    assert database_unavailable(error)
 
 
 def test_client_caused_errors_are_not_unavailable():
-    assert not _database_unavailable(asyncpg.UniqueViolationError("duplicate"))
-    assert not _database_unavailable(ValueError("bug"))
+    assert not database_unavailable(asyncpg.UniqueViolationError("duplicate"))
+    assert not database_unavailable(ValueError("bug"))

@@ -17,6 +17,7 @@ from tests.support import postgres
 from tests.test_server import BIN, Server, assert_jwt, consentd_env, run_consentd, start_server
 
 SCHEMATHESIS = str(BIN / "schemathesis")
+ROOT = Path(__file__).resolve().parent.parent
 SEED = 20261122
 MAX_EXAMPLES = 30
 RUN_TIMEOUT = 170  # seconds; the run itself takes far less
@@ -71,7 +72,7 @@ def test_schemathesis(pg_served: Server):
         "--output-truncate",
         "false",
     ]
-    env = {key: value for key, value in os.environ.items() if key != "SCHEMATHESIS_HOOKS"}
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.support.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
     try:
         result = subprocess.run(

@@ -1,21 +1,26 @@
 """All tables, imported so that SQLModel.metadata knows them (Alembic and tests rely on it)."""
 
 from app.models.base import SQLModel
-from app.models.consents import ConsentEvent, ConsentState, IdempotencyRecord
+from app.models.changes import ConsentChange
+from app.models.consents import ConsentEvent, ConsentState, IdempotencyRecord, ImportedRecord
 from app.models.purposes import Purpose, PurposeVersion
 from app.models.subjects import Subject, SubjectIdentifier
+from app.models.suppressions import Suppression
 from app.models.tenants import Tenant
 
 metadata = SQLModel.metadata
 
 __all__ = [
+    "ConsentChange",
     "ConsentEvent",
     "ConsentState",
     "IdempotencyRecord",
+    "ImportedRecord",
     "Purpose",
     "PurposeVersion",
     "Subject",
     "SubjectIdentifier",
+    "Suppression",
     "Tenant",
     "metadata",
 ]

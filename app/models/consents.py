@@ -54,6 +54,8 @@ class ConsentState(SQLModel, table=True):
     event_id: uuid.UUID
     purpose_version: int
     policy_version: str | None = Field(default=None, max_length=64)
+    # The change feed's position of the change that set this state (services/changes.py).
+    feed_position: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -67,6 +69,16 @@ class IdempotencyRecord(SQLModel, table=True):
     status_code: int | None = None
     response: dict | None = Field(default=None, sa_type=sa.JSON)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class ImportedRecord(SQLModel, table=True):
+    """A digest of each imported record, so that importing the same file again stores nothing twice."""
+
+    __tablename__ = "consent_imports"
+
+    tenant_id: str = Field(primary_key=True, foreign_key="tenants.key", max_length=64)
+    record_hash: str = Field(primary_key=True, max_length=64)
+    imported_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
 class DecisionIn(Schema):
@@ -126,3 +138,15 @@ class SubjectConsentsOut(SQLModel):
 class HistoryOut(SQLModel):
     events: list[ConsentEventOut]
     next_cursor: str | None
+
+
+class ImportLineError(SQLModel):
+    line: int
+    errors: list[dict]
+
+
+class ImportResult(SQLModel):
+    lines: int
+    imported: int
+    skipped: int
+    events: int

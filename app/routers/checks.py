@@ -1,11 +1,17 @@
+from typing import Annotated
+
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from app.deps import CheckerDep, authorize, bearer_token, json_body, require_scopes
+from app.errors import UnsupportedMediaType
 from app.models.base import utcnow
 from app.models.checks import BatchCheckIn, BatchCheckOut, CheckIn, CheckOut
+from app.models.common import PURPOSE_KEY, Channel, problem_responses
+from app.responses import DuplexStream, body_chunks, ndjson_guarded
 from app.security import Principal
+from app.services.streams import FORMATS, CheckStream, Limits
 
 router = APIRouter(prefix="/v1/checks", tags=["checks"])
 SCOPE = "checks:read"
@@ -39,3 +45,45 @@ async def check_batch(body: BatchCheckIn, checker: CheckerDep, principal: Princi
     """Up to 10,000 checks, answered in order."""
     results = await checker.many(tenant=principal.tenant, body=body, at=utcnow())
     return _json({"results": results})
+
+
+_STREAM_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {"schema": {"type": "string"}, "example": "email\nann@example.com\nbob@example.com\n"},
+            "application/x-ndjson": {"schema": {"type": "string"}, "example": '{"email": "ann@example.com"}\n'},
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "One JSON line per input line, in input order",
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+}
+
+
+@router.post("/stream", openapi_extra=_STREAM_OPENAPI, response_class=Response, responses=problem_responses(415))
+async def check_stream(
+    request: Request,
+    checker: CheckerDep,
+    purpose: Annotated[str, Query(pattern=PURPOSE_KEY)],
+    channel: Channel | None = None,
+    principal: Principal = require_scopes(SCOPE),
+) -> Response:
+    """Check a whole list for one purpose and channel: a CSV with a header naming the identifier column, or
+    NDJSON with one subject reference a line. Answered as NDJSON while the list is still being read; a bad
+    line gets `{"line": n, "error": ...}` and the stream goes on. Read the answer while you send the list."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fmt = FORMATS.get(content_type)
+    if fmt is None:
+        raise UnsupportedMediaType("send text/csv or application/x-ndjson")
+    settings = request.app.state.settings
+    stream = CheckStream(
+        checker, tenant=principal.tenant, purpose=purpose, channel=channel,
+        limits=Limits(max_lines=settings.stream_max_lines, max_line_bytes=settings.stream_max_line_bytes),
+    )
+    await stream.open(fmt=fmt, body=body_chunks(request.stream()))
+    answers = ndjson_guarded(stream.answers(at=utcnow()), what="a streaming check")
+    return DuplexStream(answers, media_type="application/x-ndjson")

@@ -1,12 +1,15 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
 from app.deps import KeysDep, SessionDep, require_scopes
-from app.models.consents import ConsentRecordIn, ConsentRecordOut
+from app.errors import UnsupportedMediaType
+from app.models.common import problem_responses
+from app.models.consents import ConsentRecordIn, ConsentRecordOut, ImportResult
 from app.security import Principal
-from app.services import consents
+from app.services import consents, imports
+from app.services.streams import FORMATS
 
 router = APIRouter(prefix="/v1/consents", tags=["consents"])
 
@@ -30,3 +33,29 @@ async def record_consents(
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     return JSONResponse(outcome.body, status_code=outcome.status_code, headers=headers)
+
+
+_IMPORT_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "One ConsentRecordIn (a POST /v1/consents body) a line"},
+                "example": '{"subject": {"email": "ann@example.com"}, "decisions": [{"purpose": "marketing", '
+                '"channel": "email", "status": "granted"}], "captured_at": "2024-03-01T09:00:00Z", "source": "legacy-crm"}\n',
+            }
+        },
+    },
+}
+
+
+@router.post("/import", response_model=ImportResult, openapi_extra=_IMPORT_OPENAPI, responses=problem_responses(415))
+async def import_consents(
+    request: Request, session: SessionDep, keys: KeysDep, principal: Principal = require_scopes("consents:write")
+) -> ImportResult:
+    """Import consent records with their original captured_at: every line or none. A 422 lists every bad line
+    by number. Records imported before (same content) are skipped, so a re-run stores nothing twice."""
+    if FORMATS.get(request.headers.get("content-type", "").split(";")[0].strip().lower()) != "ndjson":
+        raise UnsupportedMediaType("send application/x-ndjson: one POST /v1/consents body a line")
+    lines = imports.split_ndjson(await request.body(), max_lines=request.app.state.settings.import_max_lines)
+    return await imports.run(session, keys, tenant=principal.tenant, actor=principal.client, lines=lines)

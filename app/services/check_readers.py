@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import and_, select
 
 from app.db import Database, acquire
-from app.models import ConsentState, Purpose, Subject, SubjectIdentifier
+from app.models import ConsentState, Purpose, Subject, SubjectIdentifier, Suppression
 from app.services.decision import Rule, Standing
 
 # Lookup keys: ("hash", blind index) for identifiers, ("id", uuid) for subject ids.
@@ -26,6 +26,7 @@ class Found:
     subject_id: uuid.UUID | None = None
     flags: list[str] = field(default_factory=list)
     standing: Standing | None = None
+    suppressed: bool = False
 
 
 @dataclass
@@ -36,6 +37,15 @@ class FoundMany:
     subjects: dict[LookupKey, uuid.UUID]
     flags: dict[uuid.UUID, list[str]]
     standings: dict[tuple[uuid.UUID, str, str], Standing]
+    # (blind index, channel) and (subject id, channel) pairs under a suppression.
+    suppressed: set[tuple[object, str]] = field(default_factory=set)
+
+    def is_suppressed(self, lookup: LookupKey, channel: str) -> bool:
+        """Whether the identifier looked up, or any identifier of the subject it names, is suppressed on `channel`."""
+        if not channel or not self.suppressed:
+            return False
+        subject_id = self.subjects.get(lookup)
+        return (lookup[1], channel) in self.suppressed or (subject_id is not None and (subject_id, channel) in self.suppressed)
 
 
 def _rule(key: str, row) -> Rule:  # noqa: ANN001 - an asyncpg Record or a SQLAlchemy RowMapping
@@ -51,7 +61,12 @@ def _flags(value) -> list[str]:  # noqa: ANN001
 
 _PG_SELECT = """
 SELECT p.legal_basis, p.channels, p.lifespan_days, p.reconfirm_days, p.version,
-       s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version
+       s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version,
+       $4 <> '' AND EXISTS (
+           SELECT 1 FROM suppressions sp
+           WHERE sp.tenant_id = $1 AND sp.channel = $4 AND ({own_hash}sp.id_hash IN (
+               SELECT si2.id_hash FROM subject_identifiers si2 WHERE si2.tenant_id = $1 AND si2.subject_id = s.id))
+       ) AS suppressed
 FROM purposes p
 {subject_join}
 LEFT JOIN consent_state cs
@@ -59,10 +74,22 @@ LEFT JOIN consent_state cs
 WHERE p.tenant_id = $1 AND p.key = $2
 """
 PG_ONE_BY_HASH = _PG_SELECT.format(
+    own_hash="sp.id_hash = $3 OR ",
     subject_join="LEFT JOIN subject_identifiers si ON si.tenant_id = p.tenant_id AND si.id_hash = $3\n"
-    "LEFT JOIN subjects s ON s.id = si.subject_id"
+    "LEFT JOIN subjects s ON s.id = si.subject_id",
 )
-PG_ONE_BY_ID = _PG_SELECT.format(subject_join="LEFT JOIN subjects s ON s.tenant_id = p.tenant_id AND s.id = $3::uuid")
+PG_ONE_BY_ID = _PG_SELECT.format(
+    own_hash="", subject_join="LEFT JOIN subjects s ON s.tenant_id = p.tenant_id AND s.id = $3::uuid"
+)
+# Suppressions of the identifiers looked up, and of any identifier of the subjects found.
+PG_SUPPRESSED = """
+SELECT sp.id_hash AS key, sp.channel FROM suppressions sp
+WHERE sp.tenant_id = $1 AND sp.channel = ANY($2::text[]) AND sp.id_hash = ANY($3::text[])
+UNION
+SELECT si.subject_id::text AS key, sp.channel FROM subject_identifiers si
+JOIN suppressions sp ON sp.tenant_id = si.tenant_id AND sp.id_hash = si.id_hash
+WHERE si.tenant_id = $1 AND si.subject_id = ANY($4::uuid[]) AND sp.channel = ANY($2::text[])
+"""
 
 
 def _found(key: str, row) -> Found:  # noqa: ANN001
@@ -72,7 +99,10 @@ def _found(key: str, row) -> Found:  # noqa: ANN001
     standing = None
     if row["status"] is not None:
         standing = Standing(row["event_id"], row["status"], row["captured_at"], row["policy_version"])
-    return Found(rule=rule, subject_id=row["subject_id"], flags=_flags(row["flags"]), standing=standing)
+    return Found(
+        rule=rule, subject_id=row["subject_id"], flags=_flags(row["flags"]), standing=standing,
+        suppressed=bool(row["suppressed"]),
+    )
 
 
 class PostgresReader:
@@ -87,9 +117,10 @@ class PostgresReader:
             row = await connection.fetchrow(query, tenant, purpose, lookup[1], channel)
         return _found(purpose, row)
 
-    async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str]) -> FoundMany:
+    async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str], channels: set[str]) -> FoundMany:
         hashes = [value for kind, value in lookups if kind == "hash"]
         ids = [value for kind, value in lookups if kind == "id"]
+        channels = [channel for channel in channels if channel]
         async with acquire(self.pool) as connection:
             purpose_rows = await connection.fetch(
                 "SELECT key, legal_basis, channels, lifespan_days, reconfirm_days, version FROM purposes"
@@ -114,7 +145,14 @@ class PostgresReader:
                 [row["id"] for row in subject_rows],
                 list(purposes),
             )
-        return _assemble(purpose_rows, holders, subject_rows, state_rows)
+            suppressed_rows = []
+            if channels:
+                suppressed_rows = await connection.fetch(
+                    PG_SUPPRESSED, tenant, channels, hashes, [row["id"] for row in subject_rows]
+                )
+        found = _assemble(purpose_rows, holders, subject_rows, state_rows)
+        found.suppressed = _suppressed(suppressed_rows)
+        return found
 
 
 def _assemble(purpose_rows, holders, subject_rows, state_rows) -> FoundMany:  # noqa: ANN001
@@ -134,6 +172,11 @@ def _assemble(purpose_rows, holders, subject_rows, state_rows) -> FoundMany:  # 
     )
 
 
+def _suppressed(rows) -> set[tuple[object, str]]:  # noqa: ANN001
+    """Keys are blind indexes (64 hex characters) or subject ids (as UUIDs)."""
+    return {(row["key"] if len(row["key"]) == 64 else uuid.UUID(row["key"]), row["channel"]) for row in rows}
+
+
 # SQLite's default limit on bound parameters is 32,766; stay well below it.
 _CHUNK = 5_000
 
@@ -149,12 +192,14 @@ class SqlReader:
         self.database = database
 
     async def one(self, tenant: str, lookup: LookupKey, purpose: str, channel: str) -> Found:
-        return _single(await self.many(tenant, {lookup}, {purpose}), lookup, purpose, channel)
+        return _single(await self.many(tenant, {lookup}, {purpose}, {channel}), lookup, purpose, channel)
 
-    async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str]) -> FoundMany:
+    async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str], channels: set[str]) -> FoundMany:
         p, si, s, cs = Purpose.__table__, SubjectIdentifier.__table__, Subject.__table__, ConsentState.__table__
+        sp = Suppression.__table__
         hashes = [value for kind, value in lookups if kind == "hash"]
         ids = [value for kind, value in lookups if kind == "id"]
+        channels = [channel for channel in channels if channel]
         async with self.database.reading() as connection:
             purpose_rows = (
                 await connection.execute(
@@ -183,15 +228,40 @@ class SqlReader:
                         ).where(and_(cs.c.tenant_id == tenant, cs.c.subject_id.in_(chunk), cs.c.purpose.in_(purposes)))
                     )
                 ).mappings().all()
-        return _assemble(purpose_rows, holders, subject_rows, state_rows)
+            suppressed_rows = []
+            for chunk in _chunks(hashes) if channels else []:
+                suppressed_rows += (
+                    await connection.execute(
+                        select(sp.c.id_hash.label("key"), sp.c.channel).where(
+                            sp.c.tenant_id == tenant, sp.c.channel.in_(channels), sp.c.id_hash.in_(chunk)
+                        )
+                    )
+                ).mappings().all()
+            for chunk in _chunks([row["id"] for row in subject_rows]) if channels else []:
+                suppressed_rows += [
+                    {"key": str(row["subject_id"]), "channel": row["channel"]}
+                    for row in (
+                        await connection.execute(
+                            select(si.c.subject_id, sp.c.channel)
+                            .join(sp, and_(sp.c.tenant_id == si.c.tenant_id, sp.c.id_hash == si.c.id_hash))
+                            .where(si.c.tenant_id == tenant, si.c.subject_id.in_(chunk), sp.c.channel.in_(channels))
+                        )
+                    ).mappings()
+                ]
+        found = _assemble(purpose_rows, holders, subject_rows, state_rows)
+        found.suppressed = _suppressed(suppressed_rows)
+        return found
 
 
 def _single(found: FoundMany, lookup: LookupKey, purpose: str, channel: str) -> Found:
     rule = found.rules.get(purpose)
     if rule is None:
         return Found(rule=None)
+    suppressed = found.is_suppressed(lookup, channel)
     subject_id = found.subjects.get(lookup)
     if subject_id is None:
-        return Found(rule=rule)
+        return Found(rule=rule, suppressed=suppressed)
     standing = found.standings.get((subject_id, purpose, channel))
-    return Found(rule=rule, subject_id=subject_id, flags=found.flags.get(subject_id, []), standing=standing)
+    return Found(
+        rule=rule, subject_id=subject_id, flags=found.flags.get(subject_id, []), standing=standing, suppressed=suppressed
+    )

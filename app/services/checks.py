@@ -24,10 +24,12 @@ def lookup_key(keys: IdentifierKeys, tenant: str, ref: SubjectRef, *, loc: list[
 
 def answer(
     *, purpose: str, channel: str | None, rule: Rule, subject_id: uuid.UUID | None, flags: list[str],
-    standing: Standing | None, at: datetime,
+    standing: Standing | None, at: datetime, suppressed: bool,
 ) -> dict[str, Any]:
     """The check's answer as a plain dict (the hot path serialises it without a model)."""
-    decision = decide(rule, subject_known=subject_id is not None, flags=flags, standing=standing, at=at)
+    decision = decide(
+        rule, subject_known=subject_id is not None, flags=flags, standing=standing, at=at, suppressed=suppressed
+    )
     check_decision(decision.reason, decision.allowed).inc()
     consent = None
     if standing is not None:
@@ -66,7 +68,7 @@ class Checker:
         storage_channel(found.rule, body.channel, loc=["body", "channel"])
         return answer(
             purpose=body.purpose, channel=body.channel, rule=found.rule, subject_id=found.subject_id,
-            flags=found.flags, standing=found.standing, at=at,
+            flags=found.flags, standing=found.standing, at=at, suppressed=found.suppressed,
         )
 
     async def many(self, *, tenant: str, body: BatchCheckIn, at: datetime) -> list[dict[str, Any]]:
@@ -79,7 +81,12 @@ class Checker:
             except AppError as exc:
                 errors += exc.extra["errors"]
                 lookups.append(None)
-        found = await self.reader.many(tenant, {k for k in lookups if k is not None}, {c.purpose for c in body.checks})
+        found = await self.reader.many(
+            tenant,
+            {k for k in lookups if k is not None},
+            {c.purpose for c in body.checks},
+            {c.channel for c in body.checks if c.channel is not None},
+        )
         channels = []
         for index, check in enumerate(body.checks):
             rule = found.rules.get(check.purpose)
@@ -102,6 +109,7 @@ class Checker:
                     purpose=check.purpose, channel=check.channel, rule=found.rules[check.purpose],
                     subject_id=subject_id, flags=found.flags.get(subject_id, []) if subject_id else [],
                     standing=found.standings.get((subject_id, check.purpose, channel)) if subject_id else None, at=at,
+                    suppressed=found.is_suppressed(lookup, channel),
                 )
             )
         return results

@@ -13,10 +13,10 @@ from app.errors import Conflict, Unprocessable
 from app.models import ConsentEvent, ConsentState, IdempotencyRecord
 from app.models.base import utcnow
 from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordOut
-from app.services import purposes, subjects
+from app.services import changes, pg_bulk, purposes, subjects
 from app.services.decision import api_channel, storage_channel
 from app.services.identifiers import IdentifierKeys
-from app.services.sql import upsert
+from app.services.sql import is_postgres, upsert
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 STATE_KEY = ["tenant_id", "subject_id", "purpose", "channel"]
@@ -135,46 +135,68 @@ async def append(session: AsyncSession, events: list[dict]) -> None:
     Each event gets its ledger `seq`. The state of a (subject, purpose, channel) moves only to a decision
     that is newer by (captured_at, seq): a late-arriving older decision enters the history and nothing else.
     """
+    if is_postgres(session):
+        await _append_pg(session, events)
+        return
     table = ConsentEvent.__table__
     seqs = await session.execute(insert(table).returning(table.c.seq, sort_by_parameter_order=True), events)
-    newest: dict[tuple, dict] = {}
     for event, seq in zip(events, seqs.scalars(), strict=True):
         event["seq"] = seq
-        key = (event["subject_id"], event["purpose"], event["channel"])
-        if key not in newest or _order(event) > _order(newest[key]):
-            newest[key] = event
+    ordered = _newest_by_state(events)
     state = ConsentState.__table__
-    # In key order: concurrent requests touching the same states lock them in one order and cannot deadlock.
-    ordered = sorted(newest.values(), key=lambda e: (str(e["subject_id"]), e["purpose"], e["channel"]))
-    statement = upsert(session, state).values(
-        [
-            {
-                "tenant_id": e["tenant_id"],
-                "subject_id": e["subject_id"],
-                "purpose": e["purpose"],
-                "channel": e["channel"],
-                "status": e["status"],
-                "captured_at": e["captured_at"],
-                "recorded_at": e["recorded_at"],
-                "event_seq": e["seq"],
-                "event_id": e["event_id"],
-                "purpose_version": e["purpose_version"],
-                "policy_version": e["policy_version"],
-            }
-            for e in ordered
-        ]
-    )
+    rows = [
+        {
+            "tenant_id": e["tenant_id"],
+            "subject_id": e["subject_id"],
+            "purpose": e["purpose"],
+            "channel": e["channel"],
+            "status": e["status"],
+            "captured_at": e["captured_at"],
+            "recorded_at": e["recorded_at"],
+            "event_seq": e["seq"],
+            "event_id": e["event_id"],
+            "purpose_version": e["purpose_version"],
+            "policy_version": e["policy_version"],
+            # SQLite's writers queue, so its feed needs no positions (changes.py).
+            "feed_position": 0,
+        }
+        for e in ordered
+    ]
+    # Executed as one executemany: SQLAlchemy sends it as multi-row statements sized for the driver's limits.
+    statement = upsert(session, state)
     incoming = statement.excluded
-    await session.execute(
+    updates = {column: incoming[column] for column in state.columns.keys() if column not in STATE_KEY}
+    moved = await session.execute(
         statement.on_conflict_do_update(
             index_elements=STATE_KEY,
-            set_={column: incoming[column] for column in state.columns.keys() if column not in STATE_KEY},
+            set_=updates,
             where=or_(
                 incoming.captured_at > state.c.captured_at,
                 and_(incoming.captured_at == state.c.captured_at, incoming.event_seq > state.c.event_seq),
             ),
-        )
+        ).returning(*(state.c[column] for column in changes.STATE_COLUMNS)),
+        rows,
     )
+    # Only the states that moved come back: a late-arriving older decision is history, not a change.
+    await changes.append(session, [dict(row) for row in moved.mappings()])
+
+
+async def _append_pg(session: AsyncSession, events: list[dict]) -> None:
+    """The same on PostgreSQL, in three statements with array parameters (see pg_bulk)."""
+    await pg_bulk.take_seqs(session, events)
+    await pg_bulk.insert_events(session, events)
+    await pg_bulk.move_states(session, _newest_by_state(events))
+
+
+def _newest_by_state(events: list[dict]) -> list[dict]:
+    """The newest event of each state key, in key order: concurrent requests touching the same states lock them
+    in one order and cannot deadlock."""
+    newest: dict[tuple, dict] = {}
+    for event in events:
+        key = (event["subject_id"], event["purpose"], event["channel"])
+        if key not in newest or _order(event) > _order(newest[key]):
+            newest[key] = event
+    return sorted(newest.values(), key=lambda e: (str(e["subject_id"]), e["purpose"], e["channel"]))
 
 
 def _order(event: dict) -> tuple[datetime, int]:

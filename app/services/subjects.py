@@ -3,15 +3,17 @@
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
 from app.models import Subject, SubjectIdentifier
+from app.models.base import utcnow
 from app.models.common import Identifiers, SubjectRef
 from app.models.subjects import IdentifierOut, SubjectOut
 from app.services.identifiers import IdentifierKeys, normalise
-from app.services.sql import upsert
+from app.services import pg_bulk
+from app.services.sql import is_postgres, upsert
 
 
 async def _owner(session: AsyncSession, *, tenant: str, id_hash: str) -> uuid.UUID | None:
@@ -142,3 +144,131 @@ async def require(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID) 
     found = await session.execute(select(Subject.id).where(Subject.tenant_id == tenant, Subject.id == subject_id))
     if found.scalar_one_or_none() is None:
         raise NotFound("subject", subject_id)
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How one record of a bulk write names its subject (by id or by an identifier), with identifiers to attach."""
+
+    subject_id: uuid.UUID | None
+    own: _Claim | None
+    extra: tuple[_Claim, ...]
+
+
+def naming(
+    keys: IdentifierKeys, *, tenant: str, ref: SubjectRef, identifiers: Identifiers | None, loc: tuple[str | int, ...]
+) -> Naming:
+    """Normalise a record's subject reference and identifiers; raises InvalidIdentifier."""
+    extra = tuple(
+        _claim_for(keys, tenant, kind, value, (*loc, "identifiers")) for kind, value in (identifiers or Identifiers()).items()
+    )
+    if ref.subject_id is not None:
+        return Naming(ref.subject_id, None, extra)
+    return Naming(None, _claim_for(keys, tenant, *ref.kind_and_value(), (*loc, "subject")), extra)
+
+
+_IN_CHUNK = 5_000
+
+
+async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, uuid.UUID]:
+    table = SubjectIdentifier.__table__
+    found = {}
+    for start in range(0, len(hashes), _IN_CHUNK):
+        rows = await session.execute(
+            select(table.c.id_hash, table.c.subject_id).where(
+                table.c.tenant_id == tenant, table.c.id_hash.in_(hashes[start : start + _IN_CHUNK])
+            )
+        )
+        found.update(dict(rows.all()))
+    return found
+
+
+async def resolve_many(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, namings: list[Naming]
+) -> tuple[list[uuid.UUID | None], list[dict]]:
+    """Subjects for many records at once, as if each record were written in turn with `resolve`.
+
+    Returns the subject of each record (None where it failed) and the failures as errors with their index
+    (`{"index", "loc", "msg"}`): an unknown subject_id, or an identifier that belongs to another subject.
+    A concurrent writer that claims one of these identifiers between our read and our write makes this raise
+    Conflict: the caller's transaction rolls back and the request can be retried.
+    """
+    ids = sorted({n.subject_id for n in namings if n.subject_id is not None}, key=str)
+    existing: set[uuid.UUID] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        rows = await session.execute(
+            select(Subject.id).where(Subject.tenant_id == tenant, Subject.id.in_(ids[start : start + _IN_CHUNK]))
+        )
+        existing.update(rows.scalars())
+    claims = [c for n in namings for c in ((n.own,) if n.own else ()) + n.extra]
+    holder = await _holders(session, tenant=tenant, hashes=sorted({c.id_hash for c in claims}))
+    new_subjects: list[uuid.UUID] = []
+    new_claims: dict[str, tuple[_Claim, uuid.UUID]] = {}
+    results: list[uuid.UUID | None] = []
+    errors: list[dict] = []
+    for index, named in enumerate(namings):
+        if named.subject_id is not None:
+            subject_id = named.subject_id if named.subject_id in existing else None
+            if subject_id is None:
+                errors.append({"index": index, "loc": ["subject", "subject_id"], "msg": "subject not found"})
+                results.append(None)
+                continue
+        else:
+            subject_id = holder.get(named.own.id_hash)
+            if subject_id is None:
+                subject_id = uuid.uuid4()
+                new_subjects.append(subject_id)
+                holder[named.own.id_hash] = subject_id
+                new_claims[named.own.id_hash] = (named.own, subject_id)
+        taken = [c for c in named.extra if holder.get(c.id_hash, subject_id) != subject_id]
+        if taken:
+            errors += [
+                {"index": index, "loc": list(c.loc[-2:]), "msg": f"that {c.kind} belongs to another subject"} for c in taken
+            ]
+            results.append(None)
+            continue
+        for claim in named.extra:
+            if claim.id_hash not in holder:
+                holder[claim.id_hash] = subject_id
+                new_claims[claim.id_hash] = (claim, subject_id)
+        results.append(subject_id)
+    if errors:
+        return results, errors
+    await _insert_claims(session, keys, tenant=tenant, subjects=new_subjects, claims=new_claims)
+    return results, []
+
+
+async def _insert_claims(
+    session: AsyncSession,
+    keys: IdentifierKeys,
+    *,
+    tenant: str,
+    subjects: list[uuid.UUID],
+    claims: dict[str, tuple[_Claim, uuid.UUID]],
+) -> None:
+    """Create the new subjects and attach the new identifiers, in blind-index order; Conflict if beaten to one."""
+    now = utcnow()
+    table = SubjectIdentifier.__table__
+    ordered = sorted(claims)
+    rows = [
+        {
+            "tenant_id": tenant, "id_hash": id_hash, "subject_id": claims[id_hash][1], "type": claims[id_hash][0].kind,
+            "value_sealed": keys.seal(claims[id_hash][0].normal), "created_at": now,
+        }
+        for id_hash in ordered
+    ]
+    if is_postgres(session):
+        if subjects:
+            await pg_bulk.insert_subjects(session, tenant=tenant, ids=subjects, created_at=now)
+        if rows:
+            await pg_bulk.claim_identifiers(session, tenant=tenant, rows=rows, created_at=now)
+    else:
+        if subjects:
+            await session.execute(
+                insert(Subject.__table__), [{"id": i, "tenant_id": tenant, "flags": [], "created_at": now} for i in subjects]
+            )
+        if rows:
+            await session.execute(upsert(session, table).on_conflict_do_nothing(index_elements=["tenant_id", "id_hash"]), rows)
+    holders = await _holders(session, tenant=tenant, hashes=ordered)
+    if any(holders.get(id_hash) != claims[id_hash][1] for id_hash in ordered):
+        raise Conflict("a concurrent request attached one of these identifiers first; retry")

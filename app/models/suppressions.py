@@ -1,0 +1,80 @@
+"""Suppression lists: identifiers that must not be contacted on some channels, whatever their consents."""
+
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+from pydantic import Field as Bounds
+from pydantic import model_validator
+from sqlmodel import Field, SQLModel
+
+from app.models.base import UTCDateTime, utcnow
+from app.models.common import Channel, Schema, text
+
+Reason = Literal["tps", "bounce", "complaint", "manual"]
+
+
+class Suppression(SQLModel, table=True):
+    """One identifier suppressed on one channel. `id_hash` is the same blind index subject identifiers use."""
+
+    __tablename__ = "suppressions"
+
+    tenant_id: str = Field(primary_key=True, foreign_key="tenants.key", max_length=64)
+    id_hash: str = Field(primary_key=True, max_length=64)
+    channel: str = Field(primary_key=True, max_length=16)
+    type: str = Field(max_length=16)
+    value_sealed: str = Field(sa_type=sa.Text)
+    reason: str = Field(max_length=16)
+    actor: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class SuppressionEntry(Schema):
+    """An identifier to suppress: exactly one of email, phone, external_id."""
+
+    model_config = {"extra": "forbid", "json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
+
+    email: text(320, 1) | None = None
+    phone: text(64, 1) | None = None
+    external_id: text(255, 1) | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SuppressionEntry":
+        if len(self.items()) != 1:
+            raise ValueError("give exactly one of email, phone, external_id")
+        return self
+
+    def items(self) -> list[tuple[str, str]]:
+        return [(kind, value) for kind in ("email", "phone", "external_id") if (value := getattr(self, kind)) is not None]
+
+
+class SuppressionsIn(Schema):
+    entries: list[SuppressionEntry] = Bounds(min_length=1, max_length=10_000)
+    channels: list[Channel] = Bounds(min_length=1, max_length=4)
+    reason: Reason = "manual"
+
+
+class SuppressionsRemoveIn(Schema):
+    entries: list[SuppressionEntry] = Bounds(min_length=1, max_length=10_000)
+    channels: list[Channel] = Bounds(min_length=1, max_length=4)
+    # Accepted so that the same body can be sent to PUT and to remove; it is not used to choose what goes.
+    reason: Reason | None = None
+
+
+class SuppressionsResult(SQLModel):
+    entries: int
+    channels: list[str]
+    changed: int
+
+
+class SuppressionOut(SQLModel):
+    type: str
+    value: str
+    channel: str
+    reason: str
+    created_at: datetime
+
+
+class SuppressionPage(SQLModel):
+    suppressions: list[SuppressionOut]
+    next_cursor: str | None

@@ -1,0 +1,42 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from app.deps import KeysDep, ReadSessionDep, SessionDep, require_scopes
+from app.models.common import Channel
+from app.models.suppressions import SuppressionPage, SuppressionsIn, SuppressionsRemoveIn, SuppressionsResult
+from app.security import Principal
+from app.services import suppressions
+
+router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
+
+
+@router.put("", response_model=SuppressionsResult)
+async def add_suppressions(
+    body: SuppressionsIn, session: SessionDep, keys: KeysDep, principal: Principal = require_scopes("consents:write")
+) -> SuppressionsResult:
+    """Suppress identifiers on channels: checks answer `suppressed` for them, whatever their consents."""
+    return await suppressions.add(session, keys, tenant=principal.tenant, actor=principal.client, body=body)
+
+
+@router.post("/remove", response_model=SuppressionsResult)
+async def remove_suppressions(
+    body: SuppressionsRemoveIn, session: SessionDep, keys: KeysDep, principal: Principal = require_scopes("consents:write")
+) -> SuppressionsResult:
+    """Lift suppressions of identifiers on channels."""
+    return await suppressions.remove(session, keys, tenant=principal.tenant, body=body)
+
+
+@router.get("", response_model=SuppressionPage)
+async def list_suppressions(
+    session: ReadSessionDep,
+    keys: KeysDep,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=suppressions.MAX_PAGE)] = 100,
+    channel: Channel | None = None,
+    principal: Principal = require_scopes("consents:read"),
+) -> SuppressionPage:
+    """Suppressed identifiers, page by page."""
+    return await suppressions.page(
+        session, keys, tenant=principal.tenant, cursor=cursor, limit=limit, channel=channel
+    )

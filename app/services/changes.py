@@ -1,0 +1,101 @@
+"""The change feed: every change of a consent state, in an order a follower can apply without missing one.
+
+Why not a sequence: sequence numbers are taken before commit, so a slow transaction can commit seq 10 after a
+reader has already moved past seq 11. Instead each change carries a *position*: on PostgreSQL, a transaction
+id (xid8) no smaller than the id of the transaction that wrote it. A reader returns only positions below its
+snapshot's xmin, the oldest transaction still running: every transaction below it has finished, so no change
+can later appear below a cursor a reader has handed out. The feed is read in (position, seq) order.
+
+A change's position is at least the position of the change it replaces on the same state (`feed_position` is
+carried on the state row): a transaction that waited for the row lock and wrote after a newer-numbered one
+still sorts after it, so a follower applying changes in order ends at the state the database holds. Within
+one position, seq follows lock order for the same state, because the row lock is held until commit.
+
+On SQLite, writers queue (BEGIN IMMEDIATE), so seq is commit order and every position is 0.
+"""
+
+import base64
+import binascii
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Unprocessable
+from app.models import ConsentChange
+from app.models.changes import ChangeOut, ChangesOut
+from app.services.decision import api_channel
+from app.services.sql import is_postgres
+
+STATE_COLUMNS = ("tenant_id", "subject_id", "purpose", "channel", "status", "captured_at", "event_id", "feed_position")
+MAX_PAGE = 10_000
+_BEGINNING = (-1, 0)
+# The oldest transaction still running, as of this statement's snapshot.
+_PG_HORIZON = sa.text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+
+
+async def append(session: AsyncSession, moved: list[dict]) -> None:
+    """Record the states that moved (rows of consent_state as they now stand) in the feed (SQLite; PostgreSQL
+    does it in the same statement that moves them: pg_bulk.MOVE_STATES)."""
+    if not moved:
+        return
+    rows = [
+        {
+            "tenant_id": row["tenant_id"],
+            "position": row["feed_position"],
+            "subject_id": row["subject_id"],
+            "purpose": row["purpose"],
+            "channel": row["channel"],
+            "status": row["status"],
+            "captured_at": row["captured_at"],
+            "event_id": row["event_id"],
+        }
+        for row in moved
+    ]
+    await session.execute(sa.insert(ConsentChange.__table__), rows)
+
+
+def encode_cursor(position: int, seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{position}.{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[int, int]:
+    """(position, seq) of a cursor this service handed out; 422 for anything else."""
+    if cursor is None:
+        return _BEGINNING
+    try:
+        position, seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(".")
+        decoded = int(position), int(seq)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise Unprocessable("not a cursor of this feed", loc=["query", "after"]) from None
+    if not (-1 <= decoded[0] < 2**63 and 0 <= decoded[1] < 2**63):
+        raise Unprocessable("not a cursor of this feed", loc=["query", "after"])
+    return decoded
+
+
+async def page(session: AsyncSession, *, tenant: str, after: str | None, limit: int) -> ChangesOut:
+    """Up to `limit` changes after the cursor, oldest first; next_cursor is where to continue (never null)."""
+    position, seq = decode_cursor(after)
+    table = ConsentChange.__table__
+    query = (
+        sa.select(table)
+        .where(table.c.tenant_id == tenant, sa.tuple_(table.c.position, table.c.seq) > sa.tuple_(position, seq))
+        .order_by(table.c.position, table.c.seq)
+        .limit(limit)
+    )
+    if is_postgres(session):
+        query = query.where(table.c.position < _PG_HORIZON)
+    rows = (await session.execute(query)).mappings().all()
+    changes = [
+        ChangeOut(
+            cursor=encode_cursor(row["position"], row["seq"]),
+            event_id=row["event_id"],
+            subject_id=row["subject_id"],
+            purpose=row["purpose"],
+            channel=api_channel(row["channel"]),
+            status=row["status"],
+            captured_at=row["captured_at"],
+        )
+        for row in rows
+    ]
+    next_cursor = changes[-1].cursor if changes else encode_cursor(position, seq)
+    return ChangesOut(changes=changes, next_cursor=next_cursor)

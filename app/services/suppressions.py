@@ -1,0 +1,127 @@
+"""Suppression lists: identifiers denied on some channels whatever their consents, known subjects or not."""
+
+import base64
+import binascii
+import re
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import AppError, Unprocessable
+from app.models import Suppression
+from app.models.base import utcnow
+from app.models.common import CHANNELS
+from app.models.suppressions import SuppressionOut, SuppressionPage, SuppressionsIn, SuppressionsRemoveIn, SuppressionsResult
+from app.services.identifiers import IdentifierKeys, normalise
+from app.services.sql import upsert
+
+MAX_PAGE = 1_000
+# What _encode writes: a blind index (hex SHA-256) and a channel. Anything else is refused before it reaches SQL
+# (PostgreSQL answers a NUL byte in a text parameter with an error, not with an empty page).
+_CURSOR = re.compile(rf"([0-9a-f]{{64}})\.({'|'.join(CHANNELS)})")
+
+
+def _entries(keys: IdentifierKeys, tenant: str, body: SuppressionsIn | SuppressionsRemoveIn) -> list[tuple[str, str, str]]:
+    """(blind index, type, normalised value) of every entry, in blind-index order; one 422 listing every bad entry."""
+    found, errors = {}, []
+    for index, entry in enumerate(body.entries):
+        kind, value = entry.items()[0]
+        try:
+            normal = normalise(kind, value, region=keys.region, loc=("body", "entries", index))
+        except AppError as exc:
+            errors += exc.extra["errors"]
+            continue
+        found[keys.blind_index(tenant, kind, normal)] = (kind, normal)
+    if errors:
+        raise Unprocessable(f"{len(errors)} of the entries are invalid", errors=errors)
+    return [(id_hash, kind, normal) for id_hash, (kind, normal) in sorted(found.items())]
+
+
+async def add(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, actor: str, body: SuppressionsIn
+) -> SuppressionsResult:
+    """Suppress every entry on every channel of `body`; an entry already suppressed takes the new reason."""
+    entries = _entries(keys, tenant, body)
+    channels = sorted(set(body.channels))
+    table = Suppression.__table__
+    now = utcnow()
+    rows = []
+    for id_hash, kind, normal in entries:
+        sealed = keys.seal(normal)
+        rows += [
+            {
+                "tenant_id": tenant, "id_hash": id_hash, "channel": channel, "type": kind,
+                "value_sealed": sealed, "reason": body.reason, "actor": actor, "created_at": now,
+            }
+            for channel in channels
+        ]
+    insert = upsert(session, table)
+    # One statement executed with many parameter sets: SQLAlchemy batches it ("insertmanyvalues") and compiles
+    # it once, where a multi-row VALUES clause is compiled afresh for every chunk (seconds for 40,000 rows).
+    statement = insert.on_conflict_do_update(
+        index_elements=["tenant_id", "id_hash", "channel"],
+        set_={"reason": insert.excluded.reason, "actor": insert.excluded.actor},
+        where=table.c.reason != insert.excluded.reason,
+    ).returning(table.c.id_hash)
+    # Only rows inserted or given a new reason come back.
+    changed = len((await session.execute(statement, rows)).all())
+    return SuppressionsResult(entries=len(entries), channels=channels, changed=changed)
+
+
+async def remove(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, body: SuppressionsRemoveIn) -> SuppressionsResult:
+    """Lift the suppression of every entry on every channel of `body`; entries not suppressed are ignored."""
+    entries = _entries(keys, tenant, body)
+    channels = sorted(set(body.channels))
+    table = Suppression.__table__
+    changed = 0
+    hashes = [id_hash for id_hash, _, _ in entries]
+    for start in range(0, len(hashes), 2_000):
+        result = await session.execute(
+            sa.delete(table).where(
+                table.c.tenant_id == tenant,
+                table.c.id_hash.in_(hashes[start : start + 2_000]),
+                table.c.channel.in_(channels),
+            )
+        )
+        changed += result.rowcount
+    return SuppressionsResult(entries=len(entries), channels=channels, changed=changed)
+
+
+def _encode(id_hash: str, channel: str) -> str:
+    return base64.urlsafe_b64encode(f"{id_hash}.{channel}".encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[str, str]:
+    try:
+        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = ""
+    match = _CURSOR.fullmatch(decoded)
+    if match is None:
+        raise Unprocessable("not a cursor of this list", loc=["query", "cursor"])
+    return match.group(1), match.group(2)
+
+
+async def page(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, cursor: str | None, limit: int, channel: str | None
+) -> SuppressionPage:
+    """Suppressions in a stable order, `limit` at a time; next_cursor is null on the last page."""
+    table = Suppression.__table__
+    query = sa.select(table).where(table.c.tenant_id == tenant).order_by(table.c.id_hash, table.c.channel).limit(limit + 1)
+    if cursor is not None:
+        query = query.where(sa.tuple_(table.c.id_hash, table.c.channel) > sa.tuple_(*_decode(cursor)))
+    if channel is not None:
+        query = query.where(table.c.channel == channel)
+    rows = (await session.execute(query)).mappings().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return SuppressionPage(
+        suppressions=[
+            SuppressionOut(
+                type=row["type"], value=keys.unseal(row["value_sealed"]), channel=row["channel"],
+                reason=row["reason"], created_at=row["created_at"],
+            )
+            for row in rows
+        ],
+        next_cursor=_encode(rows[-1]["id_hash"], rows[-1]["channel"]) if more else None,
+    )
