@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from app.config import Settings
@@ -98,6 +99,8 @@ async def import_file(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=False,
+        # stderr, like every other message of the CLI: stdout stays free for what a script may read.
+        console=Console(stderr=True),
     )
     try:
         with progress:
