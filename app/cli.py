@@ -154,7 +154,7 @@ def import_consents(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="NDJSON, one POST /v1/consents body a line")],
     tenant: Annotated[str, typer.Option(help="tenant key")],
     chunk_size: Annotated[int, typer.Option(min=1, max=50_000, help="lines per transaction")] = 5_000,
-    jobs: Annotated[int, typer.Option(min=1, max=8, help="chunks in flight at once (1: strictly in file order)")] = 2,
+    jobs: Annotated[int, typer.Option(min=1, max=16, help="worker processes that check lines")] = 2,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="check every line, store nothing")] = False,
     actor: Annotated[str, typer.Option(help="recorded as the actor of every imported event")] = "cli-import",
 ) -> None:

@@ -1,9 +1,17 @@
-"""`consentd import`: a file of consent records, read and stored in chunks, with a progress bar."""
+"""`consentd import`: a file of consent records, read and stored in chunks, with a progress bar.
+
+Checking a line (JSON, purposes, email and phone normalisation, blind index) is CPU work: worker processes
+do it for several chunks ahead, while this process stores the chunks, one transaction each, in file order.
+"""
 
 import asyncio
+import multiprocessing
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -13,10 +21,22 @@ from app.config import Settings
 from app.db import Database
 from app.errors import Conflict, Unprocessable
 from app.services import imports
+from app.services.decision import Rule
 from app.services.identifiers import IdentifierKeys
 
 # A chunk that lost a race for a new identifier to a concurrent writer is tried again this many times.
 RETRIES = 3
+
+_worker_keys: IdentifierKeys | None = None
+
+
+def _start_worker(secret: str, region: str) -> None:
+    global _worker_keys
+    _worker_keys = IdentifierKeys(secret, region)
+
+
+def _check(lines: list[tuple[int, bytes]], rules: dict[str, Rule], tenant: str, latest: datetime) -> imports.Checked:
+    return imports.check_lines(lines, rules=rules, keys=_worker_keys, tenant=tenant, latest=latest)
 
 
 @dataclass
@@ -60,68 +80,84 @@ def chunks(file: Path, size: int) -> Iterator[tuple[list[tuple[int, bytes]], int
         yield chunk, taken
 
 
+def _progress(dry_run: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]checking[/bold]" if dry_run else "[bold]importing[/bold]"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[lines]:,} lines, {task.fields[imported]:,} new, {task.fields[skipped]:,} skipped"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        # stderr, like every other message of the CLI: stdout stays free for what a script may read.
+        console=Console(stderr=True),
+    )
+
+
 async def import_file(
     settings: Settings, file: Path, *, tenant: str, chunk_size: int, jobs: int, dry_run: bool, actor: str
 ) -> Outcome:
-    """Import `file` chunk by chunk, `jobs` chunks at a time, each in a transaction of its own."""
+    """Import `file` chunk by chunk: `jobs` processes check chunks ahead, this one stores them in order."""
     database = await Database.open(settings)
     keys = IdentifierKeys(settings.identifier_key, settings.default_region)
     outcome = Outcome(dry_run=dry_run)
     started = time.perf_counter()
     # After the first bad chunk nothing more is stored, but the rest is still checked so every bad line is listed.
     checking_only = dry_run
+    loop = asyncio.get_running_loop()
+    workers = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(settings.identifier_key, settings.default_region),
+    )
 
-    async def one(lines: list[tuple[int, bytes]]) -> None:
-        nonlocal checking_only
+    async def store(lines: list[tuple[int, bytes]], checked: imports.Checked) -> None:
         for attempt in range(RETRIES + 1):
             try:
                 async with database.transaction() as session:
-                    result = await imports.run(
-                        session, keys, tenant=tenant, actor=actor, lines=lines, dry_run=checking_only
-                    )
+                    result = await imports.run(session, keys, tenant=tenant, actor=actor, lines=lines, checked=checked)
                 break
             except Conflict:
                 if attempt == RETRIES:
                     raise
-            except Unprocessable as exc:
-                outcome.errors += exc.extra["errors"]
-                checking_only = True
-                return
         outcome.imported += result.imported
         outcome.skipped += result.skipped
         outcome.events += result.events
 
-    progress = Progress(
-        TextColumn("[bold]importing[/bold]" if not dry_run else "[bold]checking[/bold]"),
-        BarColumn(),
-        TextColumn("{task.percentage:>3.0f}%"),
-        TextColumn("{task.fields[lines]:,} lines, {task.fields[imported]:,} new, {task.fields[skipped]:,} skipped"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-        # stderr, like every other message of the CLI: stdout stays free for what a script may read.
-        console=Console(stderr=True),
-    )
+    ahead: deque[tuple[list, int, asyncio.Future]] = deque()
     try:
-        with progress:
+        async with database.transaction(read_only=True) as session:
+            rules = await imports.rules_for(session, tenant=tenant)
+        latest = imports.latest_capture()
+        with _progress(dry_run) as progress:
             task = progress.add_task("import", total=file.stat().st_size, lines=0, imported=0, skipped=0)
-            in_flight: set[asyncio.Task] = set()
-            for lines, taken in chunks(file, chunk_size):
-                if len(in_flight) >= jobs:
-                    done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                    for finished in done:
-                        finished.result()
+            source = chunks(file, chunk_size)
+            while True:
+                # Keep the workers busy: a few chunks are being checked while one is stored.
+                while len(ahead) < 2 * jobs and (chunk := next(source, None)) is not None:
+                    lines, taken = chunk
+                    ahead.append((lines, taken, loop.run_in_executor(workers, _check, lines, rules, tenant, latest)))
+                if not ahead:
+                    break
+                lines, taken, pending = ahead.popleft()
+                checked = await pending
                 outcome.lines += len(lines)
-                job = asyncio.create_task(one(lines))
-                job.add_done_callback(
-                    lambda _job, taken=taken: progress.update(
-                        task, advance=taken, lines=outcome.lines, imported=outcome.imported, skipped=outcome.skipped
-                    )
+                if checked.errors:
+                    outcome.errors += checked.errors
+                    checking_only = True
+                elif not checking_only:
+                    try:
+                        await store(lines, checked)
+                    except Unprocessable as exc:  # found only when storing: an unknown subject_id, a taken identifier
+                        outcome.errors += exc.extra["errors"]
+                        checking_only = True
+                progress.update(
+                    task, advance=taken, lines=outcome.lines, imported=outcome.imported, skipped=outcome.skipped
                 )
-                in_flight.add(job)
-            for finished in asyncio.as_completed(in_flight):
-                await finished
     finally:
+        for _, _, pending in ahead:
+            pending.cancel()
+        workers.shutdown(cancel_futures=True)
         await database.close()
     outcome.errors.sort(key=lambda e: e["line"])
     outcome.seconds = time.perf_counter() - started

@@ -6,6 +6,7 @@ import that is run again after an interruption skips what it already stored and 
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,7 +17,7 @@ from app.models import ImportedRecord
 from app.models.base import utcnow
 from app.models.consents import ConsentRecordIn, ImportResult
 from app.services import consents, pg_bulk, purposes, subjects
-from app.services.decision import storage_channel
+from app.services.decision import Rule, storage_channel
 from app.services.identifiers import IdentifierKeys
 from app.services.sql import is_postgres, upsert
 
@@ -25,43 +26,51 @@ ERRORS_PER_LINE = 5
 
 
 @dataclass
-class _Record:
+class Record:
+    """A checked line, in plain values (it may come back from a worker process)."""
+
     line: int
-    body: ConsentRecordIn
     digest: str
-    channels: list[str]
+    decisions: list[tuple[str, str, str]]  # (purpose, stored channel, status)
+    captured_at: datetime | None
+    source: str
+    policy_version: str | None
+    collection_point: str | None
+    evidence: dict | None
     naming: subjects.Naming
+
+
+@dataclass
+class Checked:
+    """What checking a batch of lines found: the records to store, repeats within the batch, bad lines."""
+
+    records: list[Record]
+    repeated: int
+    errors: list[dict]
 
 
 def _error(line: int, loc: list, msg: str) -> dict[str, Any]:
     return {"line": line, "loc": loc, "msg": msg}
 
 
-def _parse(lines: list[tuple[int, bytes]]) -> tuple[list[tuple[int, ConsentRecordIn]], list[dict]]:
-    parsed, errors = [], []
+def check_lines(
+    lines: list[tuple[int, bytes]], *, rules: dict[str, Rule], keys: IdentifierKeys, tenant: str, latest: datetime
+) -> Checked:
+    """Validate every line (JSON, purposes, channels, identifiers, captured_at no later than `latest`) without
+    the database. Pure and CPU-bound: `consentd import` runs it in worker processes."""
+    records: list[Record] = []
+    errors: list[dict] = []
+    seen: set[str] = set()
+    repeated = 0
     for number, line in lines:
         try:
-            parsed.append((number, ConsentRecordIn.model_validate_json(line)))
+            body = ConsentRecordIn.model_validate_json(line)
         except ValidationError as exc:
             issues = exc.errors(include_url=False, include_input=False)[:ERRORS_PER_LINE]
             errors += [_error(number, list(issue["loc"]), issue["msg"]) for issue in issues]
-    return parsed, errors
-
-
-async def prepare(
-    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, lines: list[tuple[int, bytes]]
-) -> tuple[list[_Record], int]:
-    """Validate every line (JSON, purposes, channels, identifiers) without writing; the records and the count
-    of lines repeated within `lines`. Unprocessable lists every bad line."""
-    parsed, errors = _parse(lines)
-    rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for _, body in parsed for d in body.decisions})
-    records: list[_Record] = []
-    seen: set[str] = set()
-    repeated = 0
-    latest = utcnow() + consents.MAX_CLOCK_SKEW
-    for number, body in parsed:
+            continue
         problems: list[dict] = []
-        channels = []
+        decisions = []
         for index, decision in enumerate(body.decisions):
             loc = ["decisions", index]
             rule = rules.get(decision.purpose)
@@ -69,9 +78,11 @@ async def prepare(
                 problems.append(_error(number, [*loc, "purpose"], f"unknown purpose '{decision.purpose}'"))
                 continue
             try:
-                channels.append(storage_channel(rule, decision.channel, loc=[*loc, "channel"]))
+                channel = storage_channel(rule, decision.channel, loc=[*loc, "channel"])
             except AppError as exc:
                 problems += [_error(number, e["loc"], e["msg"]) for e in exc.extra["errors"]]
+                continue
+            decisions.append((decision.purpose, channel, decision.status))
         if body.captured_at is not None and body.captured_at > latest:
             problems.append(_error(number, ["captured_at"], "captured_at may not be more than 5 minutes in the future"))
         try:
@@ -86,10 +97,23 @@ async def prepare(
             repeated += 1
             continue
         seen.add(digest)
-        records.append(_Record(number, body, digest, channels, naming))
-    if errors:
-        raise _invalid(errors)
-    return records, repeated
+        records.append(
+            Record(
+                number, digest, decisions, body.captured_at, body.source, body.policy_version, body.collection_point,
+                body.evidence, naming,
+            )
+        )
+    return Checked(records, repeated, errors)
+
+
+async def rules_for(session: AsyncSession, *, tenant: str) -> dict[str, Rule]:
+    """The tenant's purpose rules, read once for a whole import."""
+    return await purposes.rules(session, tenant=tenant)
+
+
+def latest_capture() -> datetime:
+    """The latest captured_at an import accepts now (a little clock skew is allowed)."""
+    return utcnow() + consents.MAX_CLOCK_SKEW
 
 
 def _invalid(errors: list[dict]) -> Unprocessable:
@@ -98,7 +122,7 @@ def _invalid(errors: list[dict]) -> Unprocessable:
     return Unprocessable(f"{bad} line{'s' if bad != 1 else ''} cannot be imported; nothing was stored", errors=errors)
 
 
-async def _claim_new(session: AsyncSession, *, tenant: str, records: list[_Record]) -> list[_Record]:
+async def _claim_new(session: AsyncSession, *, tenant: str, records: list[Record]) -> list[Record]:
     """The records not imported before; their digests are claimed in this transaction (concurrent imports queue)."""
     table = ImportedRecord.__table__
     now = utcnow()
@@ -125,41 +149,58 @@ async def run(
     actor: str,
     lines: list[tuple[int, bytes]],
     dry_run: bool = False,
+    checked: Checked | None = None,
 ) -> ImportResult:
-    """Import `lines` ((line number, NDJSON line) pairs) in the caller's transaction: all of them or none."""
-    records, repeated = await prepare(session, keys, tenant=tenant, lines=lines)
+    """Import `lines` ((line number, NDJSON line) pairs) in the caller's transaction: all of them or none.
+
+    `checked` is `check_lines` of these lines when the caller has already run it (in another process).
+    """
+    if checked is None:
+        checked = check_lines(
+            lines, rules=await rules_for(session, tenant=tenant), keys=keys, tenant=tenant, latest=latest_capture()
+        )
+    if checked.errors:
+        raise _invalid(checked.errors)
     if dry_run:
         return ImportResult(lines=len(lines), imported=0, skipped=0, events=0)
-    fresh = await _claim_new(session, tenant=tenant, records=records)
+    return await _store(session, keys, tenant=tenant, actor=actor, lines=len(lines), checked=checked)
+
+
+async def _store(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, actor: str, lines: int, checked: Checked
+) -> ImportResult:
+    fresh = await _claim_new(session, tenant=tenant, records=checked.records)
     subject_ids, errors = await subjects.resolve_many(session, keys, tenant=tenant, namings=[r.naming for r in fresh])
     if errors:
         raise _invalid([_error(fresh[e["index"]].line, e["loc"], e["msg"]) for e in errors])
-    rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for r in fresh for d in r.body.decisions})
+    # The versions as they stand now (a purpose may have changed since the lines were checked).
+    rules = await purposes.rules(session, tenant=tenant, keys={purpose for r in fresh for purpose, _, _ in r.decisions})
     recorded_at = utcnow()
     events = [
         {
             "event_id": uuid.uuid4(),
             "tenant_id": tenant,
             "subject_id": subject_id,
-            "purpose": decision.purpose,
-            "purpose_version": rules[decision.purpose].version,
+            "purpose": purpose,
+            "purpose_version": rules[purpose].version,
             "channel": channel,
-            "status": decision.status,
-            "captured_at": record.body.captured_at or recorded_at,
+            "status": status,
+            "captured_at": record.captured_at or recorded_at,
             "recorded_at": recorded_at,
-            "source": record.body.source,
+            "source": record.source,
             "method": "import",
-            "policy_version": record.body.policy_version,
-            "collection_point": record.body.collection_point,
+            "policy_version": record.policy_version,
+            "collection_point": record.collection_point,
             "actor": actor,
-            "evidence": record.body.evidence,
+            "evidence": record.evidence,
         }
         for record, subject_id in zip(fresh, subject_ids, strict=True)
-        for decision, channel in zip(record.body.decisions, record.channels, strict=True)
+        for purpose, channel, status in record.decisions
     ]
     if events:
         await consents.append(session, events)
-    return ImportResult(lines=len(lines), imported=len(fresh), skipped=len(records) - len(fresh) + repeated, events=len(events))
+    skipped = len(checked.records) - len(fresh) + checked.repeated
+    return ImportResult(lines=lines, imported=len(fresh), skipped=skipped, events=len(events))
 
 
 def split_ndjson(body: bytes, *, max_lines: int, first_line: int = 1) -> list[tuple[int, bytes]]:

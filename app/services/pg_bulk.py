@@ -116,3 +116,13 @@ async def claim_digests(session: AsyncSession, *, tenant: str, digests: list[str
         tenant, digests, at,
     )
     return {row[0] for row in rows}
+
+
+async def holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict:
+    """The subject holding each of these blind indexes (those held by nobody are absent)."""
+    db = await connection(session)
+    rows = await db.fetch(
+        "SELECT id_hash, subject_id FROM subject_identifiers WHERE tenant_id = $1 AND id_hash = ANY($2::text[])",
+        tenant, hashes,
+    )
+    return {row[0]: row[1] for row in rows}

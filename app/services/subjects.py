@@ -45,6 +45,8 @@ class _Claim:
     normal: str
     id_hash: str
     loc: tuple[str, ...]
+    # The encrypted value, when sealed ahead (imports seal in their worker processes).
+    sealed: str | None = None
 
 
 def _claim_for(keys: IdentifierKeys, tenant: str, kind: str, value: str, loc: tuple[str, ...]) -> _Claim:
@@ -158,19 +160,26 @@ class Naming:
 def naming(
     keys: IdentifierKeys, *, tenant: str, ref: SubjectRef, identifiers: Identifiers | None, loc: tuple[str | int, ...]
 ) -> Naming:
-    """Normalise a record's subject reference and identifiers; raises InvalidIdentifier."""
+    """Normalise a record's subject reference and identifiers, and seal them; raises InvalidIdentifier."""
+
+    def sealed(claim: _Claim) -> _Claim:
+        return _Claim(claim.kind, claim.normal, claim.id_hash, claim.loc, keys.seal(claim.normal))
+
     extra = tuple(
-        _claim_for(keys, tenant, kind, value, (*loc, "identifiers")) for kind, value in (identifiers or Identifiers()).items()
+        sealed(_claim_for(keys, tenant, kind, value, (*loc, "identifiers")))
+        for kind, value in (identifiers or Identifiers()).items()
     )
     if ref.subject_id is not None:
         return Naming(ref.subject_id, None, extra)
-    return Naming(None, _claim_for(keys, tenant, *ref.kind_and_value(), (*loc, "subject")), extra)
+    return Naming(None, sealed(_claim_for(keys, tenant, *ref.kind_and_value(), (*loc, "subject"))), extra)
 
 
 _IN_CHUNK = 5_000
 
 
 async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, uuid.UUID]:
+    if is_postgres(session):
+        return await pg_bulk.holders(session, tenant=tenant, hashes=hashes)
     table = SubjectIdentifier.__table__
     found = {}
     for start in range(0, len(hashes), _IN_CHUNK):
@@ -195,7 +204,7 @@ async def resolve_many(
     """
     ids = sorted({n.subject_id for n in namings if n.subject_id is not None}, key=str)
     existing: set[uuid.UUID] = set()
-    for start in range(0, len(ids), _IN_CHUNK):
+    for start in range(0, len(ids), _IN_CHUNK):  # few: imports name people by identifier, seldom by id
         rows = await session.execute(
             select(Subject.id).where(Subject.tenant_id == tenant, Subject.id.in_(ids[start : start + _IN_CHUNK]))
         )
@@ -253,7 +262,7 @@ async def _insert_claims(
     rows = [
         {
             "tenant_id": tenant, "id_hash": id_hash, "subject_id": claims[id_hash][1], "type": claims[id_hash][0].kind,
-            "value_sealed": keys.seal(claims[id_hash][0].normal), "created_at": now,
+            "value_sealed": claims[id_hash][0].sealed or keys.seal(claims[id_hash][0].normal), "created_at": now,
         }
         for id_hash in ordered
     ]
