@@ -27,8 +27,11 @@ run: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
+# `make bench` runs every benchmark in bench/, one after the other; `make bench BENCHES=changes_feed` runs one.
+BENCHES ?= check_throughput stream_throughput changes_feed import_throughput
+
 bench: $(VENV)/.installed-test
-	$(BIN)/python bench/check_throughput.py
+	@for name in $(BENCHES); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || exit $$?; done
 
 openapi: $(VENV)/.installed-run
 	$(BIN)/consentd openapi

@@ -70,18 +70,23 @@ def pg_server() -> Iterator[str | None]:
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
-def pg_url(pg_server: str | None) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database of this test run's own, dropped at the end."""
+def migrated_database(pg_server: str | None, prefix: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database named `prefix_<random>`, dropped afterwards (for `yield from`)."""
     if pg_server is None:
         pytest.skip("PostgreSQL is not available (see the warning above)")
-    name = f"consentd_test_{secrets.token_hex(4)}"
+    name = f"{prefix}_{secrets.token_hex(4)}"
     url = run_sync(postgres.create_database(pg_server, name))
     try:
         run_sync(upgrade(url))
         yield url
     finally:
         run_sync(postgres.drop_database(pg_server, name))
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_server: str | None) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database of this test run's own, dropped at the end."""
+    yield from migrated_database(pg_server, "consentd_test")
 
 
 @pytest.fixture(scope="session")

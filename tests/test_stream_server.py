@@ -6,7 +6,6 @@ request body written by one task while another reads the chunked NDJSON answer. 
 """
 
 import asyncio
-import secrets
 import socket
 import struct
 import time
@@ -18,9 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from app.migrations import upgrade
-from tests.conftest import bearer, run_sync
-from tests.support import postgres
+from tests.conftest import bearer, migrated_database
 from tests.test_server import REQUEST_TIMEOUT, Server, assert_jwt, consentd_env, run_consentd, start_server
 
 POOL_SIZE = 10  # CONSENTD_DB_POOL_SIZE of the server under test
@@ -36,15 +33,7 @@ def person(i: int) -> str:
 @pytest.fixture(scope="module")
 def pg_stream_url(pg_server: str | None) -> Iterator[str]:
     """A migrated PostgreSQL database of this module's own: its server's pool is the only thing using it."""
-    if pg_server is None:
-        pytest.skip("PostgreSQL is not available")
-    name = f"consentd_stream_{secrets.token_hex(4)}"
-    url = run_sync(postgres.create_database(pg_server, name))
-    try:
-        run_sync(upgrade(url))
-        yield url
-    finally:
-        run_sync(postgres.drop_database(pg_server, name))
+    yield from migrated_database(pg_server, "consentd_stream")
 
 
 @pytest.fixture(scope="module")

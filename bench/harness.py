@@ -1,0 +1,243 @@
+"""What the campaign-scale benchmarks share: bench databases, a `consentd serve` to drive, tokens, memory sampling.
+
+The seeded check database, the server wrapper and the helpers around them come from check_throughput.py; this
+module adds what stream_throughput.py, changes_feed.py and import_throughput.py need on top.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from app.db import Database, asyncpg_dsn  # noqa: E402
+from app.migrations import upgrade  # noqa: E402
+from app.services import catalogue, tenants  # noqa: E402
+from bench import check_throughput  # noqa: E402
+from bench.check_throughput import HOST, RESULTS, Server, free_port  # noqa: E402
+
+__all__ = [
+    "HOST", "RESULTS", "ROOT", "BenchDatabase", "RssSampler", "Server", "consentd_command", "free_port",
+    "mib", "mint_token", "percentile", "run_main", "seed_check_database", "start_consentd", "write_results",
+]
+
+
+class BenchDatabase:
+    """One bench database on the server BENCH_ADMIN_URL names, with the URLs and environment to reach it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.admin_url = os.environ.get("BENCH_ADMIN_URL", f"postgresql://root@{HOST}:5432/postgres")
+        admin = make_url(self.admin_url)
+        self.app_url = admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+        self.dsn = asyncpg_dsn(self.app_url)
+        self.settings = Settings(database_url=self.app_url, env="development")
+        # PYTHONPATH: subprocesses import `app` from this checkout, whatever the venv's install points at.
+        python_path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = {
+            **os.environ, "CONSENTD_DATABASE_URL": self.app_url, "CONSENTD_ENV": "development", "PYTHONPATH": python_path,
+        }
+
+    async def _admin(self, work: Callable[[asyncpg.Connection], Awaitable]):  # noqa: ANN202
+        connection = await asyncpg.connect(self.admin_url)
+        try:
+            return await work(connection)
+        finally:
+            await connection.close()
+
+    async def marker(self) -> str | None:
+        """The comment on the database (what it was seeded with), None when it does not exist."""
+        return await self._admin(lambda admin: admin.fetchval(
+            "SELECT coalesce(shobj_description(oid, 'pg_database'), '') FROM pg_database WHERE datname = $1", self.name
+        ))
+
+    async def set_marker(self, marker: str) -> None:
+        await self._admin(lambda admin: admin.execute(f"COMMENT ON DATABASE \"{self.name}\" IS '{marker}'"))
+
+    async def create(self, tenant_keys: list[str]) -> None:
+        """Drop the database if it exists, create it, migrate it, add the tenants with the default catalogue."""
+
+        async def recreate(admin: asyncpg.Connection) -> None:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{self.name}"')
+
+        await self._admin(recreate)
+        await upgrade(self.app_url)
+        database = await Database.open(self.settings)
+        try:
+            async with database.transaction() as session:
+                for key in tenant_keys:
+                    await tenants.ensure(session, key=key, name=key)
+                    await catalogue.load(session, tenant=key, entries=catalogue.default())
+        finally:
+            await database.close()
+
+    async def count(self, table: str, tenant: str | None = None) -> int:
+        connection = await asyncpg.connect(self.dsn)
+        try:
+            if tenant is None:
+                return await connection.fetchval(f"SELECT count(*) FROM {table}")
+            return await connection.fetchval(f"SELECT count(*) FROM {table} WHERE tenant_id = $1", tenant)
+        finally:
+            await connection.close()
+
+
+async def _copy_with_feed_position_default(dsn: str, settings: Settings, subjects: int) -> None:
+    """check_throughput.bulk_load, while consent_state.feed_position (added by migration 0002) defaults to 0.
+
+    bulk_load COPYs consent_state rows without that column, which has no default once migrated: the seed fails
+    with a NOT NULL violation. 0 is what the migration gave rows that existed before it, and what a seed that
+    names the column would write; with the default dropped again the schema is as the migrations leave it.
+    """
+    connection = await asyncpg.connect(dsn)
+    try:
+        default = await connection.fetchval(
+            "SELECT column_default FROM information_schema.columns"
+            " WHERE table_name = 'consent_state' AND column_name = 'feed_position'"
+        )
+        if default is None:
+            await connection.execute("ALTER TABLE consent_state ALTER COLUMN feed_position SET DEFAULT 0")
+        try:
+            await _original_bulk_load(dsn, settings, subjects)
+        finally:
+            if default is None:
+                await connection.execute("ALTER TABLE consent_state ALTER COLUMN feed_position DROP DEFAULT")
+    finally:
+        await connection.close()
+
+
+_original_bulk_load = check_throughput.bulk_load
+
+
+async def seed_check_database(subjects: int, reseed: bool) -> tuple[BenchDatabase, float]:
+    """check_throughput's database `consentd_bench` (tenant `bench`, `subject<N>@bench.example`), reused when
+    it holds this seed already; the seconds spent seeding."""
+    database = BenchDatabase(check_throughput.DB_NAME)
+    check_throughput.bulk_load = _copy_with_feed_position_default
+    try:
+        seconds = await check_throughput.prepare_database(
+            database.admin_url, database.app_url, database.settings, subjects, reseed
+        )
+    finally:
+        check_throughput.bulk_load = _original_bulk_load
+    return database, seconds
+
+
+def consentd_command() -> list[str]:
+    bin_dir = Path(sys.executable).parent
+    if (bin_dir / "consentd").exists():
+        return [str(bin_dir / "consentd")]
+    return [sys.executable, "-c", "from app.cli import main; main()"]
+
+
+def mint_token(database: BenchDatabase, tenant: str, scopes: str) -> str:
+    return subprocess.run(
+        [*consentd_command(), "token", "--tenant", tenant, "--scopes", scopes, "--ttl", "86400"],
+        env=database.env, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()
+
+
+def start_consentd(database: BenchDatabase, name: str, label: str, path: str) -> Server:
+    """`consentd serve --no-access-log` on a free port against the database, started and answering /healthz."""
+    port = free_port()
+    server = Server(
+        name, label, [*consentd_command(), "serve", "--host", HOST, "--port", str(port), "--no-access-log"],
+        path, database.env, port,
+    )
+    server.start()
+    return server
+
+
+class RssSampler:
+    """Samples the resident memory of a process (and its children) every `interval` seconds, in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = 0.0
+
+    def rss(self) -> int:
+        try:
+            total = self.process.memory_info().rss
+            for child in self.process.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            return total
+        except psutil.Error:
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self.rss()
+            if rss:
+                self.samples.append((time.perf_counter() - self._started, rss))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak(self) -> int:
+        return max((rss for _, rss in self.samples), default=0)
+
+
+def mib(value: float) -> float:
+    return value / 1_048_576
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of `values` (fraction in 0..1)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, min(len(ordered), round(fraction * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def write_results(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(data, indent=2, default=str))
+    return path
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with main()'s status; SIGTERM and SIGINT (even when started with SIGINT ignored, in the background)
+    interrupt it as KeyboardInterrupt, which exits 130 once its `finally` clauses have stopped the servers."""
+    import signal
+
+    def interrupted(_signum, _frame) -> None:  # noqa: ANN001
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        status = 130
+    sys.exit(status)

@@ -1,0 +1,170 @@
+"""`consentd import` of 1M consent records on PostgreSQL, and a re-run of the same file that must store nothing.
+
+    .venv/bin/python bench/import_throughput.py                         # 1M lines
+    .venv/bin/python bench/import_throughput.py --lines 20000 --chunk-size 5000
+
+1. Writes an NDJSON file of --lines `POST /v1/consents` bodies, each for a new subject `imp<N>@import.example`:
+   a marketing/email decision (90% granted), every tenth line also a market_research/email one, captured during
+   2025, source `legacy-crm`.
+2. Creates the database `consentd_import_bench` afresh (migrated, tenant `bench` with the default catalogue).
+3. Times `consentd import FILE --tenant bench` (CONSENTD_DATABASE_URL pointing at it; --chunk-size passed on when
+   given), sampling the import process's RSS; counts what it stored (consent_events, consent_state, subjects, ...).
+4. Times the same import again: it must store nothing new (the counts, consent_events first, must not change).
+5. Prints both times, the rows stored, and whether the import took under 90 s. It only reports: a missed target
+   does not change the exit status (2 when `consentd import` does not exist yet).
+
+The commands' output goes to bench/results/import-*.log, the JSON summary to bench/results/.
+"""
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from harness import RESULTS, BenchDatabase, RssSampler, consentd_command, mib, run_main, write_results
+
+DB_NAME = "consentd_import_bench"
+TENANT = "bench"
+TARGET_SECONDS = 90.0
+# What an import stores, consent_events first: the re-run must leave every count as it was.
+TABLES = ("consent_events", "consent_state", "consent_changes", "subjects", "subject_identifiers", "consent_imports")
+
+
+def write_records(path: Path, lines: int) -> int:
+    """The NDJSON file; the number of decisions in it (the consent_events a first import should store)."""
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    decisions = 0
+    with path.open("wb") as out:
+        batch = []
+        for n in range(lines):
+            body = {
+                "subject": {"email": f"imp{n}@import.example"},
+                "decisions": [
+                    {"purpose": "marketing", "channel": "email", "status": "withdrawn" if n % 10 == 3 else "granted"}
+                ],
+                "captured_at": (start + timedelta(seconds=n * 31_536_000 // max(lines, 1))).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "source": "legacy-crm",
+            }
+            if n % 10 == 0:
+                body["decisions"].append({"purpose": "market_research", "channel": "email", "status": "granted"})
+            decisions += len(body["decisions"])
+            batch.append(orjson.dumps(body, option=orjson.OPT_APPEND_NEWLINE))
+            if len(batch) == 10_000:
+                out.write(b"".join(batch))
+                batch = []
+        out.write(b"".join(batch))
+    return decisions
+
+
+@dataclass
+class Run:
+    label: str
+    seconds: float
+    exit_code: int
+    peak_rss_mb: float
+    counts: dict[str, int]
+    output_tail: list[str] = field(default_factory=list)
+
+
+def run_import(database: BenchDatabase, label: str, source: Path, options: list[str], log: Path) -> Run:
+    command = [*consentd_command(), "import", str(source), "--tenant", TENANT, *options]
+    with log.open("ab") as out:
+        out.write(f"\n--- {datetime.now().isoformat()} {label}: {' '.join(command)}\n".encode())
+        out.flush()
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=database.env, stdout=out, stderr=subprocess.STDOUT)
+        with RssSampler(process.pid) as sampler:
+            exit_code = process.wait()
+        seconds = time.perf_counter() - started
+    counts = asyncio.run(count_rows(database))
+    tail = log.read_text(errors="replace").rstrip().splitlines()[-5:]
+    return Run(label, seconds, exit_code, mib(sampler.peak), counts, tail)
+
+
+async def count_rows(database: BenchDatabase) -> dict[str, int]:
+    return {table: await database.count(table) for table in TABLES}
+
+
+def import_available(database: BenchDatabase) -> bool:
+    found = subprocess.run(
+        [*consentd_command(), "import", "--help"], env=database.env, capture_output=True, text=True, check=False,
+        timeout=60,
+    )
+    return found.returncode == 0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000, help="records in the file (default 1,000,000)")
+    parser.add_argument("--chunk-size", type=int, help="passed on to `consentd import` (default: its own)")
+    parser.add_argument("--jobs", type=int, help="passed on to `consentd import` (default: its own)")
+    parser.add_argument("--file", type=Path, help="write the NDJSON file here and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    if args.lines < 1 or any(value is not None and value < 1 for value in (args.chunk_size, args.jobs)):
+        parser.error("--lines, --chunk-size and --jobs must be positive")
+    return args
+
+
+def print_run(run: Run, before: dict[str, int]) -> None:
+    added = ", ".join(f"{table} +{run.counts[table] - before[table]:,}" for table in TABLES)
+    print(f"  {run.label:<8} {run.seconds:7.1f} s  exit {run.exit_code}  peak RSS {run.peak_rss_mb:.0f} MB  {added}")
+    for line in run.output_tail if run.exit_code else run.output_tail[-1:]:
+        print(f"      | {line}")
+
+
+def main() -> int:
+    args = parse_args()
+    database = BenchDatabase(DB_NAME)
+    if not import_available(database):
+        print("error: this consentd has no `import` command yet (`consentd import --help` fails)", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="consentd-import-") as scratch:
+        source = args.file or Path(scratch) / "consents.ndjson"
+        t0 = time.perf_counter()
+        decisions = write_records(source, args.lines)
+        print(f"wrote {args.lines:,} records ({decisions:,} decisions, {mib(source.stat().st_size):.0f} MB) to"
+              f" {source} in {time.perf_counter() - t0:.1f} s")
+        print(f"creating {DB_NAME}", flush=True)
+        asyncio.run(database.create([TENANT]))
+        empty = asyncio.run(count_rows(database))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        log = RESULTS / f"import-{datetime.now().strftime('%Y%m%d-%H%M%S')}.log"
+        print(f"importing (output in {log})", flush=True)
+        options = [f"--{name.replace('_', '-')}={value}" for name, value in
+                   (("chunk_size", args.chunk_size), ("jobs", args.jobs)) if value is not None]
+        first = run_import(database, "import", source, options, log)
+        print(f"import: {first.seconds:.1f} s; importing the same file again", flush=True)
+        again = run_import(database, "re-run", source, options, log)
+
+    print(f"\n{args.lines:,} records, {decisions:,} decisions, consentd import {' '.join(options) or '(defaults)'}")
+    print_run(first, empty)
+    print_run(again, first.counts)
+    events = first.counts["consent_events"] - empty["consent_events"]
+    stored_all = first.exit_code == 0 and events == decisions
+    unchanged = again.exit_code == 0 and again.counts == first.counts
+    met = stored_all and first.seconds < TARGET_SECONDS
+    print(f"  first import stored one event per decision      {'yes' if stored_all else 'NO'}"
+          f" ({events:,} events for {decisions:,} decisions)")
+    print(f"  re-run stored nothing new                        {'yes' if unchanged else 'NO'}")
+    print(f"  import of {args.lines:,} records {first.seconds:7.1f} s  ({args.lines / first.seconds:,.0f} records/s)"
+          f"   target < {TARGET_SECONDS:g} s: {'MET' if met else 'NOT MET'}")
+    print(f"  re-run                          {again.seconds:7.1f} s  ({args.lines / again.seconds:,.0f} records/s)")
+    print(f"total time {time.perf_counter() - started:.0f} s")
+    write_results("import_throughput", {
+        "args": {**vars(args), "file": str(args.file) if args.file else None}, "decisions": decisions,
+        "empty": empty, "import": asdict(first), "rerun": asdict(again), "stored_all": stored_all,
+        "rerun_unchanged": unchanged, "met": met,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
