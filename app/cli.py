@@ -151,7 +151,7 @@ def token(
 
 @cli.command("import")
 def import_consents(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="NDJSON, one POST /v1/consents body a line")],
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE", help="NDJSON, one POST /v1/consents body a line")],
     tenant: Annotated[str, typer.Option(help="tenant key")],
     chunk_size: Annotated[int, typer.Option(min=1, max=50_000, help="lines per transaction")] = 5_000,
     jobs: Annotated[int, typer.Option(min=1, max=16, help="worker processes that check lines")] = 2,

@@ -1,4 +1,4 @@
-"""A streaming response for routes that answer while they still read the request body."""
+"""Responses written without FastAPI's model pass: plain JSON, and streams that answer while reading the body."""
 
 import logging
 from collections.abc import AsyncIterator
@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from app.errors import PayloadTooLarge
@@ -59,3 +59,11 @@ async def body_chunks(receive_stream: AsyncIterator[bytes]) -> AsyncIterator[byt
         if exc.status_code == 413:
             raise PayloadTooLarge(str(exc.detail)) from None
         raise
+
+
+def json_response(payload: object) -> Response:
+    """Plain values written by orjson, without a response-model pass (for large or hot answers).
+
+    default=str covers asyncpg's own UUID type; datetimes are written in UTC with Z.
+    """
+    return Response(orjson.dumps(payload, default=str, option=orjson.OPT_UTC_Z), media_type="application/json")

@@ -157,7 +157,7 @@ async def bulk_load(dsn: str, settings: Settings, subjects: int) -> None:
                     )
                     state_rows.append(
                         (TENANT, subject_id, "marketing", "email", status, captured, captured, seq, event_id, version,
-                         "privacy-2026-01")
+                         "privacy-2026-01", 0)
                     )
                 t1 = time.perf_counter()
                 await connection.copy_records_to_table(
@@ -179,7 +179,7 @@ async def bulk_load(dsn: str, settings: Settings, subjects: int) -> None:
                     "consent_state",
                     records=state_rows,
                     columns=["tenant_id", "subject_id", "purpose", "channel", "status", "captured_at", "recorded_at",
-                             "event_seq", "event_id", "purpose_version", "policy_version"],
+                             "event_seq", "event_id", "purpose_version", "policy_version", "feed_position"],
                 )
                 t2 = time.perf_counter()
                 timings["generate"] += t1 - t0

@@ -95,44 +95,13 @@ class BenchDatabase:
             await connection.close()
 
 
-async def _copy_with_feed_position_default(dsn: str, settings: Settings, subjects: int) -> None:
-    """check_throughput.bulk_load, while consent_state.feed_position (added by migration 0002) defaults to 0.
-
-    bulk_load COPYs consent_state rows without that column, which has no default once migrated: the seed fails
-    with a NOT NULL violation. 0 is what the migration gave rows that existed before it, and what a seed that
-    names the column would write; with the default dropped again the schema is as the migrations leave it.
-    """
-    connection = await asyncpg.connect(dsn)
-    try:
-        default = await connection.fetchval(
-            "SELECT column_default FROM information_schema.columns"
-            " WHERE table_name = 'consent_state' AND column_name = 'feed_position'"
-        )
-        if default is None:
-            await connection.execute("ALTER TABLE consent_state ALTER COLUMN feed_position SET DEFAULT 0")
-        try:
-            await _original_bulk_load(dsn, settings, subjects)
-        finally:
-            if default is None:
-                await connection.execute("ALTER TABLE consent_state ALTER COLUMN feed_position DROP DEFAULT")
-    finally:
-        await connection.close()
-
-
-_original_bulk_load = check_throughput.bulk_load
-
-
 async def seed_check_database(subjects: int, reseed: bool) -> tuple[BenchDatabase, float]:
     """check_throughput's database `consentd_bench` (tenant `bench`, `subject<N>@bench.example`), reused when
     it holds this seed already; the seconds spent seeding."""
     database = BenchDatabase(check_throughput.DB_NAME)
-    check_throughput.bulk_load = _copy_with_feed_position_default
-    try:
-        seconds = await check_throughput.prepare_database(
-            database.admin_url, database.app_url, database.settings, subjects, reseed
-        )
-    finally:
-        check_throughput.bulk_load = _original_bulk_load
+    seconds = await check_throughput.prepare_database(
+        database.admin_url, database.app_url, database.settings, subjects, reseed
+    )
     return database, seconds
 
 

@@ -1,6 +1,5 @@
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
@@ -9,7 +8,7 @@ from app.errors import UnsupportedMediaType
 from app.models.base import utcnow
 from app.models.checks import BatchCheckIn, BatchCheckOut, CheckIn, CheckOut
 from app.models.common import PURPOSE_KEY, Channel, problem_responses
-from app.responses import DuplexStream, body_chunks, ndjson_guarded
+from app.responses import DuplexStream, body_chunks, json_response, ndjson_guarded
 from app.security import Principal
 from app.services.streams import FORMATS, CheckStream, Limits
 
@@ -25,26 +24,20 @@ _CHECK_OPENAPI = {
 }
 
 
-def _json(payload: object) -> Response:
-    # The service builds plain values and orjson writes them: no response-model pass.
-    # default=str covers asyncpg's own UUID type.
-    return Response(orjson.dumps(payload, default=str, option=orjson.OPT_UTC_Z), media_type="application/json")
-
-
 @router.post("", response_model=CheckOut, openapi_extra=_CHECK_OPENAPI)
 async def check(request: Request) -> Response:
     """May we contact this subject for this purpose on this channel? The answer carries its reason."""
     principal = await authorize(request, bearer_token(request), (SCOPE,))
     body = await json_body(request, CheckIn)
     result = await request.app.state.checker.one(tenant=principal.tenant, body=body, at=utcnow())
-    return _json(result)
+    return json_response(result)
 
 
 @router.post("/batch", response_model=BatchCheckOut)
 async def check_batch(body: BatchCheckIn, checker: CheckerDep, principal: Principal = require_scopes(SCOPE)) -> Response:
     """Up to 10,000 checks, answered in order."""
     results = await checker.many(tenant=principal.tenant, body=body, at=utcnow())
-    return _json({"results": results})
+    return json_response({"results": results})
 
 
 _STREAM_OPENAPI = {

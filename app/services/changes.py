@@ -16,21 +16,20 @@ On SQLite, writers queue (BEGIN IMMEDIATE), so seq is commit order and every pos
 
 import base64
 import binascii
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Database, acquire
+
 from app.errors import Unprocessable
 from app.models import ConsentChange
-from app.models.changes import ChangeOut, ChangesOut
 from app.services.decision import api_channel
-from app.services.sql import is_postgres
 
 STATE_COLUMNS = ("tenant_id", "subject_id", "purpose", "channel", "status", "captured_at", "event_id", "feed_position")
 MAX_PAGE = 10_000
 _BEGINNING = (-1, 0)
-# The oldest transaction still running, as of this statement's snapshot.
-_PG_HORIZON = sa.text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 
 
 async def append(session: AsyncSession, moved: list[dict]) -> None:
@@ -72,30 +71,46 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
     return decoded
 
 
-async def page(session: AsyncSession, *, tenant: str, after: str | None, limit: int) -> ChangesOut:
-    """Up to `limit` changes after the cursor, oldest first; next_cursor is where to continue (never null)."""
+_COLUMNS = "seq, position, event_id, subject_id, purpose, channel, status, captured_at"
+# Pages are read through asyncpg on PostgreSQL: a thousand rows through SQLAlchemy cost several times the query.
+PG_PAGE = f"""
+SELECT {_COLUMNS} FROM consent_changes
+WHERE tenant_id = $1 AND (position, seq) > ($2, $3)
+  AND position < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+ORDER BY position, seq
+LIMIT $4
+"""
+
+
+async def page(database: Database, *, tenant: str, after: str | None, limit: int) -> dict[str, Any]:
+    """Up to `limit` changes after the cursor, oldest first; next_cursor is where to continue (never null).
+
+    Plain values (a ChangesOut's shape): a page of a thousand is serialised without a model pass.
+    """
     position, seq = decode_cursor(after)
-    table = ConsentChange.__table__
-    query = (
-        sa.select(table)
-        .where(table.c.tenant_id == tenant, sa.tuple_(table.c.position, table.c.seq) > sa.tuple_(position, seq))
-        .order_by(table.c.position, table.c.seq)
-        .limit(limit)
-    )
-    if is_postgres(session):
-        query = query.where(table.c.position < _PG_HORIZON)
-    rows = (await session.execute(query)).mappings().all()
-    changes = [
-        ChangeOut(
-            cursor=encode_cursor(row["position"], row["seq"]),
-            event_id=row["event_id"],
-            subject_id=row["subject_id"],
-            purpose=row["purpose"],
-            channel=api_channel(row["channel"]),
-            status=row["status"],
-            captured_at=row["captured_at"],
+    if database.pool is not None:
+        async with acquire(database.pool) as connection:
+            rows = await connection.fetch(PG_PAGE, tenant, position, seq, limit)
+    else:
+        table = ConsentChange.__table__
+        query = (
+            sa.select(*(table.c[name] for name in _COLUMNS.split(", ")))
+            .where(table.c.tenant_id == tenant, sa.tuple_(table.c.position, table.c.seq) > sa.tuple_(position, seq))
+            .order_by(table.c.position, table.c.seq)
+            .limit(limit)
         )
+        async with database.reading() as connection:
+            rows = (await connection.execute(query)).mappings().all()
+    changes = [
+        {
+            "cursor": encode_cursor(row["position"], row["seq"]),
+            "event_id": row["event_id"],
+            "subject_id": row["subject_id"],
+            "purpose": row["purpose"],
+            "channel": api_channel(row["channel"]),
+            "status": row["status"],
+            "captured_at": row["captured_at"],
+        }
         for row in rows
     ]
-    next_cursor = changes[-1].cursor if changes else encode_cursor(position, seq)
-    return ChangesOut(changes=changes, next_cursor=next_cursor)
+    return {"changes": changes, "next_cursor": changes[-1]["cursor"] if changes else encode_cursor(position, seq)}

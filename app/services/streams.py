@@ -4,6 +4,7 @@ The input is read in chunks of lines and each chunk is answered with the batch r
 so memory stays flat however long the list is. A bad line is answered with its error and the stream goes on.
 """
 
+import asyncio
 import csv
 import uuid
 from collections import Counter
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 from app.errors import AppError, NotFound, Unprocessable
 from app.metrics import check_decision
 from app.models.common import SubjectRef
-from app.services.check_readers import LookupKey
+from app.services.check_readers import FoundMany, LookupKey
 from app.services.checks import Checker
 from app.services.decision import Rule, decide, storage_channel
 
@@ -162,33 +163,63 @@ class CheckStream:
 
         A limit ends the stream with `{"line": n, "error": ...}`: every line before n is answered, none from n on.
         """
-        chunk: list[tuple[int, LookupKey | str]] = []
-        count = last = 0
-        stop: dict | None = None
-        lines = aiter(self.lines)
-        while True:
-            try:
-                number, line = await anext(lines)
-            except StopAsyncIteration:
-                break
-            except AppError as exc:
-                # The body went past its byte cap: the whole lines read before it are still answered.
-                stop = {"line": last + 1, "error": exc.detail}
-                break
-            count += 1
-            if count > self.limits.max_lines:
-                stop = {"line": number, "error": f"too many lines: at most {self.limits.max_lines} per stream"}
-                break
-            last = number
-            chunk.append((number, self._lookup(line)))
-            if len(chunk) >= CHUNK_LINES:
-                yield await self._answer(chunk, at)
-                chunk = []
-        if chunk:
-            yield await self._answer(chunk, at)
-        if stop is not None:
-            # Headers are sent: a limit can only be told in the stream.
-            yield _line(stop)
+        # A task reads and parses the list while this generator answers: a chunk's queries run while the next
+        # chunk is parsed (CPU work), and each chunk is answered as soon as its queries return, even while the
+        # client waits before sending more. The queue holds at most two chunks: memory stays flat.
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2)
+        reader = asyncio.ensure_future(self._read(queue))
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, dict):
+                    # Headers are sent: a limit can only be told in the stream.
+                    yield _line(item)
+                    continue
+                chunk, fetched = item
+                yield self._render(chunk, await fetched, at)
+        finally:
+            # The client went away or the stream failed: stop reading, and leave no query running for nobody.
+            reader.cancel()
+            while not queue.empty():
+                if isinstance(item := queue.get_nowait(), tuple):
+                    item[1].cancel()
+
+    async def _read(self, queue: asyncio.Queue) -> None:
+        """Put (chunk, its queries) on `queue` in input order, then a limit's error line if one was hit, then None.
+
+        A limit ends the stream with `{"line": n, "error": ...}`: every line before n is answered, none from n on.
+        """
+        try:
+            chunk: list[tuple[int, LookupKey | str]] = []
+            count = last = 0
+            stop: dict | None = None
+            lines = aiter(self.lines)
+            while True:
+                try:
+                    number, line = await anext(lines)
+                except StopAsyncIteration:
+                    break
+                except AppError as exc:
+                    # The body went past its byte cap: the whole lines read before it are still answered.
+                    stop = {"line": last + 1, "error": exc.detail}
+                    break
+                count += 1
+                if count > self.limits.max_lines:
+                    stop = {"line": number, "error": f"too many lines: at most {self.limits.max_lines} per stream"}
+                    break
+                last = number
+                chunk.append((number, self._lookup(line)))
+                if len(chunk) >= CHUNK_LINES:
+                    await queue.put((chunk, asyncio.ensure_future(self._fetch(chunk))))
+                    chunk = []
+            if chunk:
+                await queue.put((chunk, asyncio.ensure_future(self._fetch(chunk))))
+            if stop is not None:
+                await queue.put(stop)
+            await queue.put(None)
+        except Exception as exc:  # noqa: BLE001 - handed to the answering side, which raises it in the stream
+            await queue.put(exc)
 
     def _lookup(self, line: bytes | _TooLong) -> LookupKey | str:
         if line is TOO_LONG:
@@ -200,9 +231,11 @@ class CheckStream:
         except AppError as exc:
             return exc.detail
 
-    async def _answer(self, chunk: list[tuple[int, LookupKey | str]], at: datetime) -> bytes:
+    async def _fetch(self, chunk: list[tuple[int, LookupKey | str]]) -> FoundMany:
         lookups = {item for _, item in chunk if isinstance(item, tuple)}
-        found = await self.checker.reader.many(self.tenant, lookups, {self.purpose}, {self.stored_channel})
+        return await self.checker.reader.many(self.tenant, lookups, {self.purpose}, {self.stored_channel})
+
+    def _render(self, chunk: list[tuple[int, LookupKey | str]], found: FoundMany, at: datetime) -> bytes:
         rule, channel = self.rule, self.stored_channel
         reasons: Counter[tuple[str, bool]] = Counter()
         out = []

@@ -1,5 +1,6 @@
 """POST /v1/checks/stream: a list answered line by line, in order, with per-line errors and stream-ending limits."""
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -502,7 +503,8 @@ async def test_database_lost_mid_stream_ends_with_an_error_line(pg_backend: Back
         async with app.router.lifespan_context(app):
 
             async def body() -> AsyncIterator[bytes]:
-                yield b"email\n" + b"ann@example.com\n" * 10  # lines 2-11: one chunk, answered
+                yield b"email\n" + b"ann@example.com\n" * 20  # lines 2-21: two chunks, their queries sent
+                await asyncio.sleep(0.5)  # a chunk's queries run while the next chunk is read: let them finish
                 await proxy.cut()
                 yield b"ann@example.com\n" * 25
 
@@ -515,5 +517,5 @@ async def test_database_lost_mid_stream_ends_with_an_error_line(pg_backend: Back
                 assert_problem(refused, 503)
     finally:
         await proxy.close()
-    assert [(row["line"], row["reason"]) for row in rows[:-1]] == [(n, "consent_granted") for n in range(2, 12)]
+    assert [(row["line"], row["reason"]) for row in rows[:-1]] == [(n, "consent_granted") for n in range(2, 22)]
     assert set(rows[-1]) <= {"line", "error"} and "database" in rows[-1]["error"], rows[-1]
