@@ -68,13 +68,16 @@ class SuppressionsResult(SQLModel):
 
 
 class SuppressionOut(SQLModel):
-    type: str
-    value: str
-    channel: str
+    """A suppressed identifier as PUT takes it: exactly one of email, phone, external_id (normalised)."""
+
+    email: str | None = None
+    phone: str | None = None
+    external_id: str | None = None
+    channels: list[str]
     reason: str
     created_at: datetime
 
 
 class SuppressionPage(SQLModel):
-    suppressions: list[SuppressionOut]
+    entries: list[SuppressionOut]
     next_cursor: str | None

@@ -1,10 +1,12 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
 from app.deps import KeysDep, ReadSessionDep, SessionDep, require_scopes
 from app.models.common import Channel
 from app.models.suppressions import SuppressionPage, SuppressionsIn, SuppressionsRemoveIn, SuppressionsResult
+from app.responses import json_response
 from app.security import Principal
 from app.services import suppressions
 
@@ -35,8 +37,8 @@ async def list_suppressions(
     limit: Annotated[int, Query(ge=1, le=suppressions.MAX_PAGE)] = 100,
     channel: Channel | None = None,
     principal: Principal = require_scopes("consents:read"),
-) -> SuppressionPage:
-    """Suppressed identifiers, page by page."""
-    return await suppressions.page(
-        session, keys, tenant=principal.tenant, cursor=cursor, limit=limit, channel=channel
+) -> Response:
+    """Suppressed identifiers, page by page, each as PUT takes it (identifier, channels, reason)."""
+    return json_response(
+        await suppressions.page(session, keys, tenant=principal.tenant, cursor=cursor, limit=limit, channel=channel)
     )

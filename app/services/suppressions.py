@@ -3,6 +3,7 @@
 import base64
 import binascii
 import re
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,15 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import AppError, Unprocessable
 from app.models import Suppression
 from app.models.base import utcnow
-from app.models.common import CHANNELS
-from app.models.suppressions import SuppressionOut, SuppressionPage, SuppressionsIn, SuppressionsRemoveIn, SuppressionsResult
+from app.models.suppressions import SuppressionsIn, SuppressionsRemoveIn, SuppressionsResult
 from app.services.identifiers import IdentifierKeys, normalise
 from app.services.sql import upsert
 
 MAX_PAGE = 1_000
 # What _encode writes: a blind index (hex SHA-256) and a channel. Anything else is refused before it reaches SQL
 # (PostgreSQL answers a NUL byte in a text parameter with an error, not with an empty page).
-_CURSOR = re.compile(rf"([0-9a-f]{{64}})\.({'|'.join(CHANNELS)})")
+_CURSOR = re.compile(r"[0-9a-f]{64}")
 
 
 def _entries(keys: IdentifierKeys, tenant: str, body: SuppressionsIn | SuppressionsRemoveIn) -> list[tuple[str, str, str]]:
@@ -87,41 +87,47 @@ async def remove(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, bo
     return SuppressionsResult(entries=len(entries), channels=channels, changed=changed)
 
 
-def _encode(id_hash: str, channel: str) -> str:
-    return base64.urlsafe_b64encode(f"{id_hash}.{channel}".encode()).decode().rstrip("=")
+def _encode(id_hash: str) -> str:
+    return base64.urlsafe_b64encode(id_hash.encode()).decode().rstrip("=")
 
 
-def _decode(cursor: str) -> tuple[str, str]:
+def _decode(cursor: str) -> str:
     try:
         decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         decoded = ""
-    match = _CURSOR.fullmatch(decoded)
-    if match is None:
+    if _CURSOR.fullmatch(decoded) is None:
         raise Unprocessable("not a cursor of this list", loc=["query", "cursor"])
-    return match.group(1), match.group(2)
+    return decoded
 
 
 async def page(
     session: AsyncSession, keys: IdentifierKeys, *, tenant: str, cursor: str | None, limit: int, channel: str | None
-) -> SuppressionPage:
-    """Suppressions in a stable order, `limit` at a time; next_cursor is null on the last page."""
+) -> dict[str, Any]:
+    """Suppressed identifiers in a stable order, `limit` at a time, each as PUT takes it: the identifier, its
+    channels and reason (one entry per reason when its channels have different ones); next_cursor is null on
+    the last page. Plain values (a SuppressionPage's shape, identifiers that are absent left out)."""
     table = Suppression.__table__
-    query = sa.select(table).where(table.c.tenant_id == tenant).order_by(table.c.id_hash, table.c.channel).limit(limit + 1)
+    scope = [table.c.tenant_id == tenant] + ([table.c.channel == channel] if channel is not None else [])
+    hashes_query = sa.select(table.c.id_hash).where(*scope).distinct().order_by(table.c.id_hash).limit(limit + 1)
     if cursor is not None:
-        query = query.where(sa.tuple_(table.c.id_hash, table.c.channel) > sa.tuple_(*_decode(cursor)))
-    if channel is not None:
-        query = query.where(table.c.channel == channel)
-    rows = (await session.execute(query)).mappings().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return SuppressionPage(
-        suppressions=[
-            SuppressionOut(
-                type=row["type"], value=keys.unseal(row["value_sealed"]), channel=row["channel"],
-                reason=row["reason"], created_at=row["created_at"],
-            )
-            for row in rows
-        ],
-        next_cursor=_encode(rows[-1]["id_hash"], rows[-1]["channel"]) if more else None,
-    )
+        hashes_query = hashes_query.where(table.c.id_hash > _decode(cursor))
+    hashes = list((await session.execute(hashes_query)).scalars())
+    more = len(hashes) > limit
+    hashes = hashes[:limit]
+    rows = (
+        await session.execute(
+            sa.select(table).where(*scope, table.c.id_hash.in_(hashes)).order_by(table.c.id_hash, table.c.channel)
+        )
+    ).mappings().all() if hashes else []
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        entry = entries.get((row["id_hash"], row["reason"]))
+        if entry is None:
+            entry = entries[row["id_hash"], row["reason"]] = {
+                row["type"]: keys.unseal(row["value_sealed"]), "channels": [], "reason": row["reason"],
+                "created_at": row["created_at"],
+            }
+        entry["channels"].append(row["channel"])
+        entry["created_at"] = min(entry["created_at"], row["created_at"])
+    return {"entries": list(entries.values()), "next_cursor": _encode(hashes[-1]) if more else None}

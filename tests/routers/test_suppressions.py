@@ -25,16 +25,34 @@ async def remove(http, entries: list[dict], channels: list[str], **kwargs) -> di
     return response.json()
 
 
+IDENTIFIER_KINDS = ("email", "phone", "external_id")
+
+
+def flat(entries: list[dict]) -> list[dict]:
+    """Entries as GET lists them (one identifier, its channels, a reason), one row per channel."""
+    rows = []
+    for entry in entries:
+        (kind,) = [k for k in IDENTIFIER_KINDS if k in entry]  # exactly one identifier, as PUT takes it
+        assert set(entry) == {kind, "channels", "reason", "created_at"}, entry
+        assert entry["channels"] == sorted(entry["channels"])
+        rows += [
+            {"type": kind, "value": entry[kind], "channel": channel, "reason": entry["reason"],
+             "created_at": entry["created_at"]}
+            for channel in entry["channels"]
+        ]
+    return rows
+
+
 async def listing(http, limit: int = 1000, **params) -> list[dict]:
-    """Every suppression, following next_cursor page by page."""
+    """Every suppression, following next_cursor page by page, one row per (identifier, channel)."""
     rows, cursor, pages = [], None, 0
     while True:
         query = {"limit": limit, **params} | ({"cursor": cursor} if cursor else {})
         response = await http.get("/v1/suppressions", params=query)
         assert response.status_code == 200, response.text
         page = response.json()
-        assert len(page["suppressions"]) <= limit
-        rows += page["suppressions"]
+        assert len({next(k for k in IDENTIFIER_KINDS if k in e) + e[next(k for k in IDENTIFIER_KINDS if k in e)] for e in page["entries"]}) <= limit
+        rows += flat(page["entries"])
         pages += 1
         assert pages < 1000
         cursor = page["next_cursor"]
@@ -64,8 +82,11 @@ async def test_put_list_remove_and_put_again(client):
     for limit in (1, 2, 4, 5):
         paged = await listing(client, limit=limit)
         assert paged == rows, limit
-    first = (await client.get("/v1/suppressions", params={"limit": 6})).json()
-    assert first["next_cursor"] is None  # exactly one full page: no further page to ask for
+    first = (await client.get("/v1/suppressions", params={"limit": 3})).json()
+    assert first["next_cursor"] is None  # exactly one full page (three identifiers): no further page to ask for
+    assert {"email": "jane.doe@example.com", "channels": ["email", "sms"], "reason": "bounce"}.items() <= next(
+        e for e in first["entries"] if "email" in e
+    ).items()
 
     sms_only = await listing(client, limit=2, channel="sms")
     assert triples(sms_only) == {t for t in triples(rows) if t[2] == "sms"}
@@ -106,7 +127,7 @@ async def test_reason_defaults_to_manual_and_remove_accepts_the_put_body(client)
 async def test_empty_list(client):
     response = await client.get("/v1/suppressions")
     assert response.status_code == 200
-    assert response.json() == {"suppressions": [], "next_cursor": None}
+    assert response.json() == {"entries": [], "next_cursor": None}
 
 
 async def test_suppressed_identifier_is_denied_whatever_its_consents(client):
@@ -298,9 +319,10 @@ async def test_bad_list_parameters_are_problems(client):
         assert_problem(response, 422)
     # A cursor this list handed out, once its row is gone, still continues where it was.
     first = (await client.get("/v1/suppressions", params={"limit": 1})).json()
-    rest = (await client.get("/v1/suppressions", params={"cursor": first["next_cursor"]})).json()["suppressions"]
-    await remove(client, [{"email": first["suppressions"][0]["value"]}], ["email"])
-    assert (await client.get("/v1/suppressions", params={"cursor": first["next_cursor"]})).json()["suppressions"] == rest
+    rest = (await client.get("/v1/suppressions", params={"cursor": first["next_cursor"]})).json()["entries"]
+    # An entry as GET lists it names its identifier as PUT and remove take it.
+    await remove(client, [{k: v for k, v in e.items() if k in IDENTIFIER_KINDS} for e in first["entries"]], ["email"])
+    assert (await client.get("/v1/suppressions", params={"cursor": first["next_cursor"]})).json()["entries"] == rest
 
 
 async def test_scopes(anonymous, token):
@@ -315,7 +337,7 @@ async def test_scopes(anonymous, token):
     writer, reader = bearer(token("consents:write")), bearer(token("consents:read"))
     assert (await anonymous.put("/v1/suppressions", json=body, headers=writer)).status_code == 200
     listed = await anonymous.get("/v1/suppressions", headers=reader)
-    assert listed.status_code == 200 and len(listed.json()["suppressions"]) == 1
+    assert listed.status_code == 200 and len(listed.json()["entries"]) == 1
     assert (await anonymous.post("/v1/suppressions/remove", json=body, headers=writer)).json()["changed"] == 1
 
 
@@ -329,7 +351,7 @@ async def test_another_tenants_suppressions_are_invisible(client, anonymous, tok
     await put(client, [{"email": "shared@example.com"}, {"email": "only-ours@example.com"}], ["email"], "complaint")
 
     listed = await anonymous.get("/v1/suppressions", headers=theirs_read)
-    assert listed.json() == {"suppressions": [], "next_cursor": None}
+    assert listed.json() == {"entries": [], "next_cursor": None}
     for ref, reason in (({"email": "shared@example.com"}, "consent_granted"), ({"email": "only-ours@example.com"}, "unknown_subject")):
         body = {"subject": ref, "purpose": "marketing", "channel": "email"}
         assert (await anonymous.post("/v1/checks", json=body, headers=theirs_read)).json()["reason"] == reason
@@ -345,7 +367,7 @@ async def test_another_tenants_suppressions_are_invisible(client, anonymous, tok
     ours = (await client.get("/v1/suppressions", params={"limit": 1})).json()
     assert ours["next_cursor"] is not None
     theirs = await anonymous.get("/v1/suppressions", params={"cursor": ours["next_cursor"]}, headers=theirs_read)
-    assert theirs.json()["suppressions"] == []
+    assert theirs.json()["entries"] == []
 
 
 async def test_the_same_identifier_twice_is_one_entry(client):
