@@ -155,13 +155,16 @@ def import_consents(
     tenant: Annotated[str, typer.Option(help="tenant key")],
     chunk_size: Annotated[int, typer.Option(min=1, max=50_000, help="lines per transaction")] = 5_000,
     jobs: Annotated[int, typer.Option(min=1, max=16, help="worker processes that check lines")] = 2,
+    writers: Annotated[
+        int, typer.Option(min=1, max=8, help="chunks stored at once (1: strictly one after another, in file order)")
+    ] = 2,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="check every line, store nothing")] = False,
     actor: Annotated[str, typer.Option(help="recorded as the actor of every imported event")] = "cli-import",
 ) -> None:
     """Import consent records with their original captured_at, in chunks, with a progress bar.
 
     Each chunk is stored whole or not at all, and records imported before are skipped: after an interruption,
-    run the same command again. When a chunk has bad lines, nothing more is stored; the rest of the file is
+    run the same command again. When a line is bad, no later chunk starts storing; the rest of the file is
     still checked, and every bad line is listed.
     """
     from app.importer import import_file
@@ -169,7 +172,10 @@ def import_consents(
     _check_tenant_key(tenant)
     _in_transaction(lambda session: _require_tenant(session, tenant))
     outcome = asyncio.run(
-        import_file(get_settings(), file, tenant=tenant, chunk_size=chunk_size, jobs=jobs, dry_run=dry_run, actor=actor)
+        import_file(
+            get_settings(), file, tenant=tenant, chunk_size=chunk_size, jobs=jobs, writers=writers, dry_run=dry_run,
+            actor=actor,
+        )
     )
     for error in outcome.errors[:100]:
         where = ".".join(str(part) for part in error["loc"])

@@ -94,9 +94,18 @@ def _progress(dry_run: bool) -> Progress:
 
 
 async def import_file(
-    settings: Settings, file: Path, *, tenant: str, chunk_size: int, jobs: int, dry_run: bool, actor: str
+    settings: Settings,
+    file: Path,
+    *,
+    tenant: str,
+    chunk_size: int,
+    jobs: int,
+    writers: int,
+    dry_run: bool,
+    actor: str,
 ) -> Outcome:
-    """Import `file` chunk by chunk: `jobs` processes check chunks ahead, this one stores them in order."""
+    """Import `file` chunk by chunk: `jobs` processes check chunks ahead; chunks are stored in file order, up to
+    `writers` transactions at a time (PostgreSQL works on one while this process prepares the next)."""
     database = await Database.open(settings)
     keys = IdentifierKeys(settings.identifier_key, settings.default_region)
     outcome = Outcome(dry_run=dry_run)
@@ -112,6 +121,7 @@ async def import_file(
     )
 
     async def store(lines: list[tuple[int, bytes]], checked: imports.Checked) -> None:
+        nonlocal checking_only
         for attempt in range(RETRIES + 1):
             try:
                 async with database.transaction() as session:
@@ -120,11 +130,16 @@ async def import_file(
             except Conflict:
                 if attempt == RETRIES:
                     raise
+            except Unprocessable as exc:  # found only when storing: an unknown subject_id, a taken identifier
+                outcome.errors += exc.extra["errors"]
+                checking_only = True
+                return
         outcome.imported += result.imported
         outcome.skipped += result.skipped
         outcome.events += result.events
 
     ahead: deque[tuple[list, int, asyncio.Future]] = deque()
+    storing: set[asyncio.Task] = set()
     try:
         async with database.transaction(read_only=True) as session:
             rules = await imports.rules_for(session, tenant=tenant)
@@ -146,15 +161,21 @@ async def import_file(
                     outcome.errors += checked.errors
                     checking_only = True
                 elif not checking_only:
-                    try:
-                        await store(lines, checked)
-                    except Unprocessable as exc:  # found only when storing: an unknown subject_id, a taken identifier
-                        outcome.errors += exc.extra["errors"]
-                        checking_only = True
+                    if len(storing) >= writers:
+                        done, storing = await asyncio.wait(storing, return_when=asyncio.FIRST_COMPLETED)
+                        for finished in done:
+                            finished.result()
+                    storing.add(asyncio.ensure_future(store(lines, checked)))
                 progress.update(
                     task, advance=taken, lines=outcome.lines, imported=outcome.imported, skipped=outcome.skipped
                 )
+            for finished in asyncio.as_completed(storing):
+                await finished
+            storing.clear()
+            progress.update(task, lines=outcome.lines, imported=outcome.imported, skipped=outcome.skipped)
     finally:
+        for job in storing:
+            job.cancel()
         for _, _, pending in ahead:
             pending.cancel()
         workers.shutdown(cancel_futures=True)
