@@ -177,13 +177,13 @@ def import_consents(
             actor=actor,
         )
     )
-    for error in outcome.errors[:100]:
+    for error in outcome.errors:
         where = ".".join(str(part) for part in error["loc"])
         typer.echo(f"line {error['line']}: {where + ': ' if where else ''}{error['msg']}", err=True)
-    if len(outcome.errors) > 100:
-        typer.echo(f"... and {len(outcome.errors) - 100} more errors", err=True)
+    if outcome.error_count > len(outcome.errors):
+        typer.echo(f"... and {outcome.error_count - len(outcome.errors)} more errors", err=True)
     typer.echo(outcome.summary(), err=True)
-    if outcome.errors:
+    if outcome.error_count:
         raise typer.Exit(1)
 
 

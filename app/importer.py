@@ -26,6 +26,7 @@ from app.services.identifiers import IdentifierKeys
 
 # A chunk that lost a race for a new identifier to a concurrent writer is tried again this many times.
 RETRIES = 3
+KEPT_ERRORS = 100
 
 _worker_keys: IdentifierKeys | None = None
 
@@ -45,13 +46,21 @@ class Outcome:
     imported: int = 0
     skipped: int = 0
     events: int = 0
+    # The first KEPT_ERRORS errors (a file where every line is bad must not fill the memory), and counts of all.
     errors: list[dict] = field(default_factory=list)
+    error_count: int = 0
+    bad_lines: int = 0
     dry_run: bool = False
     seconds: float = 0.0
 
+    def add_errors(self, errors: list[dict]) -> None:
+        self.errors += errors[: max(0, KEPT_ERRORS - len(self.errors))]
+        self.error_count += len(errors)
+        self.bad_lines += len({e["line"] for e in errors})
+
     def summary(self) -> str:
-        if self.errors:
-            bad = len({e["line"] for e in self.errors})
+        if self.error_count:
+            bad = self.bad_lines
             stored = "nothing was stored" if self.dry_run or not self.imported else (
                 f"{self.imported} records stored before the first bad chunk stay; fix the lines and run again"
             )
@@ -131,7 +140,7 @@ async def import_file(
                 if attempt == RETRIES:
                     raise
             except Unprocessable as exc:  # found only when storing: an unknown subject_id, a taken identifier
-                outcome.errors += exc.extra["errors"]
+                outcome.add_errors(exc.extra["errors"])
                 checking_only = True
                 return
         outcome.imported += result.imported
@@ -158,7 +167,7 @@ async def import_file(
                 checked = await pending
                 outcome.lines += len(lines)
                 if checked.errors:
-                    outcome.errors += checked.errors
+                    outcome.add_errors(checked.errors)
                     checking_only = True
                 elif not checking_only:
                     if len(storing) >= writers:

@@ -11,6 +11,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.errors import PayloadTooLarge
 from app.handlers import database_unavailable
+from app.services.streams import ChunkFailed
 
 log = logging.getLogger("consentd")
 
@@ -38,13 +39,15 @@ async def ndjson_guarded(answers: AsyncIterator[bytes], *, what: str) -> AsyncIt
     except ClientDisconnect:
         return
     except Exception as exc:  # noqa: BLE001 - the status line is sent; the stream is the only place left to tell
-        if database_unavailable(exc):
-            log.warning("database unavailable during %s: %s", what, type(exc).__name__)
-            message = "the database became unavailable; the stream stopped here, retry the remaining lines"
+        stopped = {"line": exc.line} if isinstance(exc, ChunkFailed) else {}
+        cause = exc.__cause__ if isinstance(exc, ChunkFailed) and exc.__cause__ is not None else exc
+        if database_unavailable(cause):
+            log.warning("database unavailable during %s: %s", what, type(cause).__name__)
+            message = "the database became unavailable; the stream stopped here, retry from this line"
         else:
-            log.exception("unexpected error during %s", what)
+            log.error("unexpected error during %s", what, exc_info=cause)
             message = "an unexpected error stopped the stream here"
-        yield orjson.dumps({"error": message}, option=orjson.OPT_APPEND_NEWLINE)
+        yield orjson.dumps({**stopped, "error": message}, option=orjson.OPT_APPEND_NEWLINE)
 
 
 async def body_chunks(receive_stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

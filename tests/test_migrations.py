@@ -1,9 +1,19 @@
 """The Alembic migrations build exactly the schema the models describe, on both backends."""
 
+import secrets
+import uuid
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.models import metadata
+from app.migrations import upgrade
+from app.models import ConsentChange, Subject, Tenant, metadata
+from tests.support import postgres
 
 
 async def test_migrated_schema_matches_the_models(backend):
@@ -14,3 +24,40 @@ async def test_migrated_schema_matches_the_models(backend):
     async with backend.database.engine.connect() as connection:
         differences = await connection.run_sync(diff)
     assert differences == []
+
+
+async def test_the_feed_starts_with_the_states_that_stood_before_it_existed(tmp_path, pg_server):
+    """Upgrading a database that already holds consents gives the change feed one change per standing state."""
+    urls = [f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"]
+    if pg_server is not None:
+        urls.append(await postgres.create_database(pg_server, f"consentd_upgrade_{secrets.token_hex(4)}"))
+    try:
+        for url in urls:
+            await upgrade(url, "20261122_0001")
+            engine = create_async_engine(url)
+            subject, event = uuid.uuid4(), uuid.uuid4()
+            at = datetime(2025, 5, 1, tzinfo=UTC)
+            async with engine.begin() as connection:
+                await connection.execute(insert(Tenant.__table__).values(key="old", name="old", created_at=at))
+                await connection.execute(
+                    insert(Subject.__table__).values(id=subject, tenant_id="old", flags=[], created_at=at)
+                )
+                await connection.execute(
+                    sa.text(
+                        "INSERT INTO consent_state (tenant_id, subject_id, purpose, channel, status, captured_at,"
+                        " recorded_at, event_seq, event_id, purpose_version, policy_version)"
+                        " VALUES ('old', :subject, 'marketing', 'email', 'granted', :at, :at, 1, :event, 1, NULL)"
+                    ),
+                    {"subject": subject if url.startswith("postgresql") else subject.hex, "at": at,
+                     "event": event if url.startswith("postgresql") else event.hex},
+                )
+            await upgrade(url)
+            async with engine.connect() as connection:
+                rows = (await connection.execute(sa.select(ConsentChange.__table__))).mappings().all()
+            await engine.dispose()
+            assert [(r["tenant_id"], r["subject_id"], r["purpose"], r["channel"], r["status"], r["event_id"]) for r in rows] == [
+                ("old", subject, "marketing", "email", "granted", event)
+            ], url
+    finally:
+        for url in urls[1:]:
+            await postgres.drop_database(pg_server, make_url(url).database)

@@ -59,14 +59,16 @@ def _flags(value) -> list[str]:  # noqa: ANN001
     return orjson.loads(value) if isinstance(value, str) else list(value or [])
 
 
+# Suppressed: the identifier looked up, or any identifier of the subject found. Two EXISTS, each an index
+# probe: an OR inside one would make PostgreSQL scan the tenant's whole suppression list (millions for TPS).
 _PG_SELECT = """
 SELECT p.legal_basis, p.channels, p.lifespan_days, p.reconfirm_days, p.version,
        s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version,
-       $4 <> '' AND EXISTS (
-           SELECT 1 FROM suppressions sp
-           WHERE sp.tenant_id = $1 AND sp.channel = $4 AND ({own_hash}sp.id_hash IN (
-               SELECT si2.id_hash FROM subject_identifiers si2 WHERE si2.tenant_id = $1 AND si2.subject_id = s.id))
-       ) AS suppressed
+       $4 <> '' AND ({own_hash}EXISTS (
+           SELECT 1 FROM subject_identifiers si2
+           JOIN suppressions sp ON sp.tenant_id = si2.tenant_id AND sp.id_hash = si2.id_hash AND sp.channel = $4
+           WHERE si2.tenant_id = $1 AND si2.subject_id = s.id
+       )) AS suppressed
 FROM purposes p
 {subject_join}
 LEFT JOIN consent_state cs
@@ -74,7 +76,8 @@ LEFT JOIN consent_state cs
 WHERE p.tenant_id = $1 AND p.key = $2
 """
 PG_ONE_BY_HASH = _PG_SELECT.format(
-    own_hash="sp.id_hash = $3 OR ",
+    own_hash="EXISTS (SELECT 1 FROM suppressions sp WHERE sp.tenant_id = $1 AND sp.id_hash = $3 AND sp.channel = $4)"
+    " OR ",
     subject_join="LEFT JOIN subject_identifiers si ON si.tenant_id = p.tenant_id AND si.id_hash = $3\n"
     "LEFT JOIN subjects s ON s.id = si.subject_id",
 )

@@ -4,6 +4,7 @@ A request (or a CLI chunk) is all or nothing. Each record is remembered by a dig
 import that is run again after an interruption skips what it already stored and stores nothing twice.
 """
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -156,8 +157,10 @@ async def run(
     `checked` is `check_lines` of these lines when the caller has already run it (in another process).
     """
     if checked is None:
-        checked = check_lines(
-            lines, rules=await rules_for(session, tenant=tenant), keys=keys, tenant=tenant, latest=latest_capture()
+        rules = await rules_for(session, tenant=tenant)
+        # CPU work (normalisation, hashing, sealing): in a thread, so that the event loop keeps answering checks.
+        checked = await asyncio.to_thread(
+            check_lines, lines, rules=rules, keys=keys, tenant=tenant, latest=latest_capture()
         )
     if checked.errors:
         raise _invalid(checked.errors)

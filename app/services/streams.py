@@ -34,6 +34,14 @@ class Limits:
     max_line_bytes: int
 
 
+class ChunkFailed(Exception):
+    """The queries of the chunk starting at `line` failed (the cause is chained): no line from it on was answered."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"the chunk from line {line} failed")
+        self.line = line
+
+
 class _TooLong:
     """Stands for a line that went past the byte limit; the rest of it is skipped."""
 
@@ -135,6 +143,7 @@ class CheckStream:
         self.rule: Rule | None = None
         self.stored_channel = ""
         self.lines: AsyncIterator[tuple[int, bytes | _TooLong]] | None = None
+        self._fetches: set[asyncio.Task] = set()
         self.parser: _Parser | None = None
 
     async def open(self, *, fmt: str, body: AsyncIterator[bytes]) -> None:
@@ -177,13 +186,16 @@ class CheckStream:
                     yield _line(item)
                     continue
                 chunk, fetched = item
-                yield self._render(chunk, await fetched, at)
+                try:
+                    found = await fetched
+                except Exception as exc:
+                    raise ChunkFailed(chunk[0][0]) from exc
+                yield self._render(chunk, found, at)
         finally:
             # The client went away or the stream failed: stop reading, and leave no query running for nobody.
             reader.cancel()
-            while not queue.empty():
-                if isinstance(item := queue.get_nowait(), tuple):
-                    item[1].cancel()
+            for fetched in list(self._fetches):
+                fetched.cancel()
 
     async def _read(self, queue: asyncio.Queue) -> None:
         """Put (chunk, its queries) on `queue` in input order, then a limit's error line if one was hit, then None.
@@ -191,7 +203,7 @@ class CheckStream:
         A limit ends the stream with `{"line": n, "error": ...}`: every line before n is answered, none from n on.
         """
         try:
-            chunk: list[tuple[int, LookupKey | str]] = []
+            raw: list[tuple[int, bytes | _TooLong]] = []
             count = last = 0
             stop: dict | None = None
             lines = aiter(self.lines)
@@ -209,17 +221,26 @@ class CheckStream:
                     stop = {"line": number, "error": f"too many lines: at most {self.limits.max_lines} per stream"}
                     break
                 last = number
-                chunk.append((number, self._lookup(line)))
-                if len(chunk) >= CHUNK_LINES:
-                    await queue.put((chunk, asyncio.ensure_future(self._fetch(chunk))))
-                    chunk = []
-            if chunk:
-                await queue.put((chunk, asyncio.ensure_future(self._fetch(chunk))))
+                raw.append((number, line))
+                if len(raw) >= CHUNK_LINES:
+                    await self._queue_chunk(queue, raw)
+                    raw = []
+            if raw:
+                await self._queue_chunk(queue, raw)
             if stop is not None:
                 await queue.put(stop)
             await queue.put(None)
         except Exception as exc:  # noqa: BLE001 - handed to the answering side, which raises it in the stream
             await queue.put(exc)
+
+    async def _queue_chunk(self, queue: asyncio.Queue, raw: list[tuple[int, bytes | _TooLong]]) -> None:
+        # Parsing (email and phone normalisation, blind indexes) is CPU work: in a thread, so that the event loop
+        # keeps answering other requests meanwhile.
+        chunk = await asyncio.to_thread(lambda: [(number, self._lookup(line)) for number, line in raw])
+        fetched = asyncio.ensure_future(self._fetch(chunk))
+        self._fetches.add(fetched)
+        fetched.add_done_callback(self._fetches.discard)
+        await queue.put((chunk, fetched))
 
     def _lookup(self, line: bytes | _TooLong) -> LookupKey | str:
         if line is TOO_LONG:

@@ -42,6 +42,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("consent_changes", schema=None) as batch_op:
         batch_op.create_index("ix_consent_changes_feed", ["tenant_id", "position", "seq"], unique=False)
+    # The feed starts with the states that stand already: a follower from the beginning ends at the current state.
+    op.execute(
+        "INSERT INTO consent_changes (tenant_id, position, subject_id, purpose, channel, status, captured_at, event_id)"
+        " SELECT tenant_id, 0, subject_id, purpose, channel, status, captured_at, event_id FROM consent_state"
+        " ORDER BY tenant_id, subject_id, purpose, channel"
+    )
 
     op.create_table(
         "suppressions",
