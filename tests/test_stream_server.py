@@ -294,3 +294,34 @@ async def test_expect_100_continue_is_answered_before_the_answer_starts(server: 
         ["consent_granted", "unknown_subject", "unknown_subject"]
         if content_type == "text/csv" else ["consent_granted", "unknown_subject"]
     )
+
+
+async def test_a_client_that_sends_everything_before_reading_is_answered(server: Server):
+    """Most HTTP libraries send the whole body before they read the answer. The answers wait in a spool (memory,
+    then a temporary file) so the server keeps reading the list instead of waiting for the client to read."""
+    count = 300_000
+    pad = "x" * 48  # about 18 MB of list and 20 MB of answers: more than the socket buffers hold
+    # A tiny receive buffer (no kernel autotuning): the answers back up on the server from the first chunk on.
+    conn = await RawStream.open(server, receive_buffer=4096)
+    try:
+        await conn.send(b"external_id\n")
+        for start in range(0, count, 10_000):
+            await asyncio.wait_for(
+                conn.send("".join(f"{pad}{i}\n" for i in range(start, start + 10_000)).encode()), STREAM_TIMEOUT
+            )
+        await asyncio.wait_for(conn.finish(), STREAM_TIMEOUT)  # the whole list sent, nothing read yet
+        await conn.read_head()
+        assert conn.status == 200
+        lines = 0
+
+        async def read_all() -> None:
+            nonlocal lines
+            async for row in conn.rows():
+                lines += 1
+                assert row["reason"] == "unknown_subject"
+
+        await asyncio.wait_for(read_all(), STREAM_TIMEOUT)
+    finally:
+        await conn.close()
+    assert lines == count
+    assert_serving(server)

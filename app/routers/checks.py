@@ -67,7 +67,7 @@ async def check_stream(
 ) -> Response:
     """Check a whole list for one purpose and channel: a CSV with a header naming the identifier column, or
     NDJSON with one subject reference a line. Answered as NDJSON while the list is still being read; a bad
-    line gets `{"line": n, "error": ...}` and the stream goes on. Read the answer while you send the list."""
+    line gets `{"line": n, "error": ...}` and the stream goes on. Read the answer as it comes or after sending."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     fmt = FORMATS.get(content_type)
     if fmt is None:
