@@ -80,12 +80,28 @@ def require_scopes(*scopes: str):
     return Depends(dependency)
 
 
+# Line-oriented bodies (streaming checks, imports), by media type.
+LINE_FORMATS = {
+    "text/csv": "csv", "application/x-ndjson": "ndjson", "application/ndjson": "ndjson", "application/jsonl": "ndjson",
+}
+
+
+def media_type(request: Request, default: str = "") -> str:
+    """The request's media type, without parameters, lower-cased."""
+    return request.headers.get("content-type", default).split(";")[0].strip().lower()
+
+
+def line_format(request: Request) -> str | None:
+    """"csv" or "ndjson" by the request's media type; None for anything else."""
+    return LINE_FORMATS.get(media_type(request))
+
+
 async def json_body(request: Request, model: type[M]) -> M:
     """The request body validated as `model`, failing as FastAPI's own body parameters do (422, loc under body).
 
     For routes on the hot path that skip FastAPI's parameter machinery; pydantic parses the JSON itself.
     """
-    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    content_type = media_type(request, "application/json")
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise RequestValidationError([{"loc": ("body",), "msg": "the body must be application/json", "type": "json"}])
     try:

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from app.config import Settings
 from app.db import Database
 from app.errors import Conflict, Unprocessable
-from app.services import imports
+from app.services import imports, purposes
 from app.services.decision import Rule
 from app.services.identifiers import IdentifierKeys
 
@@ -151,7 +151,8 @@ async def import_file(
     storing: set[asyncio.Task] = set()
     try:
         async with database.transaction(read_only=True) as session:
-            rules = await imports.rules_for(session, tenant=tenant)
+            # Read once for the whole file; each chunk takes the purposes' versions as they stand when it is stored.
+            rules = await purposes.rules(session, tenant=tenant)
         latest = imports.latest_capture()
         with _progress(dry_run) as progress:
             task = progress.add_task("import", total=file.stat().st_size, lines=0, imported=0, skipped=0)

@@ -3,14 +3,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.deps import CheckerDep, authorize, bearer_token, json_body, require_scopes
+from app.deps import CheckerDep, authorize, bearer_token, json_body, line_format, require_scopes
 from app.errors import UnsupportedMediaType
 from app.models.base import utcnow
 from app.models.checks import BatchCheckIn, BatchCheckOut, CheckIn, CheckOut
 from app.models.common import PURPOSE_KEY, Channel, problem_responses
 from app.responses import DuplexStream, body_chunks, json_response, ndjson_guarded
 from app.security import Principal
-from app.services.streams import FORMATS, CheckStream, Limits
+from app.services.streams import CheckStream, Limits
 
 router = APIRouter(prefix="/v1/checks", tags=["checks"])
 SCOPE = "checks:read"
@@ -68,8 +68,7 @@ async def check_stream(
     """Check a whole list for one purpose and channel: a CSV with a header naming the identifier column, or
     NDJSON with one subject reference a line. Answered as NDJSON while the list is still being read; a bad
     line gets `{"line": n, "error": ...}` and the stream goes on. Read the answer as it comes or after sending."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    fmt = FORMATS.get(content_type)
+    fmt = line_format(request)
     if fmt is None:
         raise UnsupportedMediaType("send text/csv or application/x-ndjson")
     settings = request.app.state.settings

@@ -3,13 +3,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import KeysDep, SessionDep, require_scopes
+from app.deps import KeysDep, SessionDep, line_format, require_scopes
 from app.errors import UnsupportedMediaType
 from app.models.common import problem_responses
 from app.models.consents import ConsentRecordIn, ConsentRecordOut, ImportResult
 from app.security import Principal
 from app.services import consents, imports
-from app.services.streams import FORMATS
 
 router = APIRouter(prefix="/v1/consents", tags=["consents"])
 
@@ -55,7 +54,7 @@ async def import_consents(
 ) -> ImportResult:
     """Import consent records with their original captured_at: every line or none. A 422 lists every bad line
     by number. Records imported before (same content) are skipped, so a re-run stores nothing twice."""
-    if FORMATS.get(request.headers.get("content-type", "").split(";")[0].strip().lower()) != "ndjson":
+    if line_format(request) != "ndjson":
         raise UnsupportedMediaType("send application/x-ndjson: one POST /v1/consents body a line")
     lines = imports.split_ndjson(await request.body(), max_lines=request.app.state.settings.import_max_lines)
     return await imports.run(session, keys, tenant=principal.tenant, actor=principal.client, lines=lines)

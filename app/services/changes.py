@@ -14,17 +14,15 @@ one position, seq follows lock order for the same state, because the row lock is
 On SQLite, writers queue (BEGIN IMMEDIATE), so seq is commit order and every position is 0.
 """
 
-import base64
-import binascii
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, acquire
-
 from app.errors import Unprocessable
 from app.models import ConsentChange
+from app.services import cursors
 from app.services.decision import api_channel
 
 STATE_COLUMNS = ("tenant_id", "subject_id", "purpose", "channel", "status", "captured_at", "event_id", "feed_position")
@@ -54,7 +52,7 @@ async def append(session: AsyncSession, moved: list[dict]) -> None:
 
 
 def encode_cursor(position: int, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{position}.{seq}".encode()).decode().rstrip("=")
+    return cursors.pack(f"{position}.{seq}".encode())
 
 
 def decode_cursor(cursor: str | None) -> tuple[int, int]:
@@ -62,9 +60,9 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
     if cursor is None:
         return _BEGINNING
     try:
-        position, seq = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split(".")
+        position, seq = cursors.unpack(cursor).decode().split(".")
         decoded = int(position), int(seq)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise Unprocessable("not a cursor of this feed", loc=["query", "after"]) from None
     if not (-1 <= decoded[0] < 2**63 and 0 <= decoded[1] < 2**63):
         raise Unprocessable("not a cursor of this feed", loc=["query", "after"])

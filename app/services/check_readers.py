@@ -13,6 +13,7 @@ from sqlalchemy import and_, select
 from app.db import Database, acquire
 from app.models import ConsentState, Purpose, Subject, SubjectIdentifier, Suppression
 from app.services.decision import Rule, Standing
+from app.services.sql import in_slices
 
 # Lookup keys: ("hash", blind index) for identifiers, ("id", uuid) for subject ids.
 LookupKey = tuple[str, object]
@@ -39,6 +40,20 @@ class FoundMany:
     standings: dict[tuple[uuid.UUID, str, str], Standing]
     # (blind index, channel) and (subject id, channel) pairs under a suppression.
     suppressed: set[tuple[object, str]] = field(default_factory=set)
+
+    def one(self, lookup: LookupKey, purpose: str, channel: str) -> Found:
+        """The facts of one check among the batch's (`channel` as stored; rule None: unknown purpose)."""
+        rule = self.rules.get(purpose)
+        if rule is None:
+            return Found(rule=None)
+        suppressed = self.is_suppressed(lookup, channel)
+        subject_id = self.subjects.get(lookup)
+        if subject_id is None:
+            return Found(rule=rule, suppressed=suppressed)
+        return Found(
+            rule=rule, subject_id=subject_id, flags=self.flags.get(subject_id, []),
+            standing=self.standings.get((subject_id, purpose, channel)), suppressed=suppressed,
+        )
 
     def is_suppressed(self, lookup: LookupKey, channel: str) -> bool:
         """Whether the identifier looked up, or any identifier of the subject it names, is suppressed on `channel`."""
@@ -180,14 +195,6 @@ def _suppressed(rows) -> set[tuple[object, str]]:  # noqa: ANN001
     return {(row["key"] if len(row["key"]) == 64 else uuid.UUID(row["key"]), row["channel"]) for row in rows}
 
 
-# SQLite's default limit on bound parameters is 32,766; stay well below it.
-_CHUNK = 5_000
-
-
-def _chunks(values: list) -> list[list]:
-    return [values[i : i + _CHUNK] for i in range(0, len(values), _CHUNK)] or [[]]
-
-
 class SqlReader:
     """Reads through SQLAlchemy Core (the SQLite backend); the same facts as PostgresReader."""
 
@@ -195,7 +202,7 @@ class SqlReader:
         self.database = database
 
     async def one(self, tenant: str, lookup: LookupKey, purpose: str, channel: str) -> Found:
-        return _single(await self.many(tenant, {lookup}, {purpose}, {channel}), lookup, purpose, channel)
+        return (await self.many(tenant, {lookup}, {purpose}, {channel})).one(lookup, purpose, channel)
 
     async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str], channels: set[str]) -> FoundMany:
         p, si, s, cs = Purpose.__table__, SubjectIdentifier.__table__, Subject.__table__, ConsentState.__table__
@@ -211,18 +218,18 @@ class SqlReader:
                 )
             ).mappings().all()
             holders = []
-            for chunk in _chunks(hashes):
+            for chunk in in_slices(hashes):
                 holders += (
                     await connection.execute(
                         select(si.c.id_hash, si.c.subject_id).where(si.c.tenant_id == tenant, si.c.id_hash.in_(chunk))
                     )
                 ).mappings().all()
             subject_rows, state_rows = [], []
-            for chunk in _chunks(ids + [row["subject_id"] for row in holders]):
+            for chunk in in_slices(ids + [row["subject_id"] for row in holders]):
                 subject_rows += (
                     await connection.execute(select(s.c.id, s.c.flags).where(s.c.tenant_id == tenant, s.c.id.in_(chunk)))
                 ).mappings().all()
-            for chunk in _chunks([row["id"] for row in subject_rows]):
+            for chunk in in_slices([row["id"] for row in subject_rows]):
                 state_rows += (
                     await connection.execute(
                         select(
@@ -232,7 +239,7 @@ class SqlReader:
                     )
                 ).mappings().all()
             suppressed_rows = []
-            for chunk in _chunks(hashes) if channels else []:
+            for chunk in in_slices(hashes) if channels else []:
                 suppressed_rows += (
                     await connection.execute(
                         select(sp.c.id_hash.label("key"), sp.c.channel).where(
@@ -240,7 +247,7 @@ class SqlReader:
                         )
                     )
                 ).mappings().all()
-            for chunk in _chunks([row["id"] for row in subject_rows]) if channels else []:
+            for chunk in in_slices([row["id"] for row in subject_rows]) if channels else []:
                 suppressed_rows += [
                     {"key": str(row["subject_id"]), "channel": row["channel"]}
                     for row in (
@@ -254,17 +261,3 @@ class SqlReader:
         found = _assemble(purpose_rows, holders, subject_rows, state_rows)
         found.suppressed = _suppressed(suppressed_rows)
         return found
-
-
-def _single(found: FoundMany, lookup: LookupKey, purpose: str, channel: str) -> Found:
-    rule = found.rules.get(purpose)
-    if rule is None:
-        return Found(rule=None)
-    suppressed = found.is_suppressed(lookup, channel)
-    subject_id = found.subjects.get(lookup)
-    if subject_id is None:
-        return Found(rule=rule, suppressed=suppressed)
-    standing = found.standings.get((subject_id, purpose, channel))
-    return Found(
-        rule=rule, subject_id=subject_id, flags=found.flags.get(subject_id, []), standing=standing, suppressed=suppressed
-    )

@@ -1,6 +1,5 @@
 """Checks: may the tenant contact this subject for this purpose on this channel, and why."""
 
-import uuid
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +9,7 @@ from app.models.checks import BatchCheckIn, CheckIn
 from app.models.common import SubjectRef
 from app.models.consents import NO_CHANNEL
 from app.services.check_readers import Found, LookupKey, PostgresReader, SqlReader
-from app.services.decision import Rule, Standing, decide, expires_at, storage_channel
+from app.services.decision import Decision, decide, expires_at, storage_channel
 from app.services.identifiers import IdentifierKeys
 
 
@@ -22,31 +21,35 @@ def lookup_key(keys: IdentifierKeys, tenant: str, ref: SubjectRef, *, loc: list[
     return "hash", keys.lookup_hash(tenant, kind, value, loc=tuple(loc))
 
 
-def answer(
-    *, purpose: str, channel: str | None, rule: Rule, subject_id: uuid.UUID | None, flags: list[str],
-    standing: Standing | None, at: datetime, suppressed: bool,
-) -> dict[str, Any]:
-    """The check's answer as a plain dict (the hot path serialises it without a model)."""
-    decision = decide(
-        rule, subject_known=subject_id is not None, flags=flags, standing=standing, at=at, suppressed=suppressed
+def decision(found: Found, at: datetime) -> Decision:
+    """The decision on a check's facts (`found.rule` must be known)."""
+    return decide(
+        found.rule, subject_known=found.subject_id is not None, flags=found.flags, standing=found.standing, at=at,
+        suppressed=found.suppressed,
     )
-    check_decision(decision.reason, decision.allowed).inc()
+
+
+def answer(*, purpose: str, channel: str | None, found: Found, at: datetime) -> dict[str, Any]:
+    """The check's answer as a plain dict (the hot path serialises it without a model)."""
+    decided = decision(found, at)
+    check_decision(decided.reason, decided.allowed).inc()
+    standing = found.standing
     consent = None
     if standing is not None:
         consent = {
             "event_id": standing.event_id,
             "status": standing.status,
             "captured_at": standing.captured_at,
-            "expires_at": expires_at(rule, standing),
+            "expires_at": expires_at(found.rule, standing),
             "policy_version": standing.policy_version,
         }
     return {
-        "allowed": decision.allowed,
-        "reason": decision.reason,
-        "subject_id": subject_id,
+        "allowed": decided.allowed,
+        "reason": decided.reason,
+        "subject_id": found.subject_id,
         "purpose": purpose,
         "channel": channel,
-        "legal_basis": rule.legal_basis,
+        "legal_basis": found.rule.legal_basis,
         "consent": consent,
         "checked_at": at,
     }
@@ -66,10 +69,7 @@ class Checker:
         if found.rule is None:
             raise NotFound("purpose", body.purpose)
         storage_channel(found.rule, body.channel, loc=["body", "channel"])
-        return answer(
-            purpose=body.purpose, channel=body.channel, rule=found.rule, subject_id=found.subject_id,
-            flags=found.flags, standing=found.standing, at=at, suppressed=found.suppressed,
-        )
+        return answer(purpose=body.purpose, channel=body.channel, found=found, at=at)
 
     async def many(self, *, tenant: str, body: BatchCheckIn, at: datetime) -> list[dict[str, Any]]:
         """Up to 10,000 checks with a few set-based queries; any bad item makes the whole batch a 422."""
@@ -101,15 +101,7 @@ class Checker:
                 channels.append(None)
         if errors:
             raise Unprocessable(f"{len(errors)} of the checks are invalid", errors=errors)
-        results = []
-        for check, lookup, channel in zip(body.checks, lookups, channels, strict=True):
-            subject_id = found.subjects.get(lookup)
-            results.append(
-                answer(
-                    purpose=check.purpose, channel=check.channel, rule=found.rules[check.purpose],
-                    subject_id=subject_id, flags=found.flags.get(subject_id, []) if subject_id else [],
-                    standing=found.standings.get((subject_id, check.purpose, channel)) if subject_id else None, at=at,
-                    suppressed=found.is_suppressed(lookup, channel),
-                )
-            )
-        return results
+        return [
+            answer(purpose=check.purpose, channel=check.channel, found=found.one(lookup, check.purpose, channel), at=at)
+            for check, lookup, channel in zip(body.checks, lookups, channels, strict=True)
+        ]

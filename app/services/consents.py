@@ -14,7 +14,7 @@ from app.models import ConsentEvent, ConsentState, IdempotencyRecord
 from app.models.base import utcnow
 from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordOut
 from app.services import changes, pg_bulk, purposes, subjects
-from app.services.decision import api_channel, storage_channel
+from app.services.decision import Rule, api_channel, storage_channel
 from app.services.identifiers import IdentifierKeys
 from app.services.sql import is_postgres, upsert
 
@@ -99,26 +99,12 @@ async def record(
     # Taken after any wait for locks above, so that recording order follows the ledger's seq as closely as it can.
     recorded_at = utcnow()
 
-    events = [
-        {
-            "event_id": uuid.uuid4(),
-            "tenant_id": tenant,
-            "subject_id": subject_id,
-            "purpose": decision.purpose,
-            "purpose_version": rules[decision.purpose].version,
-            "channel": channel,
-            "status": decision.status,
-            "captured_at": captured_at,
-            "recorded_at": recorded_at,
-            "source": body.source,
-            "method": "api",
-            "policy_version": body.policy_version,
-            "collection_point": body.collection_point,
-            "actor": actor,
-            "evidence": body.evidence,
-        }
-        for decision, channel in zip(body.decisions, channels, strict=True)
-    ]
+    events = new_events(
+        tenant=tenant, subject_id=subject_id,
+        decisions=[(d.purpose, channel, d.status) for d, channel in zip(body.decisions, channels, strict=True)],
+        rules=rules, captured_at=captured_at, recorded_at=recorded_at, source=body.source, method="api",
+        policy_version=body.policy_version, collection_point=body.collection_point, actor=actor, evidence=body.evidence,
+    )
     await append(session, events)
     outcome = Outcome(
         201,
@@ -127,6 +113,44 @@ async def record(
     if idempotency_key is not None:
         await _store_idempotent_answer(session, tenant=tenant, key=idempotency_key, outcome=outcome)
     return outcome
+
+
+def new_events(
+    *,
+    tenant: str,
+    subject_id: uuid.UUID,
+    decisions: list[tuple[str, str, str]],
+    rules: dict[str, Rule],
+    captured_at: datetime,
+    recorded_at: datetime,
+    source: str,
+    method: str,
+    policy_version: str | None,
+    collection_point: str | None,
+    actor: str,
+    evidence: dict | None,
+) -> list[dict]:
+    """One ledger event for each (purpose, stored channel, status) of a record, as `append` takes them."""
+    return [
+        {
+            "event_id": uuid.uuid4(),
+            "tenant_id": tenant,
+            "subject_id": subject_id,
+            "purpose": purpose,
+            "purpose_version": rules[purpose].version,
+            "channel": channel,
+            "status": status,
+            "captured_at": captured_at,
+            "recorded_at": recorded_at,
+            "source": source,
+            "method": method,
+            "policy_version": policy_version,
+            "collection_point": collection_point,
+            "actor": actor,
+            "evidence": evidence,
+        }
+        for purpose, channel, status in decisions
+    ]
 
 
 async def append(session: AsyncSession, events: list[dict]) -> None:
@@ -165,11 +189,10 @@ async def append(session: AsyncSession, events: list[dict]) -> None:
     # Executed as one executemany: SQLAlchemy sends it as multi-row statements sized for the driver's limits.
     statement = upsert(session, state)
     incoming = statement.excluded
-    updates = {column: incoming[column] for column in state.columns.keys() if column not in STATE_KEY}
     moved = await session.execute(
         statement.on_conflict_do_update(
             index_elements=STATE_KEY,
-            set_=updates,
+            set_={column: incoming[column] for column in state.columns.keys() if column not in STATE_KEY},
             where=or_(
                 incoming.captured_at > state.c.captured_at,
                 and_(incoming.captured_at == state.c.captured_at, incoming.event_seq > state.c.event_seq),

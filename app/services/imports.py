@@ -5,7 +5,6 @@ import that is run again after an interruption skips what it already stored and 
 """
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -107,11 +106,6 @@ def check_lines(
     return Checked(records, repeated, errors)
 
 
-async def rules_for(session: AsyncSession, *, tenant: str) -> dict[str, Rule]:
-    """The tenant's purpose rules, read once for a whole import."""
-    return await purposes.rules(session, tenant=tenant)
-
-
 def latest_capture() -> datetime:
     """The latest captured_at an import accepts now (a little clock skew is allowed)."""
     return utcnow() + consents.MAX_CLOCK_SKEW
@@ -149,7 +143,6 @@ async def run(
     tenant: str,
     actor: str,
     lines: list[tuple[int, bytes]],
-    dry_run: bool = False,
     checked: Checked | None = None,
 ) -> ImportResult:
     """Import `lines` ((line number, NDJSON line) pairs) in the caller's transaction: all of them or none.
@@ -157,15 +150,13 @@ async def run(
     `checked` is `check_lines` of these lines when the caller has already run it (in another process).
     """
     if checked is None:
-        rules = await rules_for(session, tenant=tenant)
+        rules = await purposes.rules(session, tenant=tenant)
         # CPU work (normalisation, hashing, sealing): in a thread, so that the event loop keeps answering checks.
         checked = await asyncio.to_thread(
             check_lines, lines, rules=rules, keys=keys, tenant=tenant, latest=latest_capture()
         )
     if checked.errors:
         raise _invalid(checked.errors)
-    if dry_run:
-        return ImportResult(lines=len(lines), imported=0, skipped=0, events=0)
     return await _store(session, keys, tenant=tenant, actor=actor, lines=len(lines), checked=checked)
 
 
@@ -180,25 +171,14 @@ async def _store(
     rules = await purposes.rules(session, tenant=tenant, keys={purpose for r in fresh for purpose, _, _ in r.decisions})
     recorded_at = utcnow()
     events = [
-        {
-            "event_id": uuid.uuid4(),
-            "tenant_id": tenant,
-            "subject_id": subject_id,
-            "purpose": purpose,
-            "purpose_version": rules[purpose].version,
-            "channel": channel,
-            "status": status,
-            "captured_at": record.captured_at or recorded_at,
-            "recorded_at": recorded_at,
-            "source": record.source,
-            "method": "import",
-            "policy_version": record.policy_version,
-            "collection_point": record.collection_point,
-            "actor": actor,
-            "evidence": record.evidence,
-        }
+        event
         for record, subject_id in zip(fresh, subject_ids, strict=True)
-        for purpose, channel, status in record.decisions
+        for event in consents.new_events(
+            tenant=tenant, subject_id=subject_id, decisions=record.decisions, rules=rules,
+            captured_at=record.captured_at or recorded_at, recorded_at=recorded_at, source=record.source,
+            method="import", policy_version=record.policy_version, collection_point=record.collection_point,
+            actor=actor, evidence=record.evidence,
+        )
     ]
     if events:
         await consents.append(session, events)
@@ -206,9 +186,9 @@ async def _store(
     return ImportResult(lines=lines, imported=len(fresh), skipped=skipped, events=len(events))
 
 
-def split_ndjson(body: bytes, *, max_lines: int, first_line: int = 1) -> list[tuple[int, bytes]]:
+def split_ndjson(body: bytes, *, max_lines: int) -> list[tuple[int, bytes]]:
     """(line number, line) of every non-blank line; Unprocessable past `max_lines`."""
-    lines = [(number, line) for number, line in enumerate(body.split(b"\n"), start=first_line) if line.strip()]
+    lines = [(number, line) for number, line in enumerate(body.split(b"\n"), start=1) if line.strip()]
     if len(lines) > max_lines:
         raise Unprocessable(f"at most {max_lines} lines per import request; send the rest in another", loc=["body"])
     return lines

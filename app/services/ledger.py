@@ -1,7 +1,5 @@
 """Reading the ledger: a subject's consents now or as of any instant, and its history with cursor paging."""
 
-import base64
-import binascii
 import uuid
 from datetime import datetime
 
@@ -14,7 +12,7 @@ from app.models import ConsentEvent, ConsentState
 from app.models.base import utcnow
 from app.models.common import utc_in_range
 from app.models.consents import ConsentStateOut, HistoryOut, SubjectConsentsOut
-from app.services import purposes, subjects
+from app.services import cursors, purposes, subjects
 from app.services.consents import event_out
 from app.services.decision import Rule, Standing, api_channel, expires_at, is_effective
 
@@ -75,18 +73,18 @@ async def consents(
 
 
 def _encode_cursor(captured_at: datetime, seq: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([captured_at.isoformat(), seq])).decode().rstrip("=")
+    return cursors.pack(orjson.dumps([captured_at.isoformat(), seq]))
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     """The (captured_at, seq) a cursor names; 422 for anything this service could not have issued."""
     try:
-        captured, seq = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        captured, seq = orjson.loads(cursors.unpack(cursor))
         position = datetime.fromisoformat(captured)
         if position.tzinfo is None or not isinstance(seq, int) or not 0 < seq < 2**63:
             raise ValueError("out of range")
         return utc_in_range(position), seq
-    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # binascii.Error is a ValueError
         raise Unprocessable("invalid cursor", loc=["query", "cursor"]) from exc
 
 

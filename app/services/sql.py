@@ -13,3 +13,12 @@ def upsert(session: AsyncSession, table: Table):
 
 def is_postgres(session: AsyncSession) -> bool:
     return session.bind.dialect.name == "postgresql"
+
+
+# SQLite's default limit on bound parameters is 32,766: an IN list is sent in slices well below it.
+IN_SLICE = 5_000
+
+
+def in_slices(values: list) -> list[list]:
+    """`values` cut into slices of at most IN_SLICE, for `column.in_(slice)` (none for no values)."""
+    return [values[i : i + IN_SLICE] for i in range(0, len(values), IN_SLICE)]

@@ -19,11 +19,10 @@ from app.errors import AppError, NotFound, Unprocessable
 from app.metrics import check_decision
 from app.models.common import SubjectRef
 from app.services.check_readers import FoundMany, LookupKey
-from app.services.checks import Checker
-from app.services.decision import Rule, decide, storage_channel
+from app.services.checks import Checker, decision
+from app.services.decision import Rule, storage_channel
 
 CSV_COLUMNS = ("email", "phone", "external_id", "subject_id", "device_id")
-FORMATS = {"text/csv": "csv", "application/x-ndjson": "ndjson", "application/ndjson": "ndjson", "application/jsonl": "ndjson"}
 # Lines answered per round of queries: large enough to amortise the round trips, small enough to stream.
 CHUNK_LINES = 5_000
 PARSE_SLICE = 128
@@ -262,25 +261,17 @@ class CheckStream:
         return await self.checker.reader.many(self.tenant, lookups, {self.purpose}, {self.stored_channel})
 
     def _render(self, chunk: list[tuple[int, LookupKey | str]], found: FoundMany, at: datetime) -> bytes:
-        rule, channel = self.rule, self.stored_channel
         reasons: Counter[tuple[str, bool]] = Counter()
         out = []
         for number, item in chunk:
             if isinstance(item, str):
                 out.append(_line({"line": number, "error": item}))
                 continue
-            subject_id = found.subjects.get(item)
-            decision = decide(
-                rule,
-                subject_known=subject_id is not None,
-                flags=found.flags.get(subject_id, []) if subject_id else [],
-                standing=found.standings.get((subject_id, self.purpose, channel)) if subject_id else None,
-                at=at,
-                suppressed=found.is_suppressed(item, channel),
-            )
-            reasons[decision.reason, decision.allowed] += 1
+            facts = found.one(item, self.purpose, self.stored_channel)
+            decided = decision(facts, at)
+            reasons[decided.reason, decided.allowed] += 1
             out.append(
-                _line({"line": number, "allowed": decision.allowed, "reason": decision.reason, "subject_id": subject_id})
+                _line({"line": number, "allowed": decided.allowed, "reason": decided.reason, "subject_id": facts.subject_id})
             )
         for (reason, allowed), times in reasons.items():
             check_decision(reason, allowed).inc(times)

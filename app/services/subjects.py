@@ -1,7 +1,7 @@
 """Subjects and their identifiers: resolve, create, attach, read."""
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,7 +13,7 @@ from app.models.common import Identifiers, SubjectRef
 from app.models.subjects import IdentifierOut, SubjectOut
 from app.services.identifiers import IdentifierKeys, normalise
 from app.services import pg_bulk
-from app.services.sql import is_postgres, upsert
+from app.services.sql import in_slices, is_postgres, upsert
 
 
 async def _owner(session: AsyncSession, *, tenant: str, id_hash: str) -> uuid.UUID | None:
@@ -71,12 +71,7 @@ async def _claim_all(
                     value_sealed=keys.seal(claim.normal))
             .on_conflict_do_nothing(index_elements=["tenant_id", "id_hash"])
         )
-    rows = await session.execute(
-        select(table.c.id_hash, table.c.subject_id).where(
-            table.c.tenant_id == tenant, table.c.id_hash.in_([c.id_hash for c in claims])
-        )
-    )
-    return {id_hash: holder for id_hash, holder in rows}
+    return await _holders(session, tenant=tenant, hashes=[c.id_hash for c in claims])
 
 
 async def resolve(
@@ -163,7 +158,7 @@ def naming(
     """Normalise a record's subject reference and identifiers, and seal them; raises InvalidIdentifier."""
 
     def sealed(claim: _Claim) -> _Claim:
-        return _Claim(claim.kind, claim.normal, claim.id_hash, claim.loc, keys.seal(claim.normal))
+        return replace(claim, sealed=keys.seal(claim.normal))
 
     extra = tuple(
         sealed(_claim_for(keys, tenant, kind, value, (*loc, "identifiers")))
@@ -174,19 +169,14 @@ def naming(
     return Naming(None, sealed(_claim_for(keys, tenant, *ref.kind_and_value(), (*loc, "subject"))), extra)
 
 
-_IN_CHUNK = 5_000
-
-
 async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, uuid.UUID]:
     if is_postgres(session):
         return await pg_bulk.holders(session, tenant=tenant, hashes=hashes)
     table = SubjectIdentifier.__table__
     found = {}
-    for start in range(0, len(hashes), _IN_CHUNK):
+    for chunk in in_slices(hashes):
         rows = await session.execute(
-            select(table.c.id_hash, table.c.subject_id).where(
-                table.c.tenant_id == tenant, table.c.id_hash.in_(hashes[start : start + _IN_CHUNK])
-            )
+            select(table.c.id_hash, table.c.subject_id).where(table.c.tenant_id == tenant, table.c.id_hash.in_(chunk))
         )
         found.update(dict(rows.all()))
     return found
@@ -204,10 +194,8 @@ async def resolve_many(
     """
     ids = sorted({n.subject_id for n in namings if n.subject_id is not None}, key=str)
     existing: set[uuid.UUID] = set()
-    for start in range(0, len(ids), _IN_CHUNK):  # few: imports name people by identifier, seldom by id
-        rows = await session.execute(
-            select(Subject.id).where(Subject.tenant_id == tenant, Subject.id.in_(ids[start : start + _IN_CHUNK]))
-        )
+    for chunk in in_slices(ids):  # few: imports name people by identifier, seldom by id
+        rows = await session.execute(select(Subject.id).where(Subject.tenant_id == tenant, Subject.id.in_(chunk)))
         existing.update(rows.scalars())
     claims = [c for n in namings for c in ((n.own,) if n.own else ()) + n.extra]
     holder = await _holders(session, tenant=tenant, hashes=sorted({c.id_hash for c in claims}))

@@ -1,8 +1,6 @@
 """Suppression lists: identifiers denied on some channels whatever their consents, known subjects or not."""
 
 import asyncio
-import base64
-import binascii
 import re
 from typing import Any
 
@@ -13,8 +11,9 @@ from app.errors import AppError, Unprocessable
 from app.models import Suppression
 from app.models.base import utcnow
 from app.models.suppressions import SuppressionsIn, SuppressionsRemoveIn, SuppressionsResult
+from app.services import cursors
 from app.services.identifiers import IdentifierKeys, normalise
-from app.services.sql import upsert
+from app.services.sql import in_slices, upsert
 
 MAX_PAGE = 1_000
 # What _encode writes: a blind index (hex SHA-256) and a channel. Anything else is refused before it reaches SQL
@@ -78,26 +77,22 @@ async def remove(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, bo
     table = Suppression.__table__
     changed = 0
     hashes = [id_hash for id_hash, _, _ in entries]
-    for start in range(0, len(hashes), 2_000):
+    for chunk in in_slices(hashes):
         result = await session.execute(
-            sa.delete(table).where(
-                table.c.tenant_id == tenant,
-                table.c.id_hash.in_(hashes[start : start + 2_000]),
-                table.c.channel.in_(channels),
-            )
+            sa.delete(table).where(table.c.tenant_id == tenant, table.c.id_hash.in_(chunk), table.c.channel.in_(channels))
         )
         changed += result.rowcount
     return SuppressionsResult(entries=len(entries), channels=channels, changed=changed)
 
 
 def _encode(id_hash: str) -> str:
-    return base64.urlsafe_b64encode(id_hash.encode()).decode().rstrip("=")
+    return cursors.pack(id_hash.encode())
 
 
 def _decode(cursor: str) -> str:
     try:
-        decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        decoded = cursors.unpack(cursor).decode("ascii")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         decoded = ""
     if _CURSOR.fullmatch(decoded) is None:
         raise Unprocessable("not a cursor of this list", loc=["query", "cursor"])

@@ -1,9 +1,9 @@
 """GET /v1/changes: every change of consent state, in the order to apply it, from any cursor it handed out."""
 
-import base64
 import random
 from datetime import UTC, datetime, timedelta
 
+from app.services.cursors import pack as b64
 from tests.conftest import assert_problem, bearer
 from tests.support.api import consent_body, iso, record
 from tests.support.feed import feed_page, follow
@@ -144,8 +144,6 @@ async def test_replaying_the_feed_ends_at_the_current_state(client):
         }
 
 
-def b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 async def test_bad_cursor_or_limit_is_a_problem(client):

@@ -1,12 +1,12 @@
 """PUT /v1/suppressions, POST /v1/suppressions/remove, GET /v1/suppressions, and their effect on checks."""
 
-import base64
 import uuid
 
 import orjson
 import sqlalchemy as sa
 
 from app.models import Subject
+from app.services.cursors import pack as b64
 from tests.conftest import assert_problem, bearer
 from tests.support.api import check, consent_body, record
 
@@ -297,8 +297,6 @@ async def test_malformed_bodies_are_problems(client):
 async def test_bad_list_parameters_are_problems(client):
     await put(client, [{"email": f"l{i}@example.com"} for i in range(3)], ["email"])
 
-    def b64(raw: bytes) -> str:
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
     bad = [
         {"cursor": "not a cursor!"},
         {"cursor": ""},
