@@ -24,7 +24,15 @@ run: $(VENV)/.installed-run
 	$(BIN)/consentd demo
 	$(BIN)/consentd serve
 
-test: $(VENV)/.installed-test
+# The browser tests drive Debian's Chromium through Playwright (never a downloaded browser).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+$(CHROMIUM):
+	$(SUDO) apt-get install -y --no-install-recommends chromium || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
+
+test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 # `make bench` runs every benchmark in bench/, one after the other; `make bench BENCHES=changes_feed` runs one.

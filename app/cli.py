@@ -16,15 +16,19 @@ from app.config import get_settings
 from app.db import Database
 from app.errors import AppError
 from app.security import TENANT_KEY, mint_token
+from app.services.banners import DEMO_TENANT
 
 cli = typer.Typer(help="consentd: a consent and preferences service.", no_args_is_help=True, add_completion=False)
 tenants_cli = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 purposes_cli = typer.Typer(help="Manage purposes.", no_args_is_help=True)
 cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(purposes_cli, name="purposes")
+banner_keys_cli = typer.Typer(help="Manage the cookie banner's publishable keys.", no_args_is_help=True)
+cli.add_typer(banner_keys_cli, name="banner-keys")
+# The origins `make run` serves the demo shop from.
+DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
 
 T = TypeVar("T")
-DEMO_TENANT = "demo"
 
 
 def _fail(message: str) -> None:
@@ -121,15 +125,18 @@ async def _load_for_existing_tenant(session: AsyncSession, tenant: str, entries:
 @cli.command()
 def demo(ttl: Annotated[int, typer.Option(help="token lifetime in seconds")] = 86_400) -> None:
     """Create the demo tenant with the default purpose catalogue (idempotent) and print an admin token."""
-    from app.services import catalogue, tenants
+    from app.services import banners, catalogue, tenants
 
     async def seed(session: AsyncSession) -> None:
         await tenants.ensure(session, key=DEMO_TENANT, name="Demo shop")
         await catalogue.load(session, tenant=DEMO_TENANT, entries=catalogue.default())
+        if not await banners.list_keys(session, tenant=DEMO_TENANT):
+            await banners.create_key(session, tenant=DEMO_TENANT, origins=DEMO_ORIGINS)
 
     _in_transaction(seed)
     token = mint_token(get_settings(), tenant=DEMO_TENANT, scopes=["admin"], ttl=ttl, client="demo-admin")
-    typer.echo(f"Tenant '{DEMO_TENANT}' is ready. Its admin token (valid {ttl // 3600} h):", err=True)
+    typer.echo(f"Tenant '{DEMO_TENANT}' is ready; its demo shop with the cookie banner is at /demo.", err=True)
+    typer.echo(f"Its admin token (valid {ttl // 3600} h):", err=True)
     typer.echo(token)
 
 
@@ -185,6 +192,48 @@ def import_consents(
     typer.echo(outcome.summary(), err=True)
     if outcome.error_count:
         raise typer.Exit(1)
+
+
+@banner_keys_cli.command("create")
+def create_banner_key(
+    tenant: Annotated[str, typer.Option(help="tenant key")],
+    origin: Annotated[list[str], typer.Option(help="an origin the banner runs on, e.g. https://shop.example (repeat for more)")],
+) -> None:
+    """Print a new publishable key (pk_...) for the cookie banner, valid only from the given origins."""
+    from app.services import banners
+
+    _check_tenant_key(tenant)
+    try:
+        origins = [banners.normalise_origin(value) for value in origin]
+    except ValueError as exc:
+        _fail(str(exc))
+
+    async def create(session: AsyncSession) -> str:
+        await _require_tenant(session, tenant)
+        return await banners.create_key(session, tenant=tenant, origins=origins)
+
+    typer.echo(_in_transaction(create))
+
+
+@banner_keys_cli.command("list")
+def list_banner_keys(tenant: Annotated[str, typer.Option(help="tenant key")]) -> None:
+    """List a tenant's publishable keys with their origins, newest first."""
+    from app.services import banners
+
+    _check_tenant_key(tenant)
+    for key in _in_transaction(lambda session: banners.list_keys(session, tenant=tenant)):
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+        typer.echo(f"{key.key}\t{state}\t{' '.join(key.origins)}")
+
+
+@banner_keys_cli.command("revoke")
+def revoke_banner_key(key: str) -> None:
+    """Stop a publishable key (servers stop accepting it within seconds)."""
+    from app.services import banners
+
+    if not _in_transaction(lambda session: banners.revoke_key(session, key=key)):
+        _fail("no such active key")
+    typer.echo("revoked", err=True)
 
 
 @cli.command()

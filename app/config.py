@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "consentd-development-jwt-secret-change-me"
@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     # Imports (POST /v1/consents/import): bytes and lines per request.
     import_max_body_bytes: int = 33_554_432
     import_max_lines: int = 50_000
+    # The cookie banner's public endpoints: request rates ("N/second|minute|hour", per server process) and body size.
+    public_rate_per_ip: str = "120/minute"
+    public_rate_per_key: str = "6000/minute"
+    public_max_body_bytes: int = 4_096
+    # Seconds a publishable key is remembered: a revoked key stops working within this.
+    banner_key_cache_seconds: float = 5.0
     db_pool_size: int = 10
     # Seconds a database call may take before a request fails closed with 503.
     db_timeout: float = 5.0
@@ -49,6 +55,14 @@ class Settings(BaseSettings):
             if self.identifier_key == DEV_IDENTIFIER_KEY:
                 raise ValueError("CONSENTD_IDENTIFIER_KEY must be set in production")
         return self
+
+    @field_validator("public_rate_per_ip", "public_rate_per_key")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        parse(value)  # ValueError for anything that is not a rate
+        return value
 
     @property
     def is_postgres(self) -> bool:

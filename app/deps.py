@@ -5,8 +5,9 @@ Every dependency is `async def`: FastAPI runs a plain `def` one in a worker thre
 
 from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.security import SCOPES, Principal
+from app.services.banners import KeyGrant, normalise_origin
 from app.services.checks import Checker
 from app.services.identifiers import IdentifierKeys
 
@@ -110,6 +112,49 @@ async def json_body(request: Request, model: type[M]) -> M:
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
 
 
+# The ASGI scope entry PublicCors reads: the origin a public request may answer to.
+CORS_ORIGIN = "consentd.cors_origin"
+
+
+def request_origin(request: Request) -> str | None:
+    """The page's origin: `Origin`, else (a same-origin GET sends none) the origin of `Referer`."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        referer = request.headers.get("referer")
+        if not referer:
+            return None
+        parts = urlsplit(referer)
+        origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    try:
+        return normalise_origin(origin)
+    except ValueError:
+        return None
+
+
+async def public_access(
+    request: Request,
+    key: Annotated[str | None, Query(description="the publishable key, pk_...", pattern=r"^pk_[A-Za-z0-9_-]{1,61}$")] = None,
+) -> KeyGrant:
+    """The grant of the request's publishable key, from one of its origins, within the rate limits.
+
+    429 past the rate of the client's address or of the key; 401 for a missing, unknown or revoked key; 403 for
+    a page of another origin. Only an allowed origin is ever named in Access-Control-Allow-Origin.
+    """
+    throttle = request.app.state.throttle
+    throttle.hit("ip", request.client.host if request.client else "")
+    if not key:
+        raise Unauthorized("a publishable key is required: ?key=pk_...", bearer=False)
+    grant = await request.app.state.banner_keys.grant(key)
+    if grant is None:
+        raise Unauthorized("unknown or revoked publishable key", bearer=False)
+    origin = request_origin(request)
+    if origin is None or origin not in grant.origins:
+        raise Forbidden("this key is not valid for this page's origin")
+    request.scope[CORS_ORIGIN] = origin
+    throttle.hit("key", grant.key)
+    return grant
+
+
 DatabaseDep = Annotated[Database, Depends(get_database)]
 KeysDep = Annotated[IdentifierKeys, Depends(get_identifier_keys)]
 CheckerDep = Annotated[Checker, Depends(get_checker)]
@@ -117,3 +162,4 @@ CheckerDep = Annotated[Checker, Depends(get_checker)]
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]
 AnyPrincipal = Annotated[Principal, require_scopes()]
+PublicAccess = Annotated[KeyGrant, Depends(public_access)]

@@ -22,8 +22,8 @@ class BadRequest(AppError):
 class Unauthorized(AppError):
     status, title = 401, "Unauthorized"
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+    def __init__(self, detail: str, *, bearer: bool = True) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"} if bearer else None)
 
 
 class Forbidden(AppError):
@@ -58,6 +58,13 @@ class Unprocessable(AppError):
         self, detail: str, *, loc: list[str | int] | None = None, errors: list[dict[str, Any]] | None = None
     ) -> None:
         super().__init__(detail, errors=errors if errors is not None else [{"loc": loc or [], "msg": detail}])
+
+
+class TooManyRequests(AppError):
+    status, title = 429, "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
 class Unavailable(AppError):

@@ -7,17 +7,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import handlers
+from app import handlers, logs
 from app.config import Settings, get_settings
 from app.db import Database
-from app.middleware import BodyLimit, RequestMetrics
+from app.middleware import BodyLimit, PublicCors, RequestMetrics
 from app.models.common import problem_responses
-from app.routers import changes, checks, consents, ops, purposes, subjects, suppressions
+from app.routers import banner, changes, checks, consents, ops, public, purposes, subjects, suppressions
 from app.security import TokenVerifier
 from app.services.check_readers import PostgresReader, SqlReader
+from app.services.banners import KeyDirectory
 from app.services.checks import Checker
 from app.services.identifiers import IdentifierKeys
 from app.services.tenants import TenantDirectory
+from app.services.throttle import Throttle
 
 log = logging.getLogger("consentd")
 
@@ -40,6 +42,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.identifier_keys = keys
         app.state.checker = Checker(reader, keys)
         app.state.tenants = TenantDirectory(database)
+        app.state.banner_keys = KeyDirectory(database, ttl=settings.banner_key_cache_seconds)
+        app.state.throttle = Throttle(per_ip=settings.public_rate_per_ip, per_key=settings.public_rate_per_key)
         # What startup built lives as long as the process: keep it out of the collector's full passes, which
         # otherwise walk the whole heap every few thousand allocations and stall a request for 50-150 ms.
         gc.collect()
@@ -59,10 +63,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The check router first: routes are matched in order, and checks are the hot path.
     for router in (
         checks.router, consents.router, subjects.router, purposes.router, changes.router, suppressions.router,
+        banner.router,
     ):
         app.include_router(router, responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
+    app.include_router(public.router, responses=problem_responses(400, 401, 403, 413, 422, 429, 503))
+    app.include_router(public.demo_router)
     app.include_router(ops.router)
     handlers.install(app)
+    logs.install()
     app.add_middleware(
         BodyLimit,
         default=settings.max_body_bytes,
@@ -72,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "/v1/suppressions/remove": settings.max_batch_body_bytes,
             "/v1/checks/stream": settings.stream_max_body_bytes,
             "/v1/consents/import": settings.import_max_body_bytes,
+            "/v1/public/cookie-consents": settings.public_max_body_bytes,
         },
     )
+    app.add_middleware(PublicCors)
     app.add_middleware(RequestMetrics)
     return app

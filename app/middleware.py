@@ -5,6 +5,7 @@ import time
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.deps import CORS_ORIGIN
 from app.errors import problem
 from app.handlers import problem_response
 from app.metrics import request_latency
@@ -77,3 +78,34 @@ class RequestMetrics:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             request_latency(scope["method"], template, str(status)).observe(time.perf_counter() - started)
+
+
+class PublicCors:
+    """CORS for the banner's public endpoints: the allowed origin a route's check put in the scope is named in
+    Access-Control-Allow-Origin of whatever the route answers, errors included (a browser shows a page its
+    429 or 422 only then). Other origins get no CORS headers at all."""
+
+    PREFIX = "/v1/public/"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.PREFIX):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                origin = scope.get(CORS_ORIGIN)
+                headers = [(name, value) for name, value in message.get("headers", []) if name != b"vary"]
+                headers.append((b"vary", b"Origin"))
+                if origin is not None:
+                    headers += [
+                        (b"access-control-allow-origin", origin.encode()),
+                        (b"access-control-expose-headers", b"Retry-After"),
+                    ]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)

@@ -34,12 +34,14 @@ TEST_IDENTIFIER_KEY = "test-identifier-key-0123456789abcdef"
 
 
 def settings_for(database_url: str, **overrides: object) -> Settings:
+    # Every test's banner requests come from one address: the rate limits have tests of their own.
+    defaults = {"public_rate_per_ip": "100000/minute", "public_rate_per_key": "100000/minute", "banner_key_cache_seconds": 0}
     return Settings(
         env="test",
         database_url=database_url,
         jwt_secret=TEST_SECRET,
         identifier_key=TEST_IDENTIFIER_KEY,
-        **overrides,
+        **(defaults | overrides),
     )
 
 

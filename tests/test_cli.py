@@ -59,3 +59,26 @@ def test_demo_is_idempotent(consentd):
     for token in (first, second):
         claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"], audience="consentd", issuer="consentd")
         assert (claims["tenant"], claims["scope"]) == ("demo", "admin")
+
+
+def test_banner_keys(consentd):
+    consentd("tenants", "create", "shop")
+    key = consentd("banner-keys", "create", "--tenant", "shop", "--origin", "https://Shop.Example:443",
+                   "--origin", "http://localhost:8000").stdout.strip()
+    assert key.startswith("pk_") and len(key) > 20 and "\n" not in key
+    listed = consentd("banner-keys", "list", "--tenant", "shop").stdout
+    assert key in listed and "active" in listed and "http://localhost:8000 https://shop.example" in listed
+    consentd("banner-keys", "revoke", key)
+    assert "revoked" in consentd("banner-keys", "list", "--tenant", "shop").stdout
+    assert "no such active key" in consentd("banner-keys", "revoke", key, ok=False).stderr
+    for bad in ("shop.example", "https://shop.example/path", "ftp://shop.example", "https://shop.example:99999"):
+        refused = consentd("banner-keys", "create", "--tenant", "shop", "--origin", bad, ok=False)
+        assert "error:" in refused.stderr and refused.stdout == ""
+    assert "does not exist" in consentd("banner-keys", "create", "--tenant", "nobody", "--origin", "https://a.example", ok=False).stderr
+
+
+def test_demo_creates_a_banner_key_once(consentd):
+    consentd("demo")
+    consentd("demo")
+    keys = consentd("banner-keys", "list", "--tenant", "demo").stdout.strip().splitlines()
+    assert len(keys) == 1 and "http://127.0.0.1:8000" in keys[0]

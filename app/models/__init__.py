@@ -1,5 +1,6 @@
 """All tables, imported so that SQLModel.metadata knows them (Alembic and tests rely on it)."""
 
+from app.models.banners import Banner, BannerKey, BannerPolicy
 from app.models.base import SQLModel
 from app.models.changes import ConsentChange
 from app.models.consents import ConsentEvent, ConsentState, IdempotencyRecord, ImportedRecord
@@ -11,6 +12,9 @@ from app.models.tenants import Tenant
 metadata = SQLModel.metadata
 
 __all__ = [
+    "Banner",
+    "BannerKey",
+    "BannerPolicy",
     "ConsentChange",
     "ConsentEvent",
     "ConsentState",

@@ -16,6 +16,8 @@ class Subject(SQLModel, table=True):
     tenant_id: str = Field(foreign_key="tenants.key", index=True, max_length=64)
     # Standing states that override consents (later: "restricted", "erased").
     flags: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    # Set when this subject's device was linked to a known person: its history was copied there (devices.link).
+    merged_into: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
@@ -42,3 +44,4 @@ class SubjectOut(SQLModel):
     identifiers: list[IdentifierOut]
     created_at: datetime
     flags: list[str]
+    merged_into: uuid.UUID | None = None

@@ -3,12 +3,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import KeysDep, ReadSessionDep, require_scopes
+from app.deps import KeysDep, ReadSessionDep, SessionDep, require_scopes
+from app.models.banners import DeviceLinkIn, DeviceLinkOut
 from app.models.common import PURPOSE_KEY, SubjectRef, Timestamp
 from app.models.consents import HistoryOut, SubjectConsentsOut
 from app.models.subjects import SubjectOut
 from app.security import Principal
-from app.services import ledger, subjects
+from app.services import devices, ledger, subjects
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 Reader = require_scopes("consents:read")
@@ -49,4 +50,19 @@ async def get_history(
     """Every consent event of the subject, oldest first; follow `next_cursor` for the next page."""
     return await ledger.history(
         session, tenant=principal.tenant, subject_id=subject_id, purpose=purpose, limit=limit, cursor=cursor
+    )
+
+
+@router.post("/{subject_id}/identifiers", response_model=DeviceLinkOut, responses={409: {"description": "The device belongs to another person"}})
+async def link_identifier(
+    subject_id: uuid.UUID,
+    body: DeviceLinkIn,
+    session: SessionDep,
+    keys: KeysDep,
+    principal: Principal = require_scopes("consents:write"),
+) -> DeviceLinkOut:
+    """Link a browser's device to this person (after a login): the device's cookie history joins theirs, the
+    newest decision per purpose stands, and from then on the banner and checks read one history."""
+    return await devices.link(
+        session, keys, tenant=principal.tenant, subject_id=subject_id, device_id=body.device_id, actor=principal.client
     )

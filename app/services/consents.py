@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
+from pydantic import BaseModel
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,16 +30,20 @@ class Outcome:
     replayed: bool = False
 
 
-def request_hash(body: ConsentRecordIn) -> str:
-    """A digest of the request's meaning (not its bytes): key order and spacing do not matter."""
-    return hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
+def request_hash(body: BaseModel, *, extra: dict | None = None) -> str:
+    """A digest of the request's meaning (not its bytes): key order and spacing do not matter.
+
+    `extra`: what else the answer depends on (a header, say).
+    """
+    meaning = {"body": body.model_dump(mode="json"), **(extra or {})} if extra else body.model_dump(mode="json")
+    return hashlib.sha256(orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def event_out(event: dict) -> ConsentEventOut:
     return ConsentEventOut.model_validate({**event, "channel": api_channel(event["channel"])})
 
 
-async def _claim_idempotency_key(session: AsyncSession, *, tenant: str, key: str, digest: str) -> Outcome | None:
+async def claim_idempotency_key(session: AsyncSession, *, tenant: str, key: str, digest: str) -> Outcome | None:
     """Claim the key for this request; the stored answer when a completed request holds it; 409 on another body."""
     # A concurrent request with the same key waits here until the first one commits or rolls back.
     await session.execute(
@@ -58,7 +63,7 @@ async def _claim_idempotency_key(session: AsyncSession, *, tenant: str, key: str
     return Outcome(held.status_code, held.response, replayed=True)
 
 
-async def _store_idempotent_answer(session: AsyncSession, *, tenant: str, key: str, outcome: Outcome) -> None:
+async def store_idempotent_answer(session: AsyncSession, *, tenant: str, key: str, outcome: Outcome) -> None:
     record = (
         await session.execute(
             select(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant, IdempotencyRecord.key == key)
@@ -80,7 +85,7 @@ async def record(
 ) -> Outcome:
     """Store every decision of `body` or none; the answer is replayed for a retry with the same key."""
     if idempotency_key is not None:
-        replay = await _claim_idempotency_key(session, tenant=tenant, key=idempotency_key, digest=request_hash(body))
+        replay = await claim_idempotency_key(session, tenant=tenant, key=idempotency_key, digest=request_hash(body))
         if replay is not None:
             return replay
     now = utcnow()
@@ -111,7 +116,7 @@ async def record(
         ConsentRecordOut(subject_id=subject_id, events=[event_out(e) for e in events]).model_dump(mode="json"),
     )
     if idempotency_key is not None:
-        await _store_idempotent_answer(session, tenant=tenant, key=idempotency_key, outcome=outcome)
+        await store_idempotent_answer(session, tenant=tenant, key=idempotency_key, outcome=outcome)
     return outcome
 
 

@@ -15,15 +15,18 @@ from app.services.identifiers import IdentifierKeys, normalise
 from app.services import pg_bulk
 from app.services.sql import in_slices, is_postgres, upsert
 
+DEVICE = "device_id"
 
-async def _owner(session: AsyncSession, *, tenant: str, id_hash: str) -> uuid.UUID | None:
-    return (
-        await session.execute(
-            select(SubjectIdentifier.subject_id).where(
-                SubjectIdentifier.tenant_id == tenant, SubjectIdentifier.id_hash == id_hash
-            )
-        )
-    ).scalar_one_or_none()
+
+async def _owner(session: AsyncSession, *, tenant: str, id_hash: str, lock: bool = False) -> uuid.UUID | None:
+    """The subject holding an identifier. `lock`: hold the identifier (FOR SHARE) so that it cannot move to
+    another subject (devices.link) before this transaction ends; a move under way is waited for, then seen."""
+    query = select(SubjectIdentifier.subject_id).where(
+        SubjectIdentifier.tenant_id == tenant, SubjectIdentifier.id_hash == id_hash
+    )
+    if lock:
+        query = query.with_for_update(read=True)
+    return (await session.execute(query)).scalar_one_or_none()
 
 
 async def find(
@@ -89,7 +92,8 @@ async def resolve(
         own = None
     else:
         own = _claim_for(keys, tenant, *ref.kind_and_value(), ("body", "subject"))
-        subject_id = await _owner(session, tenant=tenant, id_hash=own.id_hash)
+        # Only devices move between subjects (devices.link): writing for one holds it where it is.
+        subject_id = await _owner(session, tenant=tenant, id_hash=own.id_hash, lock=own.kind == DEVICE)
     if subject_id is not None:
         holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject_id, claims=extra) if extra else {}
     else:
@@ -133,7 +137,10 @@ async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subje
         .order_by(SubjectIdentifier.type, SubjectIdentifier.created_at)
     )
     identifiers = [IdentifierOut(type=kind, value=keys.unseal(sealed)) for kind, sealed in rows]
-    return SubjectOut(subject_id=subject.id, identifiers=identifiers, created_at=subject.created_at, flags=subject.flags)
+    return SubjectOut(
+        subject_id=subject.id, identifiers=identifiers, created_at=subject.created_at, flags=subject.flags,
+        merged_into=subject.merged_into,
+    )
 
 
 async def require(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID) -> None:

@@ -1,0 +1,22 @@
+from fastapi import APIRouter
+
+from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes
+from app.models.banners import BannerIn, BannerOut
+from app.security import Principal
+from app.services import banners
+
+router = APIRouter(prefix="/v1/banner", tags=["cookie banner"])
+
+
+@router.get("", response_model=BannerOut)
+async def get_banner_settings(session: ReadSessionDep, principal: AnyPrincipal) -> BannerOut:
+    """The tenant's cookie banner: texts, privacy-policy link, GPC coverage and every policy version published."""
+    return await banners.settings(session, tenant=principal.tenant)
+
+
+@router.put("", response_model=BannerOut, responses={409: {"description": "That policy version was published before"}})
+async def put_banner_settings(
+    body: BannerIn, session: SessionDep, principal: Principal = require_scopes("purposes:write")
+) -> BannerOut:
+    """Change the banner. A new `policy_version` is published; `material: true` asks every visitor again."""
+    return await banners.put(session, tenant=principal.tenant, body=body)
