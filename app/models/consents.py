@@ -111,6 +111,8 @@ class ConsentEventOut(SQLModel):
     policy_version: str | None
     collection_point: str | None
     actor: str
+    # How it was given: api, import, banner, gpc (a Global Privacy Control signal), link (copied from a device).
+    method: str = "api"
 
 
 class ConsentRecordOut(SQLModel):

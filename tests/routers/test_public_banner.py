@@ -103,7 +103,7 @@ async def test_accept_all_is_recorded_with_evidence_and_stands(backend, tenant, 
     assert {(e["purpose"], e["status"], e["source"], e["policy_version"]) for e in history} == {
         (k, "granted", "cookie_banner", "1") for k in CATEGORIES
     }
-    assert all(e["collection_point"] == "https://shop.example/basket" for e in history)
+    assert all(e["collection_point"] == "https://shop.example/basket" and e["method"] == "banner" for e in history)
     stored = await device_events(backend, tenant)
     assert stored[0]["evidence"] == {
         "ip_truncated": "203.0.113.0", "user_agent": "Mozilla/5.0 (test)", "page_url": "https://shop.example/basket",
@@ -146,11 +146,15 @@ async def test_gpc_withdraws_advertising_not_explicitly_on(visitor, key, choices
     assert len(answer["events"]) == 3
 
 
-async def test_gpc_alone_is_a_choice_but_nothing_else_is_empty(visitor, key):
-    answer = await post_choices(visitor, key, device(), {}, headers={"Sec-GPC": "1"})
+async def test_gpc_alone_is_a_choice_but_nothing_else_is_empty(client, visitor, key):
+    device_id = device()
+    answer = await post_choices(visitor, key, device_id, {}, headers={"Sec-GPC": "1"})
     assert [(e["purpose"], e["status"], e["method"]) for e in answer["events"]] == [
         ("cookies_advertising", "withdrawn", "gpc")
     ]
+    subject = (await client.post("/v1/subjects/lookup", json={"device_id": device_id})).json()
+    history = (await client.get(f"/v1/subjects/{subject['subject_id']}/history")).json()["events"]
+    assert [(e["purpose"], e["status"], e["method"]) for e in history] == [("cookies_advertising", "withdrawn", "gpc")]
     assert_problem(
         await visitor.post("/v1/public/cookie-consents", params={"key": key},
                            json={"device_id": device(), "choices": {}, "policy_version": "1"}),
