@@ -30,7 +30,7 @@ DEFAULT_TEXTS = {
     "manage": "Manage choices",
     "save": "Save choices",
     "necessary_title": "Strictly necessary",
-    "necessary_description": "Needed for the site to work, such as remembering this choice. Always on.",
+    "necessary_description": "Needed for the site to work, such as remembering this choice.",
     "gpc_note": "Your browser sends a Global Privacy Control signal: advertising and sharing stay off unless you turn them on.",
     "privacy_link": "Privacy policy",
     "error": "Your choice could not be saved. Please try again.",

@@ -12,7 +12,8 @@
   const gtag = (...a) => { if (typeof window.gtag === 'function') window.gtag(...a); };
 
   // Consent Mode v2 defaults, synchronously, before the page's tags can read them.
-  const denied = { ad_storage: 'denied', analytics_storage: 'denied', ad_user_data: 'denied', ad_personalization: 'denied' };
+  const denied = { ad_storage: 'denied', analytics_storage: 'denied', ad_user_data: 'denied', ad_personalization: 'denied',
+    functionality_storage: 'denied', personalization_storage: 'denied' };
   gtag('consent', 'default', Object.assign({}, denied, { wait_for_update: 500 }));
 
   const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
