@@ -15,7 +15,7 @@ from app.models.common import problem_responses
 from app.routers import banner, changes, checks, consents, ops, public, purposes, subjects, suppressions
 from app.security import TokenVerifier
 from app.services.check_readers import PostgresReader, SqlReader
-from app.services.banners import KeyDirectory
+from app.services.banners import KeyDirectory, ViewCache
 from app.services.checks import Checker
 from app.services.identifiers import IdentifierKeys
 from app.services.tenants import TenantDirectory
@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.checker = Checker(reader, keys)
         app.state.tenants = TenantDirectory(database)
         app.state.banner_keys = KeyDirectory(database, ttl=settings.banner_key_cache_seconds)
+        app.state.banner_views = ViewCache(ttl=settings.banner_key_cache_seconds)
         app.state.throttle = Throttle(per_ip=settings.public_rate_per_ip, per_key=settings.public_rate_per_key)
         # What startup built lives as long as the process: keep it out of the collector's full passes, which
         # otherwise walk the whole heap every few thousand allocations and stall a request for 50-150 ms.

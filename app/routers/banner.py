@@ -1,4 +1,4 @@
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes
 from app.models.banners import BannerIn, BannerOut
@@ -16,7 +16,10 @@ async def get_banner_settings(session: ReadSessionDep, principal: AnyPrincipal) 
 
 @router.put("", response_model=BannerOut, responses={409: {"description": "That policy version was published before"}})
 async def put_banner_settings(
-    body: BannerIn, session: SessionDep, principal: Principal = require_scopes("purposes:write")
+    request: Request, body: BannerIn, session: SessionDep, principal: Principal = require_scopes("purposes:write")
 ) -> BannerOut:
     """Change the banner. A new `policy_version` is published; `material: true` asks every visitor again."""
-    return await banners.put(session, tenant=principal.tenant, body=body)
+    changed = await banners.put(session, tenant=principal.tenant, body=body)
+    # This process's banner endpoints see the change at once; other processes within their cache's few seconds.
+    request.app.state.banner_views.forget(principal.tenant)
+    return changed

@@ -24,11 +24,13 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 
 @router.get("/banner", response_model=PublicBannerOut)
-async def get_banner(grant: PublicAccess, session: ReadSessionDep, response: Response) -> PublicBannerOut:
+async def get_banner(
+    request: Request, grant: PublicAccess, session: ReadSessionDep, response: Response
+) -> PublicBannerOut:
     """The banner's texts, its categories (the tenant's purposes of category `cookies`) and the policy version."""
     # Dependencies resolve in order: a refused request (401, 403, 429) never opens a transaction.
     response.headers.update(NO_STORE)
-    return await banners.public_config(session, tenant=grant.tenant)
+    return (await request.app.state.banner_views.get(session, tenant=grant.tenant)).config
 
 
 @router.post("/cookie-consents", status_code=201, response_model=CookieConsentsRecorded)
@@ -57,11 +59,13 @@ async def post_cookie_consents(
 
 @router.get("/cookie-consents/{device_id}", response_model=CookieConsentsOut)
 async def get_cookie_consents(
-    device_id: DeviceIdPath, grant: PublicAccess, session: ReadSessionDep, keys: KeysDep, response: Response
+    request: Request, device_id: DeviceIdPath, grant: PublicAccess, session: ReadSessionDep, keys: KeysDep,
+    response: Response,
 ) -> CookieConsentsOut:
     """The device's standing choices, and whether the banner must ask again (`reprompt`)."""
     response.headers.update(NO_STORE)
-    return await cookie_consents.status(session, keys, tenant=grant.tenant, device_id=device_id)
+    view = await request.app.state.banner_views.get(session, tenant=grant.tenant)
+    return await cookie_consents.status(session, keys, tenant=grant.tenant, view=view, device_id=device_id)
 
 
 @router.options("/banner", status_code=204, include_in_schema=False)

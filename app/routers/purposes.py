@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
 from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes
 from app.models.common import PURPOSE_KEY
@@ -14,10 +14,16 @@ KeyPath = Annotated[str, Path(pattern=PURPOSE_KEY)]
 
 @router.put("/{key}", response_model=PurposeOut)
 async def put_purpose(
-    key: KeyPath, body: PurposeIn, session: SessionDep, principal: Principal = require_scopes("purposes:write")
+    request: Request,
+    key: KeyPath,
+    body: PurposeIn,
+    session: SessionDep,
+    principal: Principal = require_scopes("purposes:write"),
 ) -> PurposeOut:
     """Create or change a purpose; `version` goes up by one on every change."""
-    return await purposes.put(session, tenant=principal.tenant, key=key, body=body)
+    changed = await purposes.put(session, tenant=principal.tenant, key=key, body=body)
+    request.app.state.banner_views.forget(principal.tenant)  # a cookie purpose is a banner category
+    return changed
 
 
 @router.get("", response_model=PurposeList)

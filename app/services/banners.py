@@ -14,6 +14,8 @@ from app.errors import Conflict, Unprocessable
 from app.models import Banner, BannerKey, BannerPolicy, Purpose
 from app.models.banners import BannerIn, BannerOut, CategoryOut, PolicyOut, PublicBannerOut
 from app.models.base import utcnow
+from app.services.decision import Rule
+from app.services.purposes import to_rule
 from app.services.sql import upsert
 
 COOKIES = "cookies"
@@ -214,9 +216,55 @@ async def categories(session: AsyncSession, *, tenant: str) -> tuple[Banner, lis
     return await current(session, tenant=tenant), await _cookie_purposes(session, tenant=tenant)
 
 
-async def public_config(session: AsyncSession, *, tenant: str) -> PublicBannerOut:
-    """What the banner shows: texts, categories, the policy version in force."""
+@dataclass(frozen=True)
+class BannerView:
+    """Everything the public endpoints need of a tenant's banner, read in three queries, kept as plain data."""
+
+    config: PublicBannerOut
+    rules: dict[str, Rule]  # of the categories, by key
+    gpc: frozenset[str]  # categories a GPC signal withdraws
+    published: frozenset[str]  # every policy version ever published
+    standing: frozenset[str]  # versions whose choices still stand (since the last material change)
+
+
+async def load_view(session: AsyncSession, *, tenant: str) -> BannerView:
+    """The tenant's banner as the public endpoints see it, now."""
     banner, purposes = await categories(session, tenant=tenant)
+    config = _config(banner, purposes)
+    published = await policies(session, tenant=tenant)
+    return BannerView(
+        config=config,
+        rules={p.key: to_rule(p) for p in purposes},
+        gpc=frozenset(c.key for c in config.categories if c.gpc),
+        published=frozenset(p.policy_version for p in published),
+        standing=frozenset(standing_versions(published)),
+    )
+
+
+class ViewCache:
+    """Banner views remembered for `ttl` seconds: every page view reads one, they seldom change. A change made
+    through this process is seen at once (`forget`); one made through another process within `ttl`."""
+
+    def __init__(self, *, ttl: float) -> None:
+        self.ttl = ttl
+        self._views: dict[str, tuple[float, BannerView]] = {}
+
+    async def get(self, session: AsyncSession, *, tenant: str) -> BannerView:
+        now = time.monotonic()
+        cached = self._views.get(tenant)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        view = await load_view(session, tenant=tenant)
+        if self.ttl > 0:
+            self._views[tenant] = (now, view)
+        return view
+
+    def forget(self, tenant: str) -> None:
+        self._views.pop(tenant, None)
+
+
+def _config(banner: Banner, purposes: list[Purpose]) -> PublicBannerOut:
+    """What the banner shows: texts, categories, the policy version in force."""
     return PublicBannerOut(
         policy_version=banner.policy_version,
         texts={**DEFAULT_TEXTS, **banner.texts},

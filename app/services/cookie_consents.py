@@ -15,7 +15,7 @@ from app.models.banners import CookieConsentIn, CookieConsentsOut, CookieConsent
 from app.models.base import utcnow
 from app.models.common import SubjectRef
 from app.models.consents import NO_CHANNEL
-from app.services import banners, consents, purposes, subjects
+from app.services import banners, consents, subjects
 from app.services.decision import Standing, expires_at, is_effective
 from app.services.identifiers import IdentifierKeys
 
@@ -53,18 +53,20 @@ def page_without_query(url: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"[:2000]
 
 
-async def status(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, device_id: str) -> CookieConsentsOut:
+async def status(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, view: banners.BannerView, device_id: str
+) -> CookieConsentsOut:
     """The device's standing cookie choices and whether the banner must ask again."""
-    ref = SubjectRef(device_id=device_id)
-    subject_id = await subjects.find(session, keys, tenant=tenant, ref=ref)
-    return await _status(session, tenant=tenant, subject_id=subject_id, at=utcnow())
+    subject_id = await subjects.find(session, keys, tenant=tenant, ref=SubjectRef(device_id=device_id))
+    return await _status(session, tenant=tenant, view=view, subject_id=subject_id, at=utcnow())
 
 
-async def _status(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID | None, at: datetime) -> CookieConsentsOut:
-    banner, categories = await banners.categories(session, tenant=tenant)
+async def _status(
+    session: AsyncSession, *, tenant: str, view: banners.BannerView, subject_id: uuid.UUID | None, at: datetime
+) -> CookieConsentsOut:
     if subject_id is None:
         return CookieConsentsOut(choices={}, policy_version=None, expires_at=None, reprompt=True)
-    rules = await purposes.rules(session, tenant=tenant, keys={p.key for p in categories})
+    rules = view.rules
     state = ConsentState.__table__
     rows = await session.execute(
         select(state).where(
@@ -72,7 +74,6 @@ async def _status(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID |
             state.c.purpose.in_(rules), state.c.channel == NO_CHANNEL,
         )
     )
-    standing_versions = banners.standing_versions(await banners.policies(session, tenant=tenant))
     choices: dict[str, bool] = {}
     latest: datetime | None = None
     policy_version: str | None = None
@@ -87,7 +88,7 @@ async def _status(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID |
         choices[row.purpose] = row.status == "granted"
         if (expiry := expires_at(rule, standing)) is not None:
             expiries.append(expiry)
-        if row.policy_version not in standing_versions:
+        if row.policy_version not in view.standing:
             reprompt = True  # chosen under terms that changed materially since
         if latest is None or row.captured_at > latest:
             latest, policy_version = row.captured_at, row.policy_version
@@ -116,20 +117,19 @@ async def record(
         )
         if replay is not None:
             return replay.status_code, replay.body
-    banner, categories = await banners.categories(session, tenant=tenant)
-    by_key = {p.key: p for p in categories}
+    # Read afresh, not from the GETs' cache: a choice is checked against the banner as it is now.
+    view = await banners.load_view(session, tenant=tenant)
     for key in body.choices:
-        if key not in by_key:
+        if key not in view.rules:
             raise Unprocessable(f"'{key}' is not a cookie category of this banner", loc=["body", "choices", key])
-    published = await banners.policies(session, tenant=tenant)
-    if body.policy_version not in {p.policy_version for p in published}:
+    if body.policy_version not in view.published:
         raise Unprocessable("unknown policy_version: reload the banner", loc=["body", "policy_version"])
     chosen = [(key, NO_CHANNEL, "granted" if on else "withdrawn") for key, on in body.choices.items()]
     # GPC: an advertising or sharing category the visitor did not explicitly turn on is withdrawn.
     implied = [
-        (p.key, NO_CHANNEL, "withdrawn")
-        for p in categories
-        if visit.gpc and banners.covered_by_gpc(banner, p) and body.choices.get(p.key) is not True
+        (key, NO_CHANNEL, "withdrawn")
+        for key in sorted(view.gpc)
+        if visit.gpc and body.choices.get(key) is not True
     ]
     chosen = [c for c in chosen if c[0] not in {key for key, _, _ in implied}]
     if not chosen and not implied:
@@ -138,7 +138,6 @@ async def record(
     subject_id = await subjects.resolve(
         session, keys, tenant=tenant, ref=SubjectRef(device_id=body.device_id), identifiers=None
     )
-    rules = await purposes.rules(session, tenant=tenant, keys=set(by_key))
     now = utcnow()
     page = page_without_query(body.page_url or visit.referer)
     evidence = {
@@ -149,7 +148,7 @@ async def record(
         "banner_key": banner_key,
     }
     common = dict(
-        tenant=tenant, subject_id=subject_id, rules=rules, captured_at=now, recorded_at=now, source=SOURCE,
+        tenant=tenant, subject_id=subject_id, rules=view.rules, captured_at=now, recorded_at=now, source=SOURCE,
         policy_version=body.policy_version, collection_point=page[:200] if page else None,
         actor=f"banner:{banner_key[:11]}", evidence=evidence,
     )
@@ -158,7 +157,7 @@ async def record(
         *consents.new_events(decisions=implied, method="gpc", **common),
     ]
     await consents.append(session, events)
-    standing = await _status(session, tenant=tenant, subject_id=subject_id, at=now)
+    standing = await _status(session, tenant=tenant, view=view, subject_id=subject_id, at=now)
     answer = CookieConsentsRecorded(
         **standing.model_dump(),
         events=[
