@@ -26,12 +26,8 @@ Everything listens on and talks to 127.0.0.1. The server's log and a JSON summar
 
 import argparse
 import asyncio
-import json
-import os
 import random
-import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +42,7 @@ from harness import HOST, RESULTS, BenchDatabase, Server, run_main, start_consen
 from app.db import Database  # noqa: E402 - after harness, which puts the checkout on sys.path
 from app.migrations import upgrade  # noqa: E402
 from app.services import banners  # noqa: E402
+from bench.check_throughput import postgres_cpu_seconds, wrk  # noqa: E402
 
 DB_NAME = "consentd_bench_banner"
 SEED_VERSION = 1
@@ -256,41 +253,13 @@ def write_lua(directory: Path, endpoint: Endpoint, ids: list[str]) -> Path:
     return script
 
 
-def wrk(script: Path, port: int, *, seconds: int, connections: int, threads: int) -> dict:
-    command = [
-        "wrk", f"--threads={threads}", f"--connections={connections}", f"--duration={seconds}s", "--timeout=5s",
-        "--latency", f"--script={script}", f"http://{HOST}:{port}/",
-    ]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    for line in finished.stdout.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            return json.loads(line.removeprefix("BENCH_RESULT "))
-    raise RuntimeError(f"wrk gave no result (exit {finished.returncode}):\n{finished.stdout}\n{finished.stderr}")
-
-
-def postgres_cpu_seconds() -> float:
-    """User + system CPU so far of the local PostgreSQL backends serving the bench database (Linux /proc)."""
-    total = 0
-    for process in Path("/proc").glob("[0-9]*"):
-        try:
-            # A backend's title: "postgres: 15/main: root consentd_bench_banner 127.0.0.1(54321) idle"
-            if f" {DB_NAME} ".encode() not in (process / "cmdline").read_bytes():
-                continue
-            text = (process / "stat").read_text()
-        except OSError:
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def measure(server: Server, endpoint: Endpoint, script: Path, args: argparse.Namespace) -> Run:
     options = {"connections": args.connections, "threads": args.threads}
     if args.warmup > 0:
-        wrk(script, server.port, seconds=args.warmup, **options)
-    before = (server.cpu_seconds(), postgres_cpu_seconds())
-    result = wrk(script, server.port, seconds=args.duration, **options)
-    after = (server.cpu_seconds(), postgres_cpu_seconds())
+        wrk(script, server.port, "/", seconds=args.warmup, **options)
+    before = (server.cpu_seconds(), postgres_cpu_seconds(DB_NAME))
+    result = wrk(script, server.port, "/", seconds=args.duration, **options)
+    after = (server.cpu_seconds(), postgres_cpu_seconds(DB_NAME))
     server_cpu, postgres_cpu = (b - a for a, b in zip(before, after, strict=True))
     requests = max(result["requests"], 1)
     statuses = {str(k): v for k, v in sorted(result["statuses"].items())}

@@ -357,13 +357,13 @@ def wrk(script: Path, port: int, path: str, *, seconds: int, connections: int, t
     raise RuntimeError(f"wrk gave no result (exit {finished.returncode}):\n{finished.stdout}\n{finished.stderr}")
 
 
-def _postgres_cpu_seconds() -> float:
-    """User + system CPU so far of the local PostgreSQL backends serving the bench database (Linux /proc)."""
+def postgres_cpu_seconds(db_name: str = DB_NAME) -> float:
+    """User + system CPU so far of the local PostgreSQL backends serving a bench database (Linux /proc)."""
     total = 0
     for process in Path("/proc").glob("[0-9]*"):
         try:
             # A backend's title: "postgres: 15/main: root consentd_bench 127.0.0.1(54321) idle"
-            if f" {DB_NAME} ".encode() not in (process / "cmdline").read_bytes():
+            if f" {db_name} ".encode() not in (process / "cmdline").read_bytes():
                 continue
             text = (process / "stat").read_text()
         except OSError:
@@ -390,9 +390,9 @@ def measure(server: Server, script: Path, round_: int, args: argparse.Namespace)
     try:
         if args.warmup > 0:
             wrk(script, server.port, server.path, seconds=args.warmup, **options)
-        before = (server.cpu_seconds(), _postgres_cpu_seconds(), *_machine_seconds(), _children_cpu_seconds())
+        before = (server.cpu_seconds(), postgres_cpu_seconds(), *_machine_seconds(), _children_cpu_seconds())
         result = wrk(script, server.port, server.path, seconds=args.duration, **options)
-        after = (server.cpu_seconds(), _postgres_cpu_seconds(), *_machine_seconds(), _children_cpu_seconds())
+        after = (server.cpu_seconds(), postgres_cpu_seconds(), *_machine_seconds(), _children_cpu_seconds())
     finally:
         server.stop()
     server_cpu, postgres_cpu, busy, steal, wrk_cpu = (b - a for a, b in zip(before, after, strict=True))

@@ -41,7 +41,7 @@ import asyncpg  # noqa: E402 - after harness, which puts the checkout on sys.pat
 
 from app.services import identifiers  # noqa: E402
 from app.services.identifiers import IdentifierKeys, InvalidIdentifier, normalise  # noqa: E402
-from bench.check_throughput import TENANT, _machine_seconds, _postgres_cpu_seconds, email_of  # noqa: E402
+from bench.check_throughput import TENANT, _machine_seconds, postgres_cpu_seconds, email_of  # noqa: E402
 
 PURPOSE, CHANNEL = "marketing", "email"
 STREAM_PATH = f"/v1/checks/stream?purpose={PURPOSE}&channel={CHANNEL}"
@@ -294,9 +294,9 @@ def run_stream(database, data: Input, scratch: Path, token: str) -> Stream:  # n
         with RssSampler(server.process.pid) as sampler:
             time.sleep(0.5)
             idle = sampler.peak
-            before = (server.cpu_seconds(), _postgres_cpu_seconds(), *_machine_seconds())
+            before = (server.cpu_seconds(), postgres_cpu_seconds(), *_machine_seconds())
             seconds, first_answer, status = post_stream(server.port, token, data.path, answers)
-            after = (server.cpu_seconds(), _postgres_cpu_seconds(), *_machine_seconds())
+            after = (server.cpu_seconds(), postgres_cpu_seconds(), *_machine_seconds())
         server_cpu, postgres_cpu, busy, _steal = (b - a for a, b in zip(before, after, strict=True))
     finally:
         server.stop()
