@@ -4,8 +4,6 @@ file, and a tiny static web server on another port that plays the shop embedding
 No pytest here: failures raise RuntimeError, so a plain script can use it too.
 """
 
-import os
-import socket
 import subprocess
 import sys
 import threading
@@ -17,17 +15,12 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import TEST_IDENTIFIER_KEY, TEST_SECRET
+from tests.support.postgres import free_port
+from tests.test_server import consentd_env
 
 CONSENTD = str(Path(sys.executable).parent / "consentd")
 COMMAND_TIMEOUT = 60
 START_TIMEOUT = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -70,20 +63,6 @@ class Consentd:
             self.process.wait(timeout=10)
 
 
-def consentd_env(database_url: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CONSENTD_")}
-    env.update(
-        CONSENTD_DATABASE_URL=database_url,
-        CONSENTD_JWT_SECRET=TEST_SECRET,
-        CONSENTD_IDENTIFIER_KEY=TEST_IDENTIFIER_KEY,
-        CONSENTD_ENV="test",
-        # Every browser of the suite comes from 127.0.0.1; the limits have server tests of their own.
-        CONSENTD_PUBLIC_RATE_PER_IP="10000/minute",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 def run_consentd(env: dict[str, str], cwd: Path, *args: str) -> str:
     result = subprocess.run(
         [CONSENTD, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
@@ -95,7 +74,8 @@ def run_consentd(env: dict[str, str], cwd: Path, *args: str) -> str:
 
 def start_consentd(workdir: Path) -> Consentd:
     """Migrate a fresh SQLite database, seed the demo tenant, serve it on a free port; wait until healthy."""
-    env = consentd_env(f"sqlite+aiosqlite:///{workdir / 'e2e.db'}")
+    # Every browser of the suite comes from 127.0.0.1; the rate limits have server tests of their own.
+    env = consentd_env(f"sqlite+aiosqlite:///{workdir / 'e2e.db'}") | {"CONSENTD_PUBLIC_RATE_PER_IP": "10000/minute"}
     run_consentd(env, workdir, "migrate")
     run_consentd(env, workdir, "demo")
     port = free_port()
