@@ -3,7 +3,9 @@
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
@@ -18,6 +20,7 @@ from app.services.decision import Rule
 from app.services.purposes import to_rule
 from app.services.sql import upsert
 
+V = TypeVar("V")
 COOKIES = "cookies"
 DEMO_TENANT = "demo"
 FIRST_POLICY = "1"
@@ -99,8 +102,8 @@ async def demo_key(session: AsyncSession, *, tenant: str, origin: str) -> str | 
     return None
 
 
-async def ensure(session: AsyncSession, *, tenant: str) -> Banner:
-    """The tenant's banner, created with the default texts and policy version "1" when it has none."""
+async def ensure(session: AsyncSession, *, tenant: str) -> None:
+    """Create the tenant's banner with the default texts and policy version "1" unless it has one."""
     await session.execute(
         upsert(session, Banner.__table__)
         .values(tenant_id=tenant, policy_version=FIRST_POLICY, texts={}, updated_at=utcnow())
@@ -111,7 +114,6 @@ async def ensure(session: AsyncSession, *, tenant: str) -> Banner:
         .values(tenant_id=tenant, policy_version=FIRST_POLICY, material=True, published_at=utcnow())
         .on_conflict_do_nothing(index_elements=["tenant_id", "policy_version"])
     )
-    return (await session.execute(select(Banner).where(Banner.tenant_id == tenant))).scalar_one()
 
 
 async def current(session: AsyncSession, *, tenant: str) -> Banner:
@@ -150,7 +152,7 @@ async def settings(session: AsyncSession, *, tenant: str) -> BannerOut:
 
 async def put(session: AsyncSession, *, tenant: str, body: BannerIn) -> BannerOut:
     """Change texts, links or GPC coverage; a new policy_version is published (material: everyone is asked again)."""
-    banner = await ensure(session, tenant=tenant)
+    await ensure(session, tenant=tenant)
     # One writer at a time per tenant: the policy history is ordered by publication.
     banner = (
         await session.execute(select(Banner).where(Banner.tenant_id == tenant).with_for_update())
@@ -241,26 +243,43 @@ async def load_view(session: AsyncSession, *, tenant: str) -> BannerView:
     )
 
 
+class _Recent(Generic[V]):
+    """Values by key, each remembered for `ttl` seconds (0: not at all). Bounded: past `most` keys it starts over,
+    so a flood of distinct keys (unknown ones are remembered too) cannot take much memory."""
+
+    def __init__(self, *, ttl: float, most: int = 10_000) -> None:
+        self.ttl = ttl
+        self.most = most
+        self._values: dict[str, tuple[float, V]] = {}
+
+    async def get(self, key: str, load: Callable[[], Awaitable[V]]) -> V:
+        now = time.monotonic()
+        cached = self._values.get(key)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        value = await load()
+        if self.ttl > 0:
+            if len(self._values) >= self.most:
+                self._values.clear()
+            self._values[key] = (now, value)
+        return value
+
+    def forget(self, key: str) -> None:
+        self._values.pop(key, None)
+
+
 class ViewCache:
     """Banner views remembered for `ttl` seconds: every page view reads one, they seldom change. A change made
     through this process is seen at once (`forget`); one made through another process within `ttl`."""
 
     def __init__(self, *, ttl: float) -> None:
-        self.ttl = ttl
-        self._views: dict[str, tuple[float, BannerView]] = {}
+        self._views: _Recent[BannerView] = _Recent(ttl=ttl)
 
     async def get(self, session: AsyncSession, *, tenant: str) -> BannerView:
-        now = time.monotonic()
-        cached = self._views.get(tenant)
-        if cached is not None and now - cached[0] < self.ttl:
-            return cached[1]
-        view = await load_view(session, tenant=tenant)
-        if self.ttl > 0:
-            self._views[tenant] = (now, view)
-        return view
+        return await self._views.get(tenant, lambda: load_view(session, tenant=tenant))
 
     def forget(self, tenant: str) -> None:
-        self._views.pop(tenant, None)
+        self._views.forget(tenant)
 
 
 def _config(banner: Banner, purposes: list[Purpose]) -> PublicBannerOut:
@@ -295,14 +314,12 @@ class KeyDirectory:
 
     def __init__(self, database: Database, *, ttl: float) -> None:
         self.database = database
-        self.ttl = ttl
-        self._seen: dict[str, tuple[float, KeyGrant | None]] = {}
+        self._seen: _Recent[KeyGrant | None] = _Recent(ttl=ttl)
 
     async def grant(self, key: str) -> KeyGrant | None:
-        now = time.monotonic()
-        cached = self._seen.get(key)
-        if cached is not None and now - cached[0] < self.ttl:
-            return cached[1]
+        return await self._seen.get(key, lambda: self._read(key))
+
+    async def _read(self, key: str) -> KeyGrant | None:
         table = BannerKey.__table__
         async with self.database.reading() as connection:
             row = (
@@ -310,9 +327,4 @@ class KeyDirectory:
                     select(table.c.tenant_id, table.c.origins).where(table.c.key == key, table.c.revoked_at.is_(None))
                 )
             ).first()
-        grant = KeyGrant(key, row.tenant_id, frozenset(row.origins)) if row is not None else None
-        if self.ttl > 0:
-            if len(self._seen) > 10_000:  # unknown keys are remembered too: bound what a flood of them can take
-                self._seen.clear()
-            self._seen[key] = (now, grant)
-        return grant
+        return KeyGrant(key, row.tenant_id, frozenset(row.origins)) if row is not None else None

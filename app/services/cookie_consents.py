@@ -20,7 +20,6 @@ from app.services.decision import Standing, expires_at, is_effective
 from app.services.identifiers import IdentifierKeys
 
 SOURCE = "cookie_banner"
-DEVICE = "device_id"
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID
     for row in rows:
         if row["purpose"] not in rules:
             continue  # a purpose deleted since: nothing to decide with it
-        copies += consents.new_events(
+        (copy,) = consents.new_events(
             tenant=tenant, subject_id=target, decisions=[(row["purpose"], row["channel"], row["status"])],
             rules=rules, captured_at=row["captured_at"], recorded_at=now, source=row["source"], method=LINK,
             policy_version=row["policy_version"], collection_point=row["collection_point"], actor=actor,
@@ -85,8 +85,7 @@ async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID
                 "original_evidence": row["evidence"],
             },
         )
-    # Copies keep the purpose_version they were given under, not today's.
-    for copy, row in zip(copies, (r for r in rows if r["purpose"] in rules), strict=True):
-        copy["purpose_version"] = row["purpose_version"]
+        copy["purpose_version"] = row["purpose_version"]  # the version it was given under, not today's
+        copies.append(copy)
     await consents.append(session, copies)
     return len(copies)
