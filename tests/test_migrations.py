@@ -61,3 +61,49 @@ async def test_the_feed_starts_with_the_states_that_stood_before_it_existed(tmp_
     finally:
         for url in urls[1:]:
             await postgres.drop_database(pg_server, make_url(url).database)
+
+
+async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_order(tmp_path, pg_server):
+    """Upgrading a ledger from before hash chains chains its events, and the result verifies."""
+    from app.db import Database
+    from app.services import verification
+    from tests.conftest import settings_for
+
+    urls = [f"sqlite+aiosqlite:///{tmp_path / 'unchained.db'}"]
+    if pg_server is not None:
+        urls.append(await postgres.create_database(pg_server, f"consentd_upgrade_{secrets.token_hex(4)}"))
+    try:
+        for url in urls:
+            await upgrade(url, "20261122_0003")
+            engine = create_async_engine(url)
+            at = datetime(2025, 5, 1, tzinfo=UTC)
+            subjects = [uuid.uuid4(), uuid.uuid4()]
+            native = url.startswith("postgresql")
+            async with engine.begin() as connection:
+                await connection.execute(insert(Tenant.__table__).values(key="old", name="old", created_at=at))
+                for subject in subjects:
+                    await connection.execute(
+                        insert(Subject.__table__).values(id=subject, tenant_id="old", flags=[], created_at=at)
+                    )
+                for n, subject in enumerate([subjects[0], subjects[1], subjects[0]]):
+                    await connection.execute(
+                        sa.text(
+                            "INSERT INTO consent_events (event_id, tenant_id, subject_id, purpose, purpose_version, channel,"
+                            " status, captured_at, recorded_at, source, method, actor, evidence)"
+                            " VALUES (:event, 'old', :subject, 'marketing', 1, 'email', 'granted', :at, :at, 'api', 'api',"
+                            " 'someone', :evidence)"
+                        ),
+                        {"event": uuid.uuid4() if native else uuid.uuid4().hex, "subject": subject if native else subject.hex,
+                         "at": at, "evidence": f'{{"n": {n}}}'},
+                    )
+            await engine.dispose()
+            await upgrade(url)
+            database = await Database.open(settings_for(url))
+            try:
+                result = await verification.verify(database, tenant="old", checkpoint=None)
+            finally:
+                await database.close()
+            assert (result.ok, result.checked, result.chains) == (True, 3, 2), (url, result.problems)
+    finally:
+        for url in urls[1:]:
+            await postgres.drop_database(pg_server, make_url(url).database)

@@ -1,5 +1,6 @@
 """All tables, imported so that SQLModel.metadata knows them (Alembic and tests rely on it)."""
 
+from app.models.audit import AccessLogEntry, AuditCheckpoint, CheckpointHead, LedgerChain
 from app.models.banners import Banner, BannerKey, BannerPolicy
 from app.models.base import SQLModel
 from app.models.changes import ConsentChange
@@ -12,6 +13,10 @@ from app.models.tenants import Tenant
 metadata = SQLModel.metadata
 
 __all__ = [
+    "AccessLogEntry",
+    "AuditCheckpoint",
+    "CheckpointHead",
+    "LedgerChain",
     "Banner",
     "BannerKey",
     "BannerPolicy",

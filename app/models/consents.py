@@ -18,7 +18,11 @@ class ConsentEvent(SQLModel, table=True):
     """One decision as it was received. Never updated, never deleted."""
 
     __tablename__ = "consent_events"
-    __table_args__ = (sa.Index("ix_consent_events_subject_order", "tenant_id", "subject_id", "captured_at", "seq"),)
+    __table_args__ = (
+        sa.Index("ix_consent_events_subject_order", "tenant_id", "subject_id", "captured_at", "seq"),
+        # The audit export reads a tenant's events of a period in captured_at order.
+        sa.Index("ix_consent_events_period", "tenant_id", "captured_at", "seq"),
+    )
 
     seq: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)
     event_id: uuid.UUID = Field(default_factory=uuid.uuid4, unique=True)
@@ -36,6 +40,13 @@ class ConsentEvent(SQLModel, table=True):
     collection_point: str | None = Field(default=None, max_length=200)
     actor: str = Field(max_length=200)
     evidence: dict | None = Field(default=None, sa_type=sa.JSON)
+    # The subject's hash chain (services/chains.py): position in it (1, 2, ...), the event before, and the
+    # SHA-256 of this event's canonical bytes, which include the previous hash. Null only on a row written
+    # behind the service's back, which verification reports.
+    chain_index: int | None = None
+    prev_event_id: uuid.UUID | None = None
+    prev_hash: str | None = Field(default=None, max_length=64)
+    hash: str | None = Field(default=None, max_length=64)
 
 
 class ConsentState(SQLModel, table=True):

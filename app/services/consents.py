@@ -14,7 +14,7 @@ from app.errors import Conflict, Unprocessable
 from app.models import ConsentEvent, ConsentState, IdempotencyRecord
 from app.models.base import utcnow
 from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordOut
-from app.services import changes, pg_bulk, purposes, subjects
+from app.services import chains, changes, pg_bulk, purposes, subjects
 from app.services.decision import Rule, api_channel, storage_channel
 from app.services.identifiers import IdentifierKeys
 from app.services.sql import is_postgres, upsert
@@ -161,9 +161,10 @@ def new_events(
 async def append(session: AsyncSession, events: list[dict]) -> None:
     """Append events to the ledger and move the state projection, in the caller's transaction.
 
-    Each event gets its ledger `seq`. The state of a (subject, purpose, channel) moves only to a decision
+    Each event joins its subject's hash chain (which orders writers of one subject), then gets its ledger `seq`. The state of a (subject, purpose, channel) moves only to a decision
     that is newer by (captured_at, seq): a late-arriving older decision enters the history and nothing else.
     """
+    await chains.link(session, events)
     if is_postgres(session):
         await _append_pg(session, events)
         return

@@ -14,7 +14,8 @@ _EVENT_COLUMNS = (
     ("seq", "bigint"), ("event_id", "uuid"), ("tenant_id", "text"), ("subject_id", "uuid"), ("purpose", "text"),
     ("purpose_version", "int"), ("channel", "text"), ("status", "text"), ("captured_at", "timestamptz"),
     ("recorded_at", "timestamptz"), ("source", "text"), ("method", "text"), ("policy_version", "text"),
-    ("collection_point", "text"), ("actor", "text"), ("evidence", "json"),
+    ("collection_point", "text"), ("actor", "text"), ("chain_index", "int"), ("prev_event_id", "uuid"),
+    ("prev_hash", "text"), ("hash", "text"), ("evidence", "json"),
 )
 _STATE_COLUMNS = (
     ("tenant_id", "text"), ("subject_id", "uuid"), ("purpose", "text"), ("channel", "text"), ("status", "text"),

@@ -1,0 +1,135 @@
+"""Hash chains over the ledger: one chain per subject, so writers of different subjects never wait for each other.
+
+Each event's `hash` is the SHA-256 of its canonical bytes (below), which include its position in the subject's
+chain (`chain_index`), the event before it (`prev_event_id`) and that event's hash (`prev_hash`). Changing,
+deleting, inserting or reordering an event therefore breaks the chain at a place verification can name
+(services/verification.py). `ledger_chains` holds each chain's head; its row is the lock that orders writers
+of one subject. The canonical form is public (docs/audit.md), so anyone holding an export can check it.
+"""
+
+import hashlib
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import LedgerChain
+from app.services import pg_bulk
+from app.services.sql import in_slices, is_postgres, upsert
+
+FORMAT = "consentd-event-v1"
+GENESIS = "0" * 64
+# The fields an event's hash covers, in canonical order (after FORMAT).
+CANONICAL_FIELDS = (
+    "tenant_id", "subject_id", "chain_index", "prev_event_id", "prev_hash", "event_id", "purpose", "purpose_version",
+    "channel", "status", "captured_at", "recorded_at", "source", "method", "policy_version", "collection_point",
+    "actor", "evidence",
+)
+
+
+def _timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _canonical_value(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name in ("captured_at", "recorded_at"):
+        return _timestamp(value)
+    if name in ("subject_id", "prev_event_id", "event_id"):
+        return str(value)
+    if name == "evidence":
+        # Evidence is hashed by meaning: whatever key order or spacing the database gives back.
+        return orjson.loads(value) if isinstance(value, str) else value
+    return value
+
+
+def canonical_bytes(event: dict) -> bytes:
+    """The bytes an event's hash covers: a JSON array of FORMAT and CANONICAL_FIELDS, object keys sorted."""
+    values = [FORMAT, *(_canonical_value(name, event[name]) for name in CANONICAL_FIELDS)]
+    return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
+
+
+def event_hash(event: dict) -> str:
+    return hashlib.sha256(canonical_bytes(event)).hexdigest()
+
+
+PG_ENSURE = (
+    "INSERT INTO ledger_chains (subject_id, tenant_id, length) SELECT s, $2, 0 FROM unnest($1::uuid[]) s "
+    "ON CONFLICT (subject_id) DO NOTHING"
+)
+PG_LOCK = (
+    "SELECT subject_id, length, head_event_id, head_hash FROM ledger_chains "
+    "WHERE subject_id = ANY($1::uuid[]) ORDER BY subject_id FOR UPDATE"
+)
+PG_MOVE = (
+    "UPDATE ledger_chains c SET length = u.length, head_event_id = u.head_event_id, head_hash = u.head_hash "
+    "FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[]) AS u(subject_id, length, head_event_id, head_hash) "
+    "WHERE c.subject_id = u.subject_id"
+)
+
+
+async def link(session: AsyncSession, events: list[dict]) -> None:
+    """Put each event at the end of its subject's chain (in list order), in the caller's transaction.
+
+    Locks the chains' heads in subject order until commit, so call it before the events take their `seq`:
+    a later writer of the same subject then gets later seqs, and ledger order agrees with chain order.
+    """
+    subject_ids = sorted({event["subject_id"] for event in events}, key=str)
+    tenant = events[0]["tenant_id"]
+    if is_postgres(session):
+        db = await pg_bulk.connection(session)
+        await db.execute(PG_ENSURE, subject_ids, tenant)
+        heads = {row["subject_id"]: tuple(row)[1:] for row in await db.fetch(PG_LOCK, subject_ids)}
+    else:
+        heads = await _lock_sqlite(session, tenant, subject_ids)
+    for event in events:
+        length, head_event_id, head_hash = heads[event["subject_id"]]
+        event["chain_index"] = length + 1
+        event["prev_event_id"] = head_event_id
+        event["prev_hash"] = head_hash or GENESIS
+        event["hash"] = event_hash(event)
+        heads[event["subject_id"]] = (length + 1, event["event_id"], event["hash"])
+    moved = [(subject_id, *heads[subject_id]) for subject_id in subject_ids]
+    if is_postgres(session):
+        await db.execute(PG_MOVE, *(list(column) for column in zip(*moved, strict=True)))
+    else:
+        table = LedgerChain.__table__
+        await session.execute(
+            sa.update(table).where(table.c.subject_id == sa.bindparam("sid")),
+            [{"sid": s, "length": n, "head_event_id": e, "head_hash": h} for s, n, e, h in moved],
+        )
+
+
+async def _lock_sqlite(session: AsyncSession, tenant: str, subject_ids: list[uuid.UUID]) -> dict:
+    """SQLite: writers already queue for the database's one write lock, so reading the heads is enough."""
+    table = LedgerChain.__table__
+    await session.execute(
+        upsert(session, table).on_conflict_do_nothing(index_elements=["subject_id"]),
+        [{"subject_id": s, "tenant_id": tenant, "length": 0} for s in subject_ids],
+    )
+    heads = {}
+    for part in in_slices(subject_ids):
+        rows = await session.execute(
+            sa.select(table.c.subject_id, table.c.length, table.c.head_event_id, table.c.head_hash).where(
+                table.c.subject_id.in_(part)
+            )
+        )
+        heads.update({row[0]: tuple(row)[1:] for row in rows})
+    return heads
+
+
+def chain_events(events: Iterable[dict]) -> list[dict]:
+    """Chain events of one subject that have no chain yet (a migration of an older ledger), in ledger order."""
+    head_event_id, head_hash = None, GENESIS
+    out = []
+    for index, event in enumerate(sorted(events, key=lambda e: e["seq"]), start=1):
+        event = {**event, "chain_index": index, "prev_event_id": head_event_id, "prev_hash": head_hash}
+        event["hash"] = event_hash(event)
+        head_event_id, head_hash = event["event_id"], event["hash"]
+        out.append(event)
+    return out

@@ -1,0 +1,135 @@
+"""Tamper evidence: rows changed, deleted, inserted and reordered with raw SQL behind the service's back, on
+SQLite and PostgreSQL; verification names the exact event and the kind of tampering."""
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from app.services import verification
+from tests.support.api import record
+
+JANE, JOHN = {"email": "jane@example.com"}, {"email": "john@example.com"}
+
+
+async def _ledger(client) -> dict[str, list[str]]:
+    """Two subjects with four and two events; the event ids of each, in recording order."""
+    events: dict[str, list[str]] = {"jane": [], "john": []}
+    for n, status in enumerate(("granted", "withdrawn", "granted", "withdrawn")):
+        body = await record(client, JANE, ("marketing", "email", status), captured_at=f"2026-11-0{n + 1}T10:00:00Z",
+                            evidence={"form": "signup", "step": n})
+        events["jane"] += [e["event_id"] for e in body["events"]]
+    body = await record(client, JOHN, ("marketing", "email", "granted"), ("marketing", "sms", "withdrawn"))
+    events["john"] += [e["event_id"] for e in body["events"]]
+    return events
+
+
+def _id(backend, value: str):
+    """An event or subject id as a raw statement binds it on this backend (SQLite stores 32 hex digits)."""
+    return uuid.UUID(value).hex if backend.name == "sqlite" else uuid.UUID(value)
+
+
+async def _sql(backend, statement: str, **params) -> None:
+    async with backend.database.engine.begin() as connection:
+        await connection.execute(sa.text(statement), params)
+
+
+async def _verify(backend, tenant):
+    result = await verification.verify(backend.database, tenant=tenant, checkpoint=None)
+    return result, sorted((str(p.event_id), p.problem) for p in result.problems)
+
+
+async def test_an_untouched_ledger_verifies(backend, client, tenant):
+    await _ledger(client)
+    result, problems = await _verify(backend, tenant)
+    assert problems == [] and result.ok
+    assert (result.checked, result.chains) == (6, 2)
+
+
+@pytest.mark.parametrize("column, value", [("status", "granted"), ("policy_version", "2099-01"), ("actor", "mallory")])
+async def test_a_changed_event_is_named(backend, client, tenant, column, value):
+    events = await _ledger(client)
+    target = events["jane"][1]
+    await _sql(backend, f"UPDATE consent_events SET {column} = :v WHERE event_id = :e", v=value, e=_id(backend, target))
+    result, problems = await _verify(backend, tenant)
+    assert problems == [(target, "changed")] and not result.ok
+
+
+async def test_changed_evidence_is_named(backend, client, tenant):
+    events = await _ledger(client)
+    target = events["jane"][2]
+    await _sql(backend, "UPDATE consent_events SET evidence = :v WHERE event_id = :e", v='{"form": "forged"}', e=_id(backend, target))
+    assert (await _verify(backend, tenant))[1] == [(target, "changed")]
+
+
+@pytest.mark.parametrize("position", [0, 2, 3], ids=["first", "middle", "last"])
+async def test_a_deleted_event_is_named(backend, client, tenant, position):
+    events = await _ledger(client)
+    target = events["jane"][position]
+    await _sql(backend, "DELETE FROM consent_events WHERE event_id = :e", e=_id(backend, target))
+    assert (await _verify(backend, tenant))[1] == [(target, "deleted")]
+
+
+async def test_an_inserted_copy_is_named(backend, client, tenant):
+    """A copy of a real row (its chain fields too) under a new event id."""
+    events = await _ledger(client)
+    forged = str(uuid.uuid4())
+    columns = (
+        "tenant_id, subject_id, purpose, purpose_version, channel, status, captured_at, recorded_at, source, method, "
+        "policy_version, collection_point, actor, evidence, chain_index, prev_event_id, prev_hash, hash"
+    )
+    await _sql(
+        backend,
+        f"INSERT INTO consent_events (event_id, {columns}) SELECT :forged, {columns} FROM consent_events WHERE event_id = :e",
+        forged=_id(backend, forged), e=_id(backend, events["jane"][1]),
+    )
+    assert (await _verify(backend, tenant))[1] == [(forged, "inserted")]
+
+
+async def test_an_inserted_row_without_chain_fields_is_named(backend, client, tenant):
+    events = await _ledger(client)
+    forged = str(uuid.uuid4())
+    columns = (
+        "tenant_id, subject_id, purpose, purpose_version, channel, status, captured_at, recorded_at, source, method, "
+        "policy_version, collection_point, actor"
+    )
+    await _sql(
+        backend,
+        f"INSERT INTO consent_events (event_id, {columns}) SELECT :forged, {columns} FROM consent_events WHERE event_id = :e",
+        forged=_id(backend, forged), e=_id(backend, events["john"][0]),
+    )
+    assert (await _verify(backend, tenant))[1] == [(forged, "inserted")]
+
+
+async def test_events_reordered_in_the_ledger_are_named(backend, client, tenant):
+    """Two events exchange their places in the ledger (seq)."""
+    events = await _ledger(client)
+    first, second = events["jane"][0], events["jane"][2]
+    async with backend.database.engine.begin() as connection:
+        seq = {
+            e: (await connection.execute(sa.text("SELECT seq FROM consent_events WHERE event_id = :e"), {"e": _id(backend, e)})).scalar()
+            for e in (first, second)
+        }
+        move = sa.text("UPDATE consent_events SET seq = :to WHERE seq = :at")
+        await connection.execute(move, {"to": -1, "at": seq[first]})
+        await connection.execute(move, {"to": seq[first], "at": seq[second]})
+        await connection.execute(move, {"to": seq[second], "at": -1})
+    assert (await _verify(backend, tenant))[1] == sorted([(first, "reordered"), (second, "reordered")])
+
+
+async def test_events_whose_times_were_exchanged_are_named(backend, client, tenant):
+    events = await _ledger(client)
+    first, second = events["jane"][1], events["jane"][3]
+    async with backend.database.engine.begin() as connection:
+        read = sa.text("SELECT captured_at FROM consent_events WHERE event_id = :e")
+        at = {e: (await connection.execute(read, {"e": _id(backend, e)})).scalar() for e in (first, second)}
+        write = sa.text("UPDATE consent_events SET captured_at = :at WHERE event_id = :e")
+        await connection.execute(write, {"at": at[second], "e": _id(backend, first)})
+        await connection.execute(write, {"at": at[first], "e": _id(backend, second)})
+    assert (await _verify(backend, tenant))[1] == sorted([(first, "reordered"), (second, "reordered")])
+
+
+async def test_another_tenants_tampering_is_not_reported(backend, client, tenant, other_tenant, token):
+    await _ledger(client)
+    result, problems = await _verify(backend, other_tenant)
+    assert problems == [] and result.checked == 0
