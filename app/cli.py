@@ -25,6 +25,8 @@ cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(purposes_cli, name="purposes")
 banner_keys_cli = typer.Typer(help="Manage the cookie banner's publishable keys.", no_args_is_help=True)
 cli.add_typer(banner_keys_cli, name="banner-keys")
+audit_cli = typer.Typer(help="Tamper evidence: verify the ledger, take signed checkpoints.", no_args_is_help=True)
+cli.add_typer(audit_cli, name="audit")
 # The origins `make run` serves the demo shop from.
 DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
 
@@ -234,6 +236,79 @@ def revoke_banner_key(key: str) -> None:
     if not _in_transaction(lambda session: banners.revoke_key(session, key=key)):
         _fail("no such active key")
     typer.echo("revoked", err=True)
+
+
+def _with_database(work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `work` on the configured database (it opens its own transactions)."""
+
+    async def run() -> T:
+        database = await Database.open(get_settings())
+        try:
+            return await work(database)
+        finally:
+            await database.close()
+
+    try:
+        return asyncio.run(run())
+    except AppError as exc:
+        _fail(exc.detail)
+
+
+@audit_cli.command("verify")
+def audit_verify(
+    tenant: Annotated[str, typer.Option(help="tenant key")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, readable=True, help="a checkpoint saved by `consentd audit checkpoint` (default: the latest in the database)"),
+    ] = None,
+    incremental: Annotated[bool, typer.Option("--incremental", help="read only the chains that moved since the checkpoint")] = False,
+) -> None:
+    """Check every event against its subject's hash chain and a signed checkpoint; print the findings as JSON.
+
+    Exits 1 when an event was changed, deleted, inserted or reordered behind the service's back."""
+    from app.security import Signer
+    from app.services import checkpoints
+
+    _check_tenant_key(tenant)
+    _in_transaction(lambda session: _require_tenant(session, tenant))
+    saved = checkpoint.read_text().strip() if checkpoint else None
+    settings = get_settings()
+    result = _with_database(
+        lambda database: checkpoints.verify(database, Signer(settings), tenant=tenant, saved_jws=saved, incremental=incremental)
+    )
+    typer.echo(result.model_dump_json(indent=2))
+    against = f"checkpoint {result.checkpoint.id}" if result.checkpoint else "no checkpoint"
+    typer.echo(
+        f"{result.checked} events in {result.chains} chains checked against {against}: "
+        + ("ok" if result.ok else f"{len(result.problems)} problems"),
+        err=True,
+    )
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_cli.command("checkpoint")
+def audit_checkpoint(
+    tenant: Annotated[str, typer.Option(help="tenant key")],
+    out: Annotated[Path | None, typer.Option(help="also write the checkpoint to this file")] = None,
+) -> None:
+    """Sign the heads of every chain of the tenant and print the checkpoint (a JWS): keep it outside the database,
+    and verify against it later with `consentd audit verify --checkpoint FILE`."""
+    from app.security import Signer
+    from app.services import checkpoints
+
+    _check_tenant_key(tenant)
+    signer = Signer(get_settings())
+
+    async def take(session: AsyncSession):  # noqa: ANN202
+        await _require_tenant(session, tenant)
+        return await checkpoints.create(session, signer, tenant=tenant)
+
+    taken = _in_transaction(take)
+    if out is not None:
+        out.write_text(taken.jws + "\n")
+    typer.echo(taken.jws)
+    typer.echo(f"checkpoint {taken.id}: {taken.events} events in {taken.chains} chains, root {taken.root}", err=True)
 
 
 @cli.command()

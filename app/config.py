@@ -1,10 +1,10 @@
 """Settings read from the environment (CONSENTD_*)."""
 
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_JWT_SECRET = "consentd-development-jwt-secret-change-me"
 DEV_IDENTIFIER_KEY = "consentd-development-identifier-key-change-me"
@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     # Seconds a database call may take before a request fails closed with 503.
     db_timeout: float = 5.0
+    # The key that signs receipts and audit checkpoints: a PEM private key, or the path of a PEM file; EC P-256
+    # (ES256) or RSA of 2048 bits or more (RS256). Unset: a development key anyone can derive, refused in production.
+    signing_key: str | None = Field(default=None, repr=False)
+    # The signing key's `kid`; default its RFC 7638 thumbprint. Keep the default if you will rotate: a retired key
+    # is published under its thumbprint, and a receipt names the key that signed it by `kid`.
+    signing_key_id: str | None = Field(default=None, min_length=1, max_length=200)
+    # PEM files (public or private keys) rotated out: no longer used to sign, still published so old receipts verify.
+    # Comma-separated in CONSENTD_SIGNING_KEYS_RETIRED.
+    signing_keys_retired: Annotated[list[str], NoDecode] = []
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> "Settings":
@@ -54,6 +63,33 @@ class Settings(BaseSettings):
                 raise ValueError("CONSENTD_JWT_SECRET must be at least 32 characters")
             if self.identifier_key == DEV_IDENTIFIER_KEY:
                 raise ValueError("CONSENTD_IDENTIFIER_KEY must be set in production")
+            if self.signing_key is None:
+                # Anyone can derive the development key: receipts signed with it would prove nothing.
+                raise ValueError("CONSENTD_SIGNING_KEY must be set in production")
+        return self
+
+    @field_validator("signing_key", mode="before")
+    @classmethod
+    def _unset_when_blank(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("signing_keys_retired", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [path.strip() for path in value.split(",") if path.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _signing_keys_load(self) -> "Settings":
+        # A bad key stops the service at start-up, not at the first receipt. security.py imports this module, hence
+        # the import here.
+        from app.security import load_signing_key, load_verification_key
+
+        if self.signing_key is not None:
+            load_signing_key(self.signing_key)
+        for path in self.signing_keys_retired:
+            load_verification_key(path)
         return self
 
     @field_validator("public_rate_per_ip", "public_rate_per_key")

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
-from app.security import SCOPES, Principal
+from app.security import SCOPES, Principal, Signer
+from app.services.access_log import AccessLog
 from app.services.banners import KeyGrant, normalise_origin
 from app.services.checks import Checker
 from app.services.identifiers import IdentifierKeys
@@ -36,6 +37,14 @@ async def get_identifier_keys(request: Request) -> IdentifierKeys:
 
 async def get_checker(request: Request) -> Checker:
     return request.app.state.checker
+
+
+async def get_signer(request: Request) -> Signer:
+    return request.app.state.signer
+
+
+async def get_access_log(request: Request) -> AccessLog:
+    return request.app.state.access_log
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -112,6 +121,21 @@ async def json_body(request: Request, model: type[M]) -> M:
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
 
 
+_FLAGS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def query_flag(request: Request, name: str) -> bool | None:
+    """The boolean query parameter `name` (true, false, 1 or 0; None when absent), failing as FastAPI's own query
+    parameters do (422, loc under query). For routes on the hot path that skip FastAPI's parameter machinery."""
+    value = request.query_params.get(name)
+    if value is None:
+        return None
+    flag = _FLAGS.get(value.lower())
+    if flag is None:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "must be true, false, 1 or 0", "type": "bool_parsing"}])
+    return flag
+
+
 # The ASGI scope entry PublicCors reads: the origin a public request may answer to.
 CORS_ORIGIN = "consentd.cors_origin"
 
@@ -158,6 +182,8 @@ async def public_access(
 DatabaseDep = Annotated[Database, Depends(get_database)]
 KeysDep = Annotated[IdentifierKeys, Depends(get_identifier_keys)]
 CheckerDep = Annotated[Checker, Depends(get_checker)]
+AccessLogDep = Annotated[AccessLog, Depends(get_access_log)]
+SignerDep = Annotated[Signer, Depends(get_signer)]
 # scope="function": the commit happens before the response is sent, so a 201 is readable when the client gets it.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session)]

@@ -12,9 +12,10 @@ from app.config import Settings, get_settings
 from app.db import Database
 from app.middleware import BodyLimit, PublicCors, RequestMetrics
 from app.models.common import problem_responses
-from app.routers import banner, changes, checks, consents, ops, public, purposes, subjects, suppressions
-from app.security import TokenVerifier
+from app.routers import audit, banner, changes, checks, consents, ops, public, purposes, receipts, subjects, suppressions
+from app.security import Signer, TokenVerifier
 from app.services.check_readers import PostgresReader, SqlReader
+from app.services.access_log import AccessLog
 from app.services.banners import KeyDirectory, ViewCache
 from app.services.checks import Checker
 from app.services.identifiers import IdentifierKeys
@@ -39,8 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reader = PostgresReader(database.pool) if database.pool is not None else SqlReader(database)
         app.state.database = database
         app.state.verifier = verifier
+        app.state.signer = Signer(settings)
         app.state.identifier_keys = keys
         app.state.checker = Checker(reader, keys)
+        app.state.access_log = AccessLog(database)
         app.state.tenants = TenantDirectory(database)
         app.state.banner_keys = KeyDirectory(database, ttl=settings.banner_key_cache_seconds)
         app.state.banner_views = ViewCache(ttl=settings.banner_key_cache_seconds)
@@ -64,12 +67,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The check router first: routes are matched in order, and checks are the hot path.
     for router in (
         checks.router, consents.router, subjects.router, purposes.router, changes.router, suppressions.router,
-        banner.router,
+        banner.router, receipts.router, audit.router,
     ):
         app.include_router(router, responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
     app.include_router(public.router, responses=problem_responses(400, 401, 403, 413, 422, 429, 503))
     app.include_router(public.demo_router)
     app.include_router(ops.router)
+    app.include_router(receipts.well_known)
     handlers.install(app)
     logs.install()
     app.add_middleware(

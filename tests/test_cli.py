@@ -82,3 +82,38 @@ def test_demo_creates_a_banner_key_once(consentd):
     consentd("demo")
     keys = consentd("banner-keys", "list", "--tenant", "demo").stdout.strip().splitlines()
     assert len(keys) == 1 and "http://127.0.0.1:8000" in keys[0]
+
+
+def test_audit_checkpoint_and_verify(consentd, tmp_path):
+    """Checkpoint, verify (exit 0), tamper with the SQLite file directly, verify again (exit 1, the event named)."""
+    import sqlite3
+
+    consentd("tenants", "create", "acme")
+    consentd("purposes", "load", "--tenant", "acme", str(_catalogue(tmp_path)))
+    lines = [
+        {"subject": {"external_id": f"C-{n}"}, "decisions": [{"purpose": "newsletter", "channel": "email", "status": s}]}
+        for n in range(3) for s in ("granted", "withdrawn")
+    ]
+    (tmp_path / "records.ndjson").write_text("\n".join(json.dumps(line) for line in lines))
+    consentd("import", str(tmp_path / "records.ndjson"), "--tenant", "acme")
+    saved = tmp_path / "checkpoint.jws"
+    printed = consentd("audit", "checkpoint", "--tenant", "acme", "--out", str(saved)).stdout.strip()
+    assert printed == saved.read_text().strip() and printed.count(".") == 2
+    clean = json.loads(consentd("audit", "verify", "--tenant", "acme", "--checkpoint", str(saved)).stdout)
+    assert (clean["ok"], clean["checked"], clean["chains"]) == (True, 6, 3)
+
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        event_id = db.execute("SELECT event_id FROM consent_events ORDER BY seq LIMIT 1 OFFSET 2").fetchone()[0]
+        db.execute("DELETE FROM consent_events WHERE event_id = ?", (event_id,))
+    failed = consentd("audit", "verify", "--tenant", "acme", ok=False)
+    found = json.loads(failed.stdout)
+    assert found["ok"] is False and [p["problem"] for p in found["problems"]] == ["deleted"]
+    assert found["problems"][0]["event_id"].replace("-", "") == event_id
+    assert "1 problems" in failed.stderr
+    consentd("audit", "verify", "--tenant", "nobody", ok=False)
+
+
+def _catalogue(tmp_path: Path) -> Path:
+    path = tmp_path / "catalogue.json"
+    path.write_text(json.dumps([{"key": "newsletter", "title": "Newsletter", "legal_basis": "consent", "category": "marketing", "channels": ["email"]}]))
+    return path

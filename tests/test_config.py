@@ -1,19 +1,26 @@
 """Settings: production refuses development secrets."""
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pydantic import ValidationError
 
 from app.config import DEV_IDENTIFIER_KEY, DEV_JWT_SECRET, Settings
 
 STRONG = "s" * 40
+SIGNING_KEY = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+).decode()
 
 
 @pytest.mark.parametrize(
     "values",
     [
-        {"jwt_secret": DEV_JWT_SECRET, "identifier_key": STRONG},
-        {"jwt_secret": STRONG, "identifier_key": DEV_IDENTIFIER_KEY},
-        {"jwt_secret": "short", "identifier_key": STRONG},
+        {"jwt_secret": DEV_JWT_SECRET, "identifier_key": STRONG, "signing_key": SIGNING_KEY},
+        {"jwt_secret": STRONG, "identifier_key": DEV_IDENTIFIER_KEY, "signing_key": SIGNING_KEY},
+        {"jwt_secret": "short", "identifier_key": STRONG, "signing_key": SIGNING_KEY},
+        {"jwt_secret": STRONG, "identifier_key": STRONG},  # receipts would be signed with the development key
+        {"jwt_secret": STRONG, "identifier_key": STRONG, "signing_key": " "},
     ],
 )
 def test_production_refuses_default_or_weak_secrets(values):
@@ -22,9 +29,9 @@ def test_production_refuses_default_or_weak_secrets(values):
 
 
 def test_production_with_real_secrets_starts():
-    assert Settings(env="production", jwt_secret=STRONG, identifier_key=STRONG).env == "production"
+    assert Settings(env="production", jwt_secret=STRONG, identifier_key=STRONG, signing_key=SIGNING_KEY).env == "production"
     # With a public key, no HS256 secret is used, so the default one does not matter.
-    Settings(env="production", jwt_public_key="-----BEGIN PUBLIC KEY-----", identifier_key=STRONG)
+    Settings(env="production", jwt_public_key="-----BEGIN PUBLIC KEY-----", identifier_key=STRONG, signing_key=SIGNING_KEY)
 
 
 def test_environment_variables(monkeypatch):

@@ -91,6 +91,8 @@ class CheckpointRef(SQLModel):
 
 class VerifyOut(SQLModel):
     ok: bool
+    # Events read and checked; `chains`: chains seen (with `incremental`, those unchanged since the checkpoint are
+    # compared by their head only).
     checked: int
     chains: int
     problems: list[VerifyProblem]

@@ -38,5 +38,10 @@ class CheckOut(SQLModel):
     checked_at: datetime
 
 
+class SignedCheckOut(CheckOut):
+    # Only with POST /v1/checks?receipt=true: a compact JWS over the rest of this answer (docs/receipts.md).
+    receipt: str | None = None
+
+
 class BatchCheckOut(SQLModel):
     results: list[CheckOut]

@@ -3,13 +3,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.deps import CheckerDep, authorize, bearer_token, json_body, line_format, require_scopes
+from app.deps import CheckerDep, authorize, bearer_token, json_body, line_format, query_flag, require_scopes
 from app.errors import UnsupportedMediaType
 from app.models.base import utcnow
-from app.models.checks import BatchCheckIn, BatchCheckOut, CheckIn, CheckOut
+from app.models.checks import BatchCheckIn, BatchCheckOut, CheckIn, SignedCheckOut
 from app.models.common import PURPOSE_KEY, Channel, problem_responses
 from app.responses import DuplexStream, body_chunks, json_response, ndjson_guarded
 from app.security import Principal
+from app.services import receipts
 from app.services.streams import CheckStream, Limits
 
 router = APIRouter(prefix="/v1/checks", tags=["checks"])
@@ -21,15 +22,31 @@ SCOPE = "checks:read"
 _CHECK_OPENAPI = {
     "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CheckIn"}}}},
     "security": [{"HTTPBearer": []}],
+    "parameters": [
+        {
+            "name": "receipt",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean", "default": False},
+            "description": "true: the answer adds `receipt`, a compact JWS over it (verify with /.well-known/jwks.json)",
+        }
+    ],
 }
 
 
-@router.post("", response_model=CheckOut, openapi_extra=_CHECK_OPENAPI)
+@router.post("", response_model=SignedCheckOut, openapi_extra=_CHECK_OPENAPI)
 async def check(request: Request) -> Response:
-    """May we contact this subject for this purpose on this channel? The answer carries its reason."""
+    """May we contact this subject for this purpose on this channel? The answer carries its reason, and with
+    `?receipt=true` a signed receipt of itself to keep as proof of the check."""
     principal = await authorize(request, bearer_token(request), (SCOPE,))
+    # A check without a query string does not parse one: the receipt costs nothing unless asked for.
+    signed = bool(request.scope["query_string"]) and query_flag(request, "receipt")
     body = await json_body(request, CheckIn)
     result = await request.app.state.checker.one(tenant=principal.tenant, body=body, at=utcnow())
+    if signed:
+        result = receipts.check_receipt(
+            request.app.state.signer, answer=result, tenant=principal.tenant, client=principal.client
+        )
     return json_response(result)
 
 

@@ -3,39 +3,54 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import KeysDep, ReadSessionDep, SessionDep, require_scopes
+from app.deps import AccessLogDep, KeysDep, ReadSessionDep, SessionDep, require_scopes
 from app.models.banners import DeviceLinkIn, DeviceLinkOut
 from app.models.common import PURPOSE_KEY, SubjectRef, Timestamp
 from app.models.consents import HistoryOut, SubjectConsentsOut
 from app.models.subjects import SubjectOut
 from app.security import Principal
-from app.services import devices, ledger, subjects
+from app.services import access_log, devices, ledger, subjects
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 Reader = require_scopes("consents:read")
 
 
 @router.post("/lookup", response_model=SubjectOut, responses={404: {"description": "No such subject"}})
-async def lookup_subject(ref: SubjectRef, session: ReadSessionDep, keys: KeysDep, principal: Principal = Reader) -> SubjectOut:
-    """Find a subject by one identifier (sent in the body, never in the URL)."""
-    return await subjects.lookup(session, keys, tenant=principal.tenant, ref=ref)
+async def lookup_subject(
+    ref: SubjectRef, session: ReadSessionDep, keys: KeysDep, log: AccessLogDep, principal: Principal = Reader
+) -> SubjectOut:
+    """Find a subject by one identifier (sent in the body, never in the URL). Recorded in the access log."""
+    found = await subjects.lookup(session, keys, tenant=principal.tenant, ref=ref)
+    await log.record(tenant=principal.tenant, client=principal.client, action=access_log.LOOKUP, subject_id=found.subject_id)
+    return found
 
 
 @router.get("/{subject_id}", response_model=SubjectOut)
-async def get_subject(subject_id: uuid.UUID, session: ReadSessionDep, keys: KeysDep, principal: Principal = Reader) -> SubjectOut:
-    """A subject with its identifiers and flags."""
-    return await subjects.get(session, keys, tenant=principal.tenant, subject_id=subject_id)
+async def get_subject(
+    subject_id: uuid.UUID, session: ReadSessionDep, keys: KeysDep, log: AccessLogDep, principal: Principal = Reader
+) -> SubjectOut:
+    """A subject with its identifiers and flags. Recorded in the access log."""
+    found = await subjects.get(session, keys, tenant=principal.tenant, subject_id=subject_id)
+    await log.record(tenant=principal.tenant, client=principal.client, action=access_log.SUBJECT, subject_id=subject_id)
+    return found
 
 
 @router.get("/{subject_id}/consents", response_model=SubjectConsentsOut)
 async def get_consents(
     subject_id: uuid.UUID,
     session: ReadSessionDep,
+    log: AccessLogDep,
     as_of: Annotated[Timestamp | None, Query(description="an instant with a timezone; default now")] = None,
     principal: Principal = Reader,
 ) -> SubjectConsentsOut:
-    """The decision standing per purpose and channel, now or as of a past instant, with expiry considered."""
-    return await ledger.consents(session, tenant=principal.tenant, subject_id=subject_id, as_of=as_of)
+    """The decision standing per purpose and channel, now or as of a past instant, with expiry considered.
+
+    "As of T" is by `captured_at`: the decisions captured at or before T, whenever they were recorded; a decision
+    about a moment before T that arrives late changes the answer for T. Recorded in the access log."""
+    found = await ledger.consents(session, tenant=principal.tenant, subject_id=subject_id, as_of=as_of)
+    detail = {"as_of": as_of.isoformat()} if as_of else None
+    await log.record(tenant=principal.tenant, client=principal.client, action=access_log.CONSENTS, subject_id=subject_id, detail=detail)
+    return found
 
 
 @router.get("/{subject_id}/history", response_model=HistoryOut)
@@ -45,12 +60,17 @@ async def get_history(
     purpose: Annotated[str | None, Query(pattern=PURPOSE_KEY)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    *,
+    log: AccessLogDep,
     principal: Principal = Reader,
 ) -> HistoryOut:
-    """Every consent event of the subject, oldest first; follow `next_cursor` for the next page."""
-    return await ledger.history(
+    """Every consent event of the subject, oldest first; follow `next_cursor` for the next page. Recorded in the
+    access log."""
+    page = await ledger.history(
         session, tenant=principal.tenant, subject_id=subject_id, purpose=purpose, limit=limit, cursor=cursor
     )
+    await log.record(tenant=principal.tenant, client=principal.client, action=access_log.HISTORY, subject_id=subject_id)
+    return page
 
 
 @router.post("/{subject_id}/identifiers", response_model=DeviceLinkOut, responses={409: {"description": "The device belongs to another person"}})

@@ -133,11 +133,10 @@ def _exchanged_timestamps(walk: list[Row], intact: dict, report) -> None:  # noq
 
 
 def _against_checkpoint(walk: list[Row], checkpoint: Head, report) -> None:  # noqa: ANN001
-    if len(walk) < checkpoint.length:
-        report(checkpoint.event_id, "deleted", f"the signed checkpoint saw {checkpoint.length} events on this chain")
-        return
-    at = walk[checkpoint.length - 1]
-    if at["event_id"] != checkpoint.event_id or at["hash"] != checkpoint.hash:
+    at = next((e for e in walk if e["event_id"] == checkpoint.event_id), None)
+    if at is None:
+        report(checkpoint.event_id, "deleted", f"the signed checkpoint saw this event at position {checkpoint.length}")
+    elif at["hash"] != checkpoint.hash:
         report(
             checkpoint.event_id, "rewritten",
             f"the first {checkpoint.length} events of the chain no longer end in the hash the signed checkpoint "

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import LedgerChain
+from app.models.consents import NO_CHANNEL
 from app.services import pg_bulk
 from app.services.sql import in_slices, is_postgres, upsert
 
@@ -31,15 +32,17 @@ CANONICAL_FIELDS = (
 )
 
 
-def _timestamp(value: datetime) -> str:
+def timestamp(value: datetime) -> str:
+    """A timestamp as the hash covers it (and the export writes it): UTC, microseconds, Z."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _canonical_value(name: str, value: Any) -> Any:
-    if value is None:
+def canonical_value(name: str, value: Any) -> Any:
+    if value is None or (name == "channel" and value == NO_CHANNEL):
+        # A purpose without channels stores "" (models/consents.py); the API and the export say null.
         return None
     if name in ("captured_at", "recorded_at"):
-        return _timestamp(value)
+        return value if isinstance(value, str) else timestamp(value)
     if name in ("subject_id", "prev_event_id", "event_id"):
         return str(value)
     if name == "evidence":
@@ -50,7 +53,7 @@ def _canonical_value(name: str, value: Any) -> Any:
 
 def canonical_bytes(event: dict) -> bytes:
     """The bytes an event's hash covers: a JSON array of FORMAT and CANONICAL_FIELDS, object keys sorted."""
-    values = [FORMAT, *(_canonical_value(name, event[name]) for name in CANONICAL_FIELDS)]
+    values = [FORMAT, *(canonical_value(name, event[name]) for name in CANONICAL_FIELDS)]
     return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
 
 

@@ -7,8 +7,6 @@ before it, so the checkpoints form a chain of their own.
 """
 
 import hashlib
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,12 +15,13 @@ from app.models import AuditCheckpoint, CheckpointHead, LedgerChain
 from app.models.audit import VerifyOut, VerifyProblem
 from app.models.base import utcnow
 from app.db import Database
+from app.security import Signer
 from app.services import verification
 
 TYP = "audit-checkpoint+jwt"
 
 
-async def create(session: AsyncSession, signer: Any, *, tenant: str) -> AuditCheckpoint:
+async def create(session: AsyncSession, signer: Signer, *, tenant: str) -> AuditCheckpoint:
     """Take a checkpoint of the tenant's chain heads as this transaction sees them, signed with the active key."""
     checkpoints, heads, chains = AuditCheckpoint.__table__, CheckpointHead.__table__, LedgerChain.__table__
     previous = (
@@ -57,7 +56,8 @@ async def create(session: AsyncSession, signer: Any, *, tenant: str) -> AuditChe
         count, events = count + 1, events + length
     payload = {
         "checkpoint_id": checkpoint_id, "tenant": tenant, "created_at": created_at.isoformat(), "chains": count,
-        "events": events, "root": root.hexdigest(), "previous_root": previous,
+        "events": events, "root": root.hexdigest(), "previous_root": previous, "iss": signer.issuer,
+        "iat": int(created_at.timestamp()),
     }
     jws = signer.sign(payload, typ=TYP)
     await session.execute(
@@ -71,8 +71,11 @@ async def create(session: AsyncSession, signer: Any, *, tenant: str) -> AuditChe
     )
 
 
-async def verify(database: Database, signer: Any, *, tenant: str, saved_jws: str | None = None) -> VerifyOut:
-    """Verify the ledger against a saved checkpoint's JWS, or (none given) the latest one in the database."""
+async def verify(
+    database: Database, signer: Signer, *, tenant: str, saved_jws: str | None = None, incremental: bool = False
+) -> VerifyOut:
+    """Verify the ledger against a saved checkpoint's JWS, or (none given) the latest one in the database;
+    `incremental`: only the chains that moved since it (verification.verify)."""
     problems: list[VerifyProblem] = []
     if saved_jws is None:
         checkpoint = await verification.latest_checkpoint(database, tenant=tenant)
@@ -82,8 +85,8 @@ async def verify(database: Database, signer: Any, *, tenant: str, saved_jws: str
     signed_root = None
     if token is not None:
         try:
-            payload = signer.verify(token)
-        except Exception as exc:  # noqa: BLE001 - any failure to verify is the same finding
+            payload = signer.verify(token, typ=TYP)
+        except ValueError as exc:  # SignatureError: malformed, unknown key, wrong type, bad signature
             payload = None
             problems.append(_checkpoint_problem(f"the checkpoint's signature does not verify ({type(exc).__name__})"))
         if payload is not None:
@@ -94,7 +97,9 @@ async def verify(database: Database, signer: Any, *, tenant: str, saved_jws: str
                 checkpoint = await _by_id(database, tenant=tenant, checkpoint_id=int(payload["checkpoint_id"]))
                 if checkpoint is None:
                     problems.append(_checkpoint_problem(f"checkpoint {payload['checkpoint_id']} is missing from the database"))
-    result = await verification.verify(database, tenant=tenant, checkpoint=checkpoint, signed_root=signed_root)
+    result = await verification.verify(
+        database, tenant=tenant, checkpoint=checkpoint, signed_root=signed_root, incremental=incremental
+    )
     result.problems[:0] = problems
     result.ok = not result.problems
     return result

@@ -1,6 +1,12 @@
 """Opaque page cursors: a few bytes in URL-safe base64 without padding (each list parses its own bytes)."""
 
 import base64
+from datetime import datetime
+
+import orjson
+
+from app.errors import Unprocessable
+from app.models.common import utc_in_range
 
 
 def pack(raw: bytes) -> str:
@@ -10,3 +16,20 @@ def pack(raw: bytes) -> str:
 def unpack(cursor: str) -> bytes:
     """The bytes of a cursor `pack` wrote; ValueError (binascii.Error is one) for anything else."""
     return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+
+
+def pack_moment(at: datetime, seq: int) -> str:
+    """A cursor naming a row of a list ordered by (a timestamp, seq)."""
+    return pack(orjson.dumps([at.isoformat(), seq]))
+
+
+def unpack_moment(cursor: str) -> tuple[datetime, int]:
+    """The (timestamp, seq) a `pack_moment` cursor names; 422 for anything this service could not have issued."""
+    try:
+        at, seq = orjson.loads(unpack(cursor))
+        moment = datetime.fromisoformat(at)
+        if moment.tzinfo is None or not isinstance(seq, int) or not 0 < seq < 2**63:
+            raise ValueError("out of range")
+        return utc_in_range(moment), seq
+    except (ValueError, TypeError, OverflowError) as exc:  # binascii.Error is a ValueError
+        raise Unprocessable("invalid cursor", loc=["query", "cursor"]) from exc

@@ -3,14 +3,11 @@
 import uuid
 from datetime import datetime
 
-import orjson
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import Unprocessable
 from app.models import ConsentEvent, ConsentState
 from app.models.base import utcnow
-from app.models.common import utc_in_range
 from app.models.consents import ConsentStateOut, HistoryOut, SubjectConsentsOut
 from app.services import cursors, purposes, subjects
 from app.services.consents import event_out
@@ -72,22 +69,6 @@ async def consents(
     return SubjectConsentsOut(subject_id=subject_id, as_of=at, consents=out)
 
 
-def _encode_cursor(captured_at: datetime, seq: int) -> str:
-    return cursors.pack(orjson.dumps([captured_at.isoformat(), seq]))
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """The (captured_at, seq) a cursor names; 422 for anything this service could not have issued."""
-    try:
-        captured, seq = orjson.loads(cursors.unpack(cursor))
-        position = datetime.fromisoformat(captured)
-        if position.tzinfo is None or not isinstance(seq, int) or not 0 < seq < 2**63:
-            raise ValueError("out of range")
-        return utc_in_range(position), seq
-    except (ValueError, TypeError, OverflowError) as exc:  # binascii.Error is a ValueError
-        raise Unprocessable("invalid cursor", loc=["query", "cursor"]) from exc
-
-
 async def history(
     session: AsyncSession, *, tenant: str, subject_id: uuid.UUID, purpose: str | None, limit: int, cursor: str | None
 ) -> HistoryOut:
@@ -98,11 +79,11 @@ async def history(
     if purpose is not None:
         query = query.where(events.c.purpose == purpose)
     if cursor is not None:
-        after, seq = _decode_cursor(cursor)
+        after, seq = cursors.unpack_moment(cursor)
         query = query.where(
             or_(events.c.captured_at > after, and_(events.c.captured_at == after, events.c.seq > seq))
         )
     rows = (await session.execute(query.order_by(events.c.captured_at, events.c.seq).limit(limit + 1))).all()
     page = rows[:limit]
-    next_cursor = _encode_cursor(page[-1].captured_at, page[-1].seq) if len(rows) > limit else None
+    next_cursor = cursors.pack_moment(page[-1].captured_at, page[-1].seq) if len(rows) > limit else None
     return HistoryOut(events=[event_out(row._asdict()) for row in page], next_cursor=next_cursor)

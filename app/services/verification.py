@@ -59,10 +59,18 @@ class _Source:
             yield stream_sql
 
 
-def _queries(postgres: bool, tenant: str, checkpoint_id: int | None) -> dict[str, Any]:
+# Incremental: only the chains whose head is not the one the checkpoint holds.
+_PG_MOVED = (
+    "AND subject_id IN (SELECT c.subject_id FROM ledger_chains c LEFT JOIN audit_checkpoint_heads h "
+    "ON h.checkpoint_id = $2 AND h.subject_id = c.subject_id WHERE c.tenant_id = $1 AND h.head_hash IS DISTINCT FROM c.head_hash)"
+)
+
+
+def _queries(postgres: bool, tenant: str, checkpoint_id: int | None, incremental: bool) -> dict[str, Any]:
     if postgres:
+        moved = _PG_MOVED if incremental else ""
         return {
-            "events": f"SELECT {', '.join(_EVENT_COLUMNS)} FROM consent_events WHERE tenant_id = $1 ORDER BY subject_id, seq",
+            "events": f"SELECT {', '.join(_EVENT_COLUMNS)} FROM consent_events WHERE tenant_id = $1 {moved} ORDER BY subject_id, seq",
             "heads": f"SELECT {', '.join(_HEAD_COLUMNS)} FROM ledger_chains WHERE tenant_id = $1 AND length > 0 ORDER BY subject_id",
             "checkpoint": (
                 f"SELECT {', '.join(_HEAD_COLUMNS)} FROM audit_checkpoint_heads h JOIN audit_checkpoints c "
@@ -76,10 +84,16 @@ def _queries(postgres: bool, tenant: str, checkpoint_id: int | None) -> dict[str
     events, chains, heads, state = (
         ConsentEvent.__table__, LedgerChain.__table__, CheckpointHead.__table__, ConsentState.__table__
     )
+    of_tenant = events.c.tenant_id == tenant
+    if incremental:
+        moved = (
+            sa.select(chains.c.subject_id)
+            .outerjoin(heads, sa.and_(heads.c.checkpoint_id == checkpoint_id, heads.c.subject_id == chains.c.subject_id))
+            .where(chains.c.tenant_id == tenant, heads.c.head_hash.is_distinct_from(chains.c.head_hash))
+        )
+        of_tenant = sa.and_(of_tenant, events.c.subject_id.in_(moved))
     return {
-        "events": sa.select(*(events.c[n] for n in _EVENT_COLUMNS))
-        .where(events.c.tenant_id == tenant)
-        .order_by(events.c.subject_id, events.c.seq),
+        "events": sa.select(*(events.c[n] for n in _EVENT_COLUMNS)).where(of_tenant).order_by(events.c.subject_id, events.c.seq),
         "heads": sa.select(*(chains.c[n] for n in _HEAD_COLUMNS))
         .where(chains.c.tenant_id == tenant, chains.c.length > 0)
         .order_by(chains.c.subject_id),
@@ -109,19 +123,27 @@ async def latest_checkpoint(database: Database, *, tenant: str) -> AuditCheckpoi
 
 
 async def verify(
-    database: Database, *, tenant: str, checkpoint: AuditCheckpoint | None, signed_root: str | None = None
+    database: Database,
+    *,
+    tenant: str,
+    checkpoint: AuditCheckpoint | None,
+    signed_root: str | None = None,
+    incremental: bool = False,
 ) -> VerifyOut:
     """Check every event of the tenant, each chain's head, and the chains against `checkpoint`'s heads.
 
     `signed_root`: the root of the checkpoint as its signature states it (verified by the caller); the
     heads stored for the checkpoint must hash to it, else the checkpoint itself was tampered with.
+    `incremental`: read only the chains that moved since the checkpoint (the others' heads are still compared);
+    an old event altered without touching its chain's head is then found only by a full verification.
     """
-    queries = _queries(database.pool is not None, tenant, checkpoint.id if checkpoint else None)
+    incremental = incremental and checkpoint is not None
+    queries = _queries(database.pool is not None, tenant, checkpoint.id if checkpoint else None, incremental)
     problems: list[VerifyProblem] = []
     checked = chains = 0
     root = hashlib.sha256()
     async with _Source(database, tenant).snapshot() as stream:
-        events = stream(queries["events"])
+        events = stream(queries["events"], checkpoint.id) if incremental else stream(queries["events"])
         heads = stream(queries["heads"])
         saved = stream(queries["checkpoint"], checkpoint.id) if checkpoint else _empty()
         event, head, mark = await _next(events), await _next(heads), await _next(saved)
@@ -139,8 +161,10 @@ async def verify(
                 saved_head = Head(mark["length"], mark["head_event_id"], mark["head_hash"])
                 root.update(heads_line(subject, mark["length"], mark["head_event_id"], mark["head_hash"]))
                 mark = await _next(saved)
-            checked += len(chain)
             chains += 1
+            if incremental and not chain and current is not None and current == saved_head:
+                continue  # unchanged since the checkpoint
+            checked += len(chain)
             problems.extend(_problem(f, subject) for f in check(chain, current, saved_head))
         reported = {p.event_id for p in problems}
         async for row in stream(queries["orphans"]):

@@ -1,0 +1,81 @@
+"""The audit export: every consent event of a period, streamed as NDJSON or CSV in constant memory.
+
+Each row carries what is needed to check it without consentd: every field the event's hash covers, in the form
+the hash covers it (services/chains.py, docs/audit.md), with its chain position, previous hash and hash.
+"""
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from app.db import Database, acquire
+from app.models import ConsentEvent
+from app.services.chains import CANONICAL_FIELDS, canonical_value
+
+FIELDS = ("seq", *CANONICAL_FIELDS, "hash")
+_CHUNK_ROWS = 1_000
+_PG_EVENTS = f"""
+SELECT {", ".join(FIELDS)} FROM consent_events
+WHERE tenant_id = $1 AND captured_at >= $2 AND captured_at < $3 AND ($4::text IS NULL OR purpose = $4)
+ORDER BY captured_at, seq
+"""
+
+
+def _row(row: Any) -> dict[str, Any]:
+    return {name: canonical_value(name, row[name]) for name in FIELDS}
+
+
+async def _rows(database: Database, *, tenant: str, start: datetime, end: datetime, purpose: str | None) -> AsyncIterator[Any]:
+    """The events of [start, end) by captured_at (then ledger order), read in one snapshot."""
+    if database.pool is not None:
+        async with acquire(database.pool) as connection:
+            async with connection.transaction(isolation="repeatable_read", readonly=True):
+                async for row in connection.cursor(_PG_EVENTS, tenant, start, end, purpose, prefetch=_CHUNK_ROWS):
+                    yield row
+        return
+    table = ConsentEvent.__table__
+    query = sa.select(*(table.c[name] for name in FIELDS)).where(
+        table.c.tenant_id == tenant, table.c.captured_at >= start, table.c.captured_at < end
+    )
+    if purpose is not None:
+        query = query.where(table.c.purpose == purpose)
+    async with database.reading() as connection:
+        result = await connection.stream(query.order_by(table.c.captured_at, table.c.seq))
+        async for row in result.mappings():
+            yield row
+
+
+async def ndjson(database: Database, **period: Any) -> AsyncIterator[bytes]:
+    """One JSON object a line."""
+    lines: list[bytes] = []
+    async for row in _rows(database, **period):
+        lines.append(orjson.dumps(_row(row), option=orjson.OPT_SORT_KEYS))
+        if len(lines) == _CHUNK_ROWS:
+            yield b"\n".join(lines) + b"\n"
+            lines = []
+    if lines:
+        yield b"\n".join(lines) + b"\n"
+
+
+async def csv_rows(database: Database, **period: Any) -> AsyncIterator[bytes]:
+    """A header, then one row an event; evidence is its JSON text, null an empty field."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(FIELDS)
+    count = 0
+    async for row in _rows(database, **period):
+        values = _row(row)
+        if values["evidence"] is not None:
+            values["evidence"] = orjson.dumps(values["evidence"], option=orjson.OPT_SORT_KEYS).decode()
+        writer.writerow(["" if values[name] is None else values[name] for name in FIELDS])
+        count += 1
+        if count % _CHUNK_ROWS == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
