@@ -186,6 +186,9 @@ async def assert_fails_closed(
     assert_unavailable(await bounded(http.post("/v1/checks/batch", json={"checks": [CHECK, CHECK]}), limit))
     assert_unavailable(await bounded(http.get("/readyz"), limit))
     assert_unavailable(await bounded(http.post("/v1/consents", json=CONSENT), write_limit))
+    assert_unavailable(await bounded(http.post("/v1/checks", params={"receipt": "true"}, json=CHECK), limit))
+    for audit in ("/v1/audit/verify", "/v1/audit/events", "/v1/audit/access-log"):
+        assert_unavailable(await bounded(http.get(audit), write_limit))
     # Routes that never touch the database still answer.
     assert (await bounded(http.get("/healthz"))).status_code == 200
     assert (await bounded(http.get("/metrics"))).status_code == 200

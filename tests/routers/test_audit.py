@@ -164,3 +164,11 @@ async def test_the_access_log_cannot_be_written_through_the_api(client):
 @pytest.mark.parametrize("params", [{"cursor": "bm90LWEtY3Vyc29y"}, {"limit": 0}, {"subject_id": "nope"}, {"from": "2026-01-01"}])
 async def test_the_access_log_refuses_bad_input(client, params):
     assert_problem(await client.get("/v1/audit/access-log", params=params), 422)
+
+
+async def test_verify_refuses_bad_input(client):
+    assert_problem(await client.get("/v1/audit/verify", params={"incremental": "maybe"}), 422)
+    # With no checkpoint taken yet, an incremental verification is a full one.
+    await _seed(client)
+    whole = (await client.get("/v1/audit/verify", params={"incremental": "true"})).json()
+    assert (whole["ok"], whole["checked"], whole["checkpoint"]) == (True, 4, None)
