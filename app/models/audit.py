@@ -95,7 +95,9 @@ class VerifyOut(SQLModel):
     # compared by their head only).
     checked: int
     chains: int
+    # At most 10,000 listed; `problems_total` counts them all.
     problems: list[VerifyProblem]
+    problems_total: int = 0
     # The latest signed checkpoint the events were compared with (null: none taken yet).
     checkpoint: CheckpointRef | None = None
 

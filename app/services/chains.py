@@ -9,7 +9,7 @@ of one subject. The canonical form is public (docs/audit.md), so anyone holding 
 
 import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import LedgerChain
-from app.models.consents import NO_CHANNEL
 from app.services import pg_bulk
 from app.services.sql import in_slices, is_postgres, upsert
 
@@ -32,32 +31,38 @@ CANONICAL_FIELDS = (
 )
 
 
-def timestamp(value: datetime) -> str:
+def timestamp(value: datetime | str) -> str:
     """A timestamp as the hash covers it (and the export writes it): UTC, microseconds, Z."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, str):
+        return value
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def canonical_value(name: str, value: Any) -> Any:
-    if value is None or (name == "channel" and value == NO_CHANNEL):
+def canonical_values(event: Mapping[str, Any]) -> list[Any]:
+    """The CANONICAL_FIELDS of an event, in that order and in canonical form (one pass, no per-field dispatch:
+    verification hashes a million of these)."""
+    prev_event_id, evidence = event["prev_event_id"], event["evidence"]
+    return [
+        event["tenant_id"], str(event["subject_id"]), event["chain_index"],
+        None if prev_event_id is None else str(prev_event_id), event["prev_hash"], str(event["event_id"]),
+        event["purpose"], event["purpose_version"],
         # A purpose without channels stores "" (models/consents.py); the API and the export say null.
-        return None
-    if name in ("captured_at", "recorded_at"):
-        return value if isinstance(value, str) else timestamp(value)
-    if name in ("subject_id", "prev_event_id", "event_id"):
-        return str(value)
-    if name == "evidence":
-        # Evidence is hashed by meaning: whatever key order or spacing the database gives back.
-        return orjson.loads(value) if isinstance(value, str) else value
-    return value
+        event["channel"] or None,
+        event["status"], timestamp(event["captured_at"]), timestamp(event["recorded_at"]), event["source"],
+        event["method"], event["policy_version"], event["collection_point"], event["actor"],
+        # Evidence is hashed by meaning, whatever key order or spacing the database gives back.
+        orjson.loads(evidence) if isinstance(evidence, str) else evidence,
+    ]
 
 
-def canonical_bytes(event: dict) -> bytes:
+def canonical_bytes(event: Mapping[str, Any]) -> bytes:
     """The bytes an event's hash covers: a JSON array of FORMAT and CANONICAL_FIELDS, object keys sorted."""
-    values = [FORMAT, *(canonical_value(name, event[name]) for name in CANONICAL_FIELDS)]
-    return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps([FORMAT, *canonical_values(event)], option=orjson.OPT_SORT_KEYS)
 
 
-def event_hash(event: dict) -> str:
+def event_hash(event: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(event)).hexdigest()
 
 

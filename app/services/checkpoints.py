@@ -101,7 +101,8 @@ async def verify(
         database, tenant=tenant, checkpoint=checkpoint, signed_root=signed_root, incremental=incremental
     )
     result.problems[:0] = problems
-    result.ok = not result.problems
+    result.problems_total += len(problems)
+    result.ok = result.problems_total == 0
     return result
 
 

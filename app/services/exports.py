@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app.db import Database, acquire
 from app.models import ConsentEvent
-from app.services.chains import CANONICAL_FIELDS, canonical_value
+from app.services.chains import CANONICAL_FIELDS, canonical_values
 
 FIELDS = ("seq", *CANONICAL_FIELDS, "hash")
 _CHUNK_ROWS = 1_000
@@ -27,7 +27,7 @@ ORDER BY captured_at, seq
 
 
 def _row(row: Any) -> dict[str, Any]:
-    return {name: canonical_value(name, row[name]) for name in FIELDS}
+    return {"seq": row["seq"], **dict(zip(CANONICAL_FIELDS, canonical_values(row), strict=True)), "hash": row["hash"]}
 
 
 async def _rows(database: Database, *, tenant: str, start: datetime, end: datetime, purpose: str | None) -> AsyncIterator[Any]:

@@ -5,7 +5,7 @@ snapshot, and merged: memory holds one subject's chain at a time, whatever the s
 """
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,12 +14,16 @@ import sqlalchemy as sa
 from app.db import Database, acquire
 from app.models import AuditCheckpoint, CheckpointHead, ConsentEvent, ConsentState, LedgerChain
 from app.models.audit import CheckpointRef, VerifyOut, VerifyProblem
-from app.services.chain_check import Finding, Head, check
+from app.services.chain_check import Head, check
 from app.services.chains import CANONICAL_FIELDS
 
 _EVENT_COLUMNS = ("seq", "hash", *CANONICAL_FIELDS)
 _HEAD_COLUMNS = ("subject_id", "length", "head_event_id", "head_hash")
-_PREFETCH = 5_000
+_BATCH = 5_000
+# Seconds one batch may take: the pool's command timeout is for requests, and the orphan query is one long fetch.
+_FETCH_TIMEOUT = 600
+# Problems listed in an answer (all are counted): a ledger damaged wholesale must not exhaust memory.
+MAX_PROBLEMS = 10_000
 
 _END = object()
 
@@ -29,34 +33,47 @@ def heads_line(subject_id: Any, length: int, head_event_id: Any, head_hash: str)
     return f"{subject_id}:{length}:{head_event_id}:{head_hash}\n".encode()
 
 
-class _Source:
-    """The rows verification reads, in subject order, from one snapshot."""
+class _Rows:
+    """A query's rows fetched a batch at a time: next() costs a list index while the batch lasts."""
 
-    def __init__(self, database: Database, tenant: str) -> None:
-        self.database, self.tenant = database, tenant
+    def __init__(self, fetch: Callable[[], Awaitable[list]]) -> None:
+        self._fetch, self._rows, self._at = fetch, [], 0
 
-    @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Callable[[str, Any], AsyncIterator[Any]]]:
-        """A function streaming (PostgreSQL SQL with $1 = tenant, or a SQLAlchemy select) in one snapshot."""
-        if self.database.pool is not None:
-            async with acquire(self.database.pool) as connection:
-                # The pool's command timeout is for requests; a full verification reads for longer.
-                async with connection.transaction(isolation="repeatable_read", readonly=True):
+    async def next(self) -> Any:
+        if self._at == len(self._rows):
+            self._rows, self._at = await self._fetch(), 0
+            if not self._rows:
+                self._fetch = _no_rows
+                return _END
+        row = self._rows[self._at]
+        self._at += 1
+        return row
 
-                    async def stream_pg(sql: str, *args: Any) -> AsyncIterator[Any]:
-                        async for row in connection.cursor(sql, self.tenant, *args, prefetch=_PREFETCH, timeout=None):
-                            yield row
 
-                    yield stream_pg
-            return
-        async with self.database.reading() as connection:
+async def _no_rows() -> list:
+    return []
 
-            async def stream_sql(query: Any, *_: Any) -> AsyncIterator[Any]:
-                result = await connection.stream(query)
-                async for row in result.mappings():
-                    yield row
 
-            yield stream_sql
+@asynccontextmanager
+async def _snapshot(database: Database, tenant: str) -> AsyncIterator[Callable[..., Awaitable[_Rows]]]:
+    """A function opening a query (PostgreSQL SQL with $1 = tenant, or a SQLAlchemy select) in one snapshot."""
+    if database.pool is not None:
+        async with acquire(database.pool) as connection:
+            async with connection.transaction(isolation="repeatable_read", readonly=True):
+
+                async def open_pg(sql: str, *args: Any) -> _Rows:
+                    cursor = await connection.cursor(sql, tenant, *args, timeout=_FETCH_TIMEOUT)
+                    return _Rows(lambda: cursor.fetch(_BATCH, timeout=_FETCH_TIMEOUT))
+
+                yield open_pg
+        return
+    async with database.reading() as connection:
+
+        async def open_sql(query: Any, *_: Any) -> _Rows:
+            result = (await connection.stream(query)).mappings()
+            return _Rows(lambda: result.fetchmany(_BATCH))
+
+        yield open_sql
 
 
 # Incremental: only the chains whose head is not the one the checkpoint holds.
@@ -107,10 +124,6 @@ def _queries(postgres: bool, tenant: str, checkpoint_id: int | None, incremental
     }
 
 
-async def _next(iterator: AsyncIterator[Any]) -> Any:
-    return await anext(iterator, _END)
-
-
 async def latest_checkpoint(database: Database, *, tenant: str) -> AuditCheckpoint | None:
     table = AuditCheckpoint.__table__
     async with database.reading() as connection:
@@ -139,52 +152,59 @@ async def verify(
     """
     incremental = incremental and checkpoint is not None
     queries = _queries(database.pool is not None, tenant, checkpoint.id if checkpoint else None, incremental)
-    problems: list[VerifyProblem] = []
+    problems = _Problems()
     checked = chains = 0
     root = hashlib.sha256()
-    async with _Source(database, tenant).snapshot() as stream:
-        events = stream(queries["events"], checkpoint.id) if incremental else stream(queries["events"])
-        heads = stream(queries["heads"])
-        saved = stream(queries["checkpoint"], checkpoint.id) if checkpoint else _empty()
-        event, head, mark = await _next(events), await _next(heads), await _next(saved)
+    async with _snapshot(database, tenant) as query:
+        events = await (query(queries["events"], checkpoint.id) if incremental else query(queries["events"]))
+        heads = await query(queries["heads"])
+        saved = await query(queries["checkpoint"], checkpoint.id) if checkpoint else _Rows(_no_rows)
+        event, head, mark = await events.next(), await heads.next(), await saved.next()
         while event is not _END or head is not _END or mark is not _END:
             subject = min(row["subject_id"] for row in (event, head, mark) if row is not _END)
-            chain: list[dict] = []
+            chain = []
             while event is not _END and event["subject_id"] == subject:
-                chain.append(dict(event))
-                event = await _next(events)
+                chain.append(event)
+                event = await events.next()
             current = saved_head = None
             if head is not _END and head["subject_id"] == subject:
                 current = Head(head["length"], head["head_event_id"], head["head_hash"])
-                head = await _next(heads)
+                head = await heads.next()
             if mark is not _END and mark["subject_id"] == subject:
                 saved_head = Head(mark["length"], mark["head_event_id"], mark["head_hash"])
                 root.update(heads_line(subject, mark["length"], mark["head_event_id"], mark["head_hash"]))
-                mark = await _next(saved)
+                mark = await saved.next()
             chains += 1
             if incremental and not chain and current is not None and current == saved_head:
                 continue  # unchanged since the checkpoint
             checked += len(chain)
-            problems.extend(_problem(f, subject) for f in check(chain, current, saved_head))
-        reported = {p.event_id for p in problems}
-        async for row in stream(queries["orphans"]):
-            if row["event_id"] not in reported:
-                problems.append(VerifyProblem(
-                    event_id=row["event_id"], problem="deleted", detail="a consent state stands on this event, which is missing",
-                ))
+            for finding in check(chain, current, saved_head):
+                problems.add(finding.event_id, finding.problem, finding.detail, subject)
+        orphans = await query(queries["orphans"])
+        while (row := await orphans.next()) is not _END:
+            if row["event_id"] not in problems.named:
+                problems.add(row["event_id"], "deleted", "a consent state stands on this event, which is missing")
     if checkpoint is not None and signed_root is not None and root.hexdigest() != signed_root:
-        problems.append(VerifyProblem(
-            event_id=None, problem="rewritten",
-            detail=f"the heads stored for checkpoint {checkpoint.id} are not the ones its signature covers",
-        ))
+        problems.add(None, "rewritten", f"the heads stored for checkpoint {checkpoint.id} are not the ones its signature covers")
     ref = CheckpointRef(id=checkpoint.id, created_at=checkpoint.created_at, events=checkpoint.events, root=checkpoint.root) if checkpoint else None
-    return VerifyOut(ok=not problems, checked=checked, chains=chains, problems=problems, checkpoint=ref)
+    return VerifyOut(
+        ok=problems.total == 0, checked=checked, chains=chains, problems=problems.listed, problems_total=problems.total,
+        checkpoint=ref,
+    )
 
 
-async def _empty() -> AsyncIterator[Any]:
-    return
-    yield
+class _Problems:
+    """The findings: every one counted, the first MAX_PROBLEMS listed."""
+
+    def __init__(self) -> None:
+        self.listed: list[VerifyProblem] = []
+        self.named: set = set()
+        self.total = 0
+
+    def add(self, event_id: Any, problem: str, detail: str, subject_id: Any = None) -> None:
+        self.total += 1
+        self.named.add(event_id)
+        if len(self.listed) < MAX_PROBLEMS:
+            self.listed.append(VerifyProblem(event_id=event_id, problem=problem, subject_id=subject_id, detail=detail))
 
 
-def _problem(finding: Finding, subject: Any) -> VerifyProblem:
-    return VerifyProblem(event_id=finding.event_id, problem=finding.problem, subject_id=subject, detail=finding.detail)

@@ -133,3 +133,12 @@ async def test_another_tenants_tampering_is_not_reported(backend, client, tenant
     await _ledger(client)
     result, problems = await _verify(backend, other_tenant)
     assert problems == [] and result.checked == 0
+
+
+async def test_problems_past_the_cap_are_counted_not_listed(backend, client, tenant, monkeypatch):
+    events = await _ledger(client)
+    for target in events["john"]:
+        await _sql(backend, "UPDATE consent_events SET actor = 'x' WHERE event_id = :e", e=_id(backend, target))
+    monkeypatch.setattr(verification, "MAX_PROBLEMS", 1)
+    result, problems = await _verify(backend, tenant)
+    assert (len(problems), result.problems_total, result.ok) == (1, 2, False)

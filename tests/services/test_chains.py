@@ -1,0 +1,46 @@
+"""The canonical form an event's hash covers: fixed, because exports are checked against it outside consentd."""
+
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+
+from app.services.chains import CANONICAL_FIELDS, FORMAT, GENESIS, canonical_bytes, canonical_values, event_hash
+
+EVENT = {
+    "tenant_id": "acme", "subject_id": uuid.UUID("6f1c1c2e-0000-4000-8000-000000000001"), "chain_index": 2,
+    "prev_event_id": uuid.UUID("6f1c1c2e-0000-4000-8000-0000000000aa"), "prev_hash": GENESIS.replace("0", "a"),
+    "event_id": uuid.UUID("6f1c1c2e-0000-4000-8000-0000000000bb"), "purpose": "marketing", "purpose_version": 3,
+    "channel": "email", "status": "granted", "captured_at": datetime(2026, 11, 21, 10, 0, tzinfo=UTC),
+    "recorded_at": datetime(2026, 11, 21, 11, 0, 0, 123, tzinfo=timezone(timedelta(hours=1))), "source": "web",
+    "method": "api", "policy_version": "2022-05", "collection_point": None, "actor": "crm",
+    "evidence": {"z": 1, "a": "é"},
+}
+
+
+def test_the_canonical_bytes_are_stable():
+    assert canonical_bytes(EVENT) == (
+        b'["consentd-event-v1","acme","6f1c1c2e-0000-4000-8000-000000000001",2,"6f1c1c2e-0000-4000-8000-0000000000aa",'
+        b'"' + b"a" * 64 + b'","6f1c1c2e-0000-4000-8000-0000000000bb","marketing",3,"email","granted",'
+        b'"2026-11-21T10:00:00.000000Z","2026-11-21T10:00:00.000123Z","web","api","2022-05",null,"crm",'
+        + '{"a":"é","z":1}]'.encode()
+    )
+    assert event_hash(EVENT) == hashlib.sha256(canonical_bytes(EVENT)).hexdigest()
+
+
+def test_every_field_is_covered_in_order():
+    values = dict(zip(CANONICAL_FIELDS, canonical_values(EVENT), strict=True))
+    assert set(values) == set(CANONICAL_FIELDS) and values["actor"] == "crm"
+    # What the database may give back hashes the same: evidence as text, timestamps as the export writes them,
+    # a purpose without channels as "" or null.
+    stored = {**EVENT, "evidence": '{"z": 1,  "a": "é"}', "captured_at": "2026-11-21T10:00:00.000000Z"}
+    assert event_hash(stored) == event_hash(EVENT)
+    assert event_hash({**EVENT, "channel": ""}) == event_hash({**EVENT, "channel": None})
+    assert orjson.loads(canonical_bytes(EVENT))[0] == FORMAT
+
+
+def test_each_field_changes_the_hash():
+    for field, other in [("status", "withdrawn"), ("chain_index", 3), ("prev_hash", GENESIS), ("evidence", None),
+                         ("captured_at", datetime(2026, 11, 21, 10, 0, 0, 1, tzinfo=UTC)), ("actor", "crm2")]:
+        assert event_hash({**EVENT, field: other}) != event_hash(EVENT), field
