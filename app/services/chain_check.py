@@ -39,6 +39,8 @@ class Finding:
 def check(events: Sequence[Row], head: Head | None, checkpoint: Head | None = None) -> list[Finding]:
     """Every problem of one subject's chain: `events` are all its rows (any order), `head` its ledger_chains row,
     `checkpoint` its head in the signed checkpoint compared against (None: not in one)."""
+    if _intact(events, head, checkpoint):
+        return []
     findings: dict[UUID | None, Finding] = {}
 
     def report(event_id: UUID | None, problem: str, detail: str) -> None:
@@ -68,6 +70,29 @@ def check(events: Sequence[Row], head: Head | None, checkpoint: Head | None = No
     if checkpoint is not None:
         _against_checkpoint(walk, checkpoint, report)
     return list(findings.values())
+
+
+def _intact(events: Sequence[Row], head: Head | None, checkpoint: Head | None) -> bool:
+    """The common case, checked in one pass: events in seq order form the chain exactly, ending at the head (and
+    passing through the checkpoint's). Anything else gets the full analysis, which names what is wrong."""
+    if head is None or len(events) != head.length or not events:
+        return not events and head is None and checkpoint is None
+    prev_event_id, prev_hash, seq = None, GENESIS, -1
+    for index, event in enumerate(events, start=1):
+        if (
+            event["seq"] <= seq or event["chain_index"] != index or event["prev_event_id"] != prev_event_id
+            or event["prev_hash"] != prev_hash or event_hash(event) != event["hash"]
+        ):
+            return False
+        prev_event_id, prev_hash, seq = event["event_id"], event["hash"], event["seq"]
+        if checkpoint is not None and index == checkpoint.length and (
+            event["event_id"] != checkpoint.event_id or event["hash"] != checkpoint.hash
+        ):
+            return False
+    return (
+        prev_event_id == head.event_id and prev_hash == head.hash
+        and (checkpoint is None or checkpoint.length <= head.length)
+    )
 
 
 def _walk(head: Head, by_id: dict, intact: dict, report) -> list[Row]:  # noqa: ANN001

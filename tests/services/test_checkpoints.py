@@ -138,3 +138,15 @@ async def test_incremental_verification_reads_only_the_chains_that_moved(backend
     await _rewrite_chain(backend, moved["subject_id"], events[1]["event_id"])
     result = await checkpoints.verify(backend.database, backend.app.state.signer, tenant=tenant, incremental=True)
     assert [(str(p.event_id), p.problem) for p in result.problems] == [(events[2]["event_id"], "rewritten")]
+
+
+async def test_a_whole_chain_deleted_is_found_by_the_checkpoint(backend, client, tenant):
+    """Every event of a subject and its head row gone: only the checkpoint remembers the chain."""
+    events = await _seed(client)
+    await _checkpoint(backend, tenant)
+    subject = uuid.UUID(events[3]["subject_id"])
+    key = subject.hex if backend.name == "sqlite" else subject
+    async with backend.database.engine.begin() as connection:
+        for table in ("consent_changes", "consent_state", "consent_events", "ledger_chains"):
+            await connection.execute(sa.text(f"DELETE FROM {table} WHERE subject_id = :s"), {"s": key})
+    assert (await _verify(backend, tenant))[1] == [(events[5]["event_id"], "deleted")]
