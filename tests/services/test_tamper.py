@@ -70,6 +70,31 @@ async def test_a_deleted_event_is_named(backend, client, tenant, position):
     assert (await _verify(backend, tenant))[1] == [(target, "deleted")]
 
 
+async def test_adjacent_deleted_events_are_named(backend, client, tenant):
+    """Two neighbours deleted: the later is named by its successor, the earlier only by its position."""
+    events = await _ledger(client)
+    for target in events["jane"][1:3]:
+        await _sql(backend, "DELETE FROM consent_events WHERE event_id = :e", e=_id(backend, target))
+    result, problems = await _verify(backend, tenant)
+    assert problems == sorted([(events["jane"][2], "deleted"), ("None", "deleted")])
+    assert "event 2 " in next(p.detail for p in result.problems if p.event_id is None)
+
+
+async def test_a_missing_head_is_reported(backend, client, tenant):
+    events = await _ledger(client)
+    await _sql(backend, "DELETE FROM consent_events WHERE event_id = :e", e=_id(backend, events["jane"][3]))
+    subject = (await client.post("/v1/subjects/lookup", json=JANE)).json()["subject_id"]
+    await _sql(backend, "DELETE FROM ledger_chains WHERE subject_id = :s", s=_id(backend, subject))
+    # The head is gone, but the consent state still stands on the deleted event.
+    assert (await _verify(backend, tenant))[1] == sorted([(events["jane"][2], "rewritten"), (events["jane"][3], "deleted")])
+
+
+async def test_an_event_moved_far_in_the_ledger_is_named_alone(backend, client, tenant):
+    events = await _ledger(client)
+    await _sql(backend, "UPDATE consent_events SET seq = 900000000 WHERE event_id = :e", e=_id(backend, events["jane"][0]))
+    assert (await _verify(backend, tenant))[1] == [(events["jane"][0], "reordered")]
+
+
 async def test_an_inserted_copy_is_named(backend, client, tenant):
     """A copy of a real row (its chain fields too) under a new event id."""
     events = await _ledger(client)
