@@ -114,3 +114,20 @@ async def test_crossed_identifiers_conflict_instead_of_deadlocking(pg_backend, c
         first = (await client.post("/v1/subjects/lookup", json={"email": f"x{i}@example.com"})).json()
         second = (await client.post("/v1/subjects/lookup", json={"external_id": f"Y{i}"})).json()
         assert first["subject_id"] == second["subject_id"]  # both identifiers ended up on one person
+
+
+async def test_recorded_at_never_runs_backwards_along_a_chain(pg_backend, client):
+    subject = {"email": "clock@example.com"}
+    sid = (await client.post("/v1/consents", json=consent_body(subject, ("marketing", "email", "granted")))).json()["subject_id"]
+    transport = httpx.ASGITransport(app=pg_backend.app)
+
+    async def send(n: int) -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://c", headers=client.headers) as http:
+            return await http.post("/v1/consents", json=consent_body({"subject_id": sid}, ("profiling", None, "granted" if n % 2 else "withdrawn")))
+
+    assert {r.status_code for r in await asyncio.gather(*(send(n) for n in range(40)))} == {201}
+    rows = [json.loads(line) for line in (await client.get("/v1/audit/events")).content.splitlines()]
+    chain = sorted((r for r in rows if r["subject_id"] == sid), key=lambda r: r["chain_index"])
+    assert len(chain) == 41
+    assert [r["recorded_at"] for r in chain] == sorted(r["recorded_at"] for r in chain)
+    assert [r["seq"] for r in chain] == sorted(r["seq"] for r in chain)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import LedgerChain
+from app.models.base import utcnow
 from app.services import pg_bulk
 from app.services.sql import in_slices, is_postgres, upsert
 
@@ -85,7 +86,8 @@ async def link(session: AsyncSession, events: list[dict]) -> None:
     """Put each event at the end of its subject's chain (in list order), in the caller's transaction.
 
     Locks the chains' heads in subject order until commit, so call it before the events take their `seq`:
-    a later writer of the same subject then gets later seqs, and ledger order agrees with chain order.
+    a later writer of the same subject then gets later seqs, and ledger order agrees with chain order. Sets
+    `recorded_at` after the lock for the same reason.
     """
     subject_ids = sorted({event["subject_id"] for event in events}, key=str)
     tenant = events[0]["tenant_id"]
@@ -95,7 +97,10 @@ async def link(session: AsyncSession, events: list[dict]) -> None:
         heads = {row["subject_id"]: tuple(row)[1:] for row in await db.fetch(PG_LOCK, subject_ids)}
     else:
         heads = await _lock_sqlite(session, tenant, subject_ids)
+    # Stamped after the wait for the lock: along a chain, recorded_at never runs backwards.
+    recorded_at = utcnow()
     for event in events:
+        event["recorded_at"] = max(event["recorded_at"], recorded_at)
         length, head_event_id, head_hash = heads[event["subject_id"]]
         event["chain_index"] = length + 1
         event["prev_event_id"] = head_event_id

@@ -101,7 +101,7 @@ async def record(
         channels.append(storage_channel(rule, decision.channel, loc=["body", "decisions", index, "channel"]))
 
     subject_id = await subjects.resolve(session, keys, tenant=tenant, ref=body.subject, identifiers=body.identifiers)
-    # Taken after any wait for locks above, so that recording order follows the ledger's seq as closely as it can.
+    # chains.link stamps it again after the wait for the chain's lock.
     recorded_at = utcnow()
 
     events = new_events(
