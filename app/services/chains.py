@@ -137,7 +137,8 @@ async def _lock_sqlite(session: AsyncSession, tenant: str, subject_ids: list[uui
 
 
 def chain_events(events: Iterable[dict]) -> list[dict]:
-    """Chain events of one subject that have no chain yet (a migration of an older ledger), in ledger order."""
+    """Events of one subject chained from scratch, in ledger order: what someone rewriting a chain would do (tests and
+    benchmarks use it)."""
     head_event_id, head_hash = None, GENESIS
     out = []
     for index, event in enumerate(sorted(events, key=lambda e: e["seq"]), start=1):

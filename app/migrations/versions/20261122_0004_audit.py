@@ -12,8 +12,7 @@ import sqlmodel
 from alembic import op
 
 import app.models.base
-from app.models import ConsentEvent, LedgerChain
-from app.services.chains import chain_events
+from app.services.chains import GENESIS, event_hash
 
 
 revision: str = '20261122_0004'
@@ -86,29 +85,70 @@ def upgrade() -> None:
     _chain_existing_events()
 
 
+# The columns as of this revision (not the live models, which may have grown since).
+_EVENTS = sa.table(
+    "consent_events",
+    *(sa.column(name, kind) for name, kind in [
+        ("seq", sa.BigInteger()), ("event_id", sa.Uuid()), ("tenant_id", sa.String()), ("subject_id", sa.Uuid()),
+        ("purpose", sa.String()), ("purpose_version", sa.Integer()), ("channel", sa.String()), ("status", sa.String()),
+        ("captured_at", app.models.base.UTCDateTime()), ("recorded_at", app.models.base.UTCDateTime()),
+        ("source", sa.String()), ("method", sa.String()), ("policy_version", sa.String()),
+        ("collection_point", sa.String()), ("actor", sa.String()), ("evidence", sa.JSON()), ("chain_index", sa.Integer()),
+        ("prev_event_id", sa.Uuid()), ("prev_hash", sa.String()), ("hash", sa.String()),
+    ]),
+)
+_CHAINS = sa.table(
+    "ledger_chains",
+    *(sa.column(name, kind) for name, kind in [
+        ("subject_id", sa.Uuid()), ("tenant_id", sa.String()), ("length", sa.Integer()), ("head_event_id", sa.Uuid()),
+        ("head_hash", sa.String()),
+    ]),
+)
+_PAGE = 10_000
+
+
 def _chain_existing_events() -> None:
-    """Chain the events recorded before this revision, subject by subject, in ledger (seq) order."""
+    """Chain the events recorded before this revision, subject by subject, in ledger (seq) order.
+
+    Read in pages in (subject_id, seq) order and written back in batches by primary key: linear in the ledger.
+    """
     bind = op.get_bind()
-    events = ConsentEvent.__table__
-    chains = LedgerChain.__table__
-    columns = [c for c in events.columns if c.name not in ("chain_index", "prev_event_id", "prev_hash", "hash")]
-    subjects = bind.execute(sa.select(events.c.subject_id, events.c.tenant_id).distinct()).all()
-    for subject_id, tenant_id in subjects:
-        rows = bind.execute(sa.select(*columns).where(events.c.subject_id == subject_id)).mappings().all()
-        chained = chain_events([dict(row) for row in rows])
-        bind.execute(
-            events.update().where(events.c.seq == sa.bindparam("at_seq")),
-            [
-                {"at_seq": e["seq"], "chain_index": e["chain_index"], "prev_event_id": e["prev_event_id"],
-                 "prev_hash": e["prev_hash"], "hash": e["hash"]}
-                for e in chained
-            ],
-        )
-        last = chained[-1]
-        bind.execute(chains.insert().values(
-            subject_id=subject_id, tenant_id=tenant_id, length=len(chained), head_event_id=last["event_id"],
-            head_hash=last["hash"],
-        ))
+    events = _EVENTS.c
+    columns = [c for c in events if c.name not in ("chain_index", "prev_event_id", "prev_hash", "hash")]
+    subject = tenant = head_event_id = None
+    head_hash, length, after = GENESIS, 0, None
+    heads: list[dict] = []
+
+    def close_chain() -> None:
+        if subject is not None:
+            heads.append({"subject_id": subject, "tenant_id": tenant, "length": length, "head_event_id": head_event_id,
+                          "head_hash": head_hash})
+
+    while True:
+        query = sa.select(*columns).order_by(events.subject_id, events.seq).limit(_PAGE)
+        if after is not None:
+            query = query.where(sa.tuple_(events.subject_id, events.seq) > sa.tuple_(*after))
+        rows = bind.execute(query).mappings().all()
+        if not rows:
+            break
+        updates = []
+        for row in rows:
+            if row["subject_id"] != subject:
+                close_chain()
+                subject, tenant, head_event_id, head_hash, length = row["subject_id"], row["tenant_id"], None, GENESIS, 0
+            length += 1
+            event = {**row, "chain_index": length, "prev_event_id": head_event_id, "prev_hash": head_hash}
+            event["hash"] = event_hash(event)
+            updates.append({"at_seq": row["seq"], **{k: event[k] for k in ("chain_index", "prev_event_id", "prev_hash", "hash")}})
+            head_event_id, head_hash = row["event_id"], event["hash"]
+        bind.execute(_EVENTS.update().where(events.seq == sa.bindparam("at_seq")), updates)
+        after = (rows[-1]["subject_id"], rows[-1]["seq"])
+        if len(heads) >= _PAGE:
+            bind.execute(_CHAINS.insert(), heads)
+            heads = []
+    close_chain()
+    if heads:
+        bind.execute(_CHAINS.insert(), heads)
 
 
 def downgrade() -> None:
