@@ -10,6 +10,8 @@ from typing import Annotated, TypeVar
 import typer
 import uvicorn
 from pydantic import ValidationError
+import asyncpg
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import get_settings
@@ -38,14 +40,13 @@ def _fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` in one transaction on the configured database."""
+def _with_database(work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `work` on the configured database (it opens its own transactions)."""
 
     async def run() -> T:
         database = await Database.open(get_settings())
         try:
-            async with database.transaction() as session:
-                return await work(session)
+            return await work(database)
         finally:
             await database.close()
 
@@ -53,6 +54,16 @@ def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except AppError as exc:
         _fail(exc.detail)
+
+
+def _in_transaction(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one transaction on the configured database."""
+
+    async def in_transaction(database: Database) -> T:
+        async with database.transaction() as session:
+            return await work(session)
+
+    return _with_database(in_transaction)
 
 
 def _check_tenant_key(key: str) -> None:
@@ -238,22 +249,6 @@ def revoke_banner_key(key: str) -> None:
     typer.echo("revoked", err=True)
 
 
-def _with_database(work: Callable[[Database], Awaitable[T]]) -> T:
-    """Run `work` on the configured database (it opens its own transactions)."""
-
-    async def run() -> T:
-        database = await Database.open(get_settings())
-        try:
-            return await work(database)
-        finally:
-            await database.close()
-
-    try:
-        return asyncio.run(run())
-    except AppError as exc:
-        _fail(exc.detail)
-
-
 @audit_cli.command("verify")
 def audit_verify(
     tenant: Annotated[str, typer.Option(help="tenant key")],
@@ -265,22 +260,27 @@ def audit_verify(
 ) -> None:
     """Check every event against its subject's hash chain and a signed checkpoint; print the findings as JSON.
 
-    Exits 1 when an event was changed, deleted, inserted or reordered behind the service's back."""
+    Exits 1 when an event was changed, deleted, inserted or reordered behind the service's back, 2 when the
+    verification itself could not run (no database, say)."""
     from app.security import Signer
     from app.services import checkpoints
 
     _check_tenant_key(tenant)
-    _in_transaction(lambda session: _require_tenant(session, tenant))
     saved = checkpoint.read_text().strip() if checkpoint else None
     settings = get_settings()
-    result = _with_database(
-        lambda database: checkpoints.verify(database, Signer(settings), tenant=tenant, saved_jws=saved, incremental=incremental)
-    )
+    try:
+        _in_transaction(lambda session: _require_tenant(session, tenant))
+        result = _with_database(
+            lambda database: checkpoints.verify(database, Signer(settings), tenant=tenant, saved_jws=saved, incremental=incremental)
+        )
+    except (OSError, SQLAlchemyError, asyncpg.PostgresError, TimeoutError) as exc:
+        typer.echo(f"error: verification could not run: {type(exc).__name__}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(result.model_dump_json(indent=2))
     against = f"checkpoint {result.checkpoint.id}" if result.checkpoint else "no checkpoint"
     typer.echo(
         f"{result.checked} events in {result.chains} chains checked against {against}: "
-        + ("ok" if result.ok else f"{len(result.problems)} problems"),
+        + ("ok" if result.ok else f"{result.problems_total} problem(s)"),
         err=True,
     )
     if not result.ok:

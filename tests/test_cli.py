@@ -109,8 +109,15 @@ def test_audit_checkpoint_and_verify(consentd, tmp_path):
     found = json.loads(failed.stdout)
     assert found["ok"] is False and [p["problem"] for p in found["problems"]] == ["deleted"]
     assert found["problems"][0]["event_id"].replace("-", "") == event_id
-    assert "1 problems" in failed.stderr
+    assert "1 problem(s)" in failed.stderr
     consentd("audit", "verify", "--tenant", "nobody", ok=False)
+
+
+def test_audit_verify_exits_2_when_it_cannot_run(tmp_path):
+    env = os.environ | {"CONSENTD_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none", "CONSENTD_DB_TIMEOUT": "2"}
+    done = subprocess.run([sys.executable, "-m", "app.cli", "audit", "verify", "--tenant", "acme"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "could not run" in done.stderr, done.stderr
 
 
 def _catalogue(tmp_path: Path) -> Path:

@@ -5,6 +5,7 @@ from fastapi.responses import Response
 
 from app.deps import AccessLogDep, ReadSessionDep, SignerDep, require_scopes
 from app.models.receipts import ConsentReceiptOut, Jwks
+from app.models.common import problem_responses
 from app.responses import json_response
 from app.security import Principal
 from app.services import access_log, receipts
@@ -13,7 +14,7 @@ router = APIRouter(prefix="/v1/events", tags=["audit"])
 well_known = APIRouter(tags=["audit"])
 
 
-@router.get("/{event_id}/receipt", response_model=ConsentReceiptOut)
+@router.get("/{event_id}/receipt", response_model=ConsentReceiptOut, responses=problem_responses(409))
 async def get_receipt(
     event_id: uuid.UUID,
     session: ReadSessionDep,

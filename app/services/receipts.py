@@ -7,10 +7,11 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.models import ConsentEvent, PurposeVersion, Tenant
 from app.models.receipts import CONFORMS_TO, RECEIPT_SCHEMA_VERSION, ConsentReceipt, Controller, ReceiptPurpose
 from app.security import Signer
+from app.services.chains import event_hash
 from app.services.decision import Rule, Standing, api_channel, expires_at
 
 CONSENT_RECEIPT = "consent-receipt+jwt"
@@ -77,14 +78,17 @@ def _document(row: dict[str, Any]) -> ConsentReceipt:
         collection_method=row["method"],
         source=row["source"],
         recorded_by=row["actor"],
-        # Read only if the ledger has the column: receipts do not depend on the hash chain being there.
-        ledger_hash=row.get("hash"),
+        ledger_hash=row["hash"],
     )
 
 
 async def consent_receipt(session: AsyncSession, signer: Signer, *, tenant: str, event_id: uuid.UUID) -> dict[str, Any]:
     """The tenant's consent event as a 27560 consent record with `jws` over it; 404 for an event not theirs."""
-    document = _document(await _event(session, tenant=tenant, event_id=event_id)).model_dump(mode="json")
+    row = await _event(session, tenant=tenant, event_id=event_id)
+    if row["hash"] is None or event_hash(row) != row["hash"]:
+        # A receipt is proof: never sign a row that fails its own hash (GET /v1/audit/verify says more).
+        raise Conflict("this event no longer matches its hash in the ledger; run GET /v1/audit/verify")
+    document = _document(row).model_dump(mode="json")
     # Signed as the plain JSON the client receives, so that the verified payload minus iss/iat is the document.
     token = signer.sign({**document, "iss": signer.issuer, "iat": int(time.time())}, typ=CONSENT_RECEIPT)
     return {**document, "jws": token}

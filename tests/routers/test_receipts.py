@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jose import jws
 from sqlalchemy import select
+from sqlalchemy import text as sa_text
 
 from app.main import create_app
 from app.models import ConsentEvent
@@ -116,7 +117,7 @@ async def test_receipt_verifies_with_the_published_key_alone(client, anonymous, 
     assert "jane@example.com" not in response.text
 
 
-async def test_receipt_carries_the_ledger_hash_when_the_ledger_has_one(backend, client, tenant):
+async def test_receipt_carries_the_ledger_hash(backend, client, tenant):
     recorded = await record(client, {"external_id": "H-1"}, ("profiling", None, "withdrawn"))
     event_id = recorded["events"][0]["event_id"]
     receipt = (await client.get(f"/v1/events/{event_id}/receipt")).json()
@@ -124,7 +125,7 @@ async def test_receipt_carries_the_ledger_hash_when_the_ledger_has_one(backend, 
         row = (
             await session.execute(select(ConsentEvent.__table__).where(ConsentEvent.event_id == uuid.UUID(event_id)))
         ).mappings().one()
-    assert receipt["ledger_hash"] == row.get("hash")
+    assert len(receipt["ledger_hash"]) == 64 and receipt["ledger_hash"] == row["hash"]
     # A withdrawal (an objection, for legitimate interest) never expires; a channel-less purpose has no channel.
     assert (receipt["state"], receipt["expires_at"], receipt["purposes"][0]["channel"]) == ("withdrawn", None, None)
     assert receipt["purposes"][0]["lawful_basis"] == "legitimate_interest"
@@ -223,3 +224,14 @@ async def test_receipts_survive_a_key_rotation(backend, tmp_path, token):
     _, _, b_only = await serve(signing_key=key_b)
     with pytest.raises(SignatureError, match="no published key"):
         verify_with_jwks(old_receipt["jws"], b_only)
+
+
+async def test_no_receipt_is_signed_for_an_event_altered_in_the_database(backend, client):
+    """A receipt is proof: an event whose fields no longer give its hash gets a 409, not a signature."""
+    recorded = await record(client, {"external_id": "T-1"}, ("marketing", "email", "withdrawn"))
+    event_id = recorded["events"][0]["event_id"]
+    async with backend.database.engine.begin() as connection:
+        key = uuid.UUID(event_id).hex if backend.name == "sqlite" else uuid.UUID(event_id)
+        await connection.execute(sa_text("UPDATE consent_events SET status = 'granted' WHERE event_id = :e"), {"e": key})
+    body = assert_problem(await client.get(f"/v1/events/{event_id}/receipt"), 409)
+    assert "verify" in body["detail"]
