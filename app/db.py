@@ -3,7 +3,7 @@
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 from sqlalchemy import event
@@ -80,6 +80,10 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     pool: asyncpg.Pool | None
     timeout: float
+    # PostgreSQL: where long reads (services/snapshots.py) open connections of their own; None on SQLite.
+    dsn: str | None = None
+    # Long reads at once in this process; the next waits its turn.
+    long_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))
 
     @classmethod
     async def open(cls, settings: Settings) -> "Database":
@@ -96,7 +100,8 @@ class Database:
                 command_timeout=settings.db_timeout,
                 reset=_keep_session,
             )
-        return cls(engine=engine, sessions=sessions, pool=pool, timeout=settings.db_timeout)
+        dsn = asyncpg_dsn(settings.database_url) if settings.is_postgres else None
+        return cls(engine=engine, sessions=sessions, pool=pool, timeout=settings.db_timeout, dsn=dsn)
 
     async def close(self) -> None:
         if self.pool is not None:

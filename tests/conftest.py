@@ -186,6 +186,12 @@ async def anonymous(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+def stored_id(backend: Backend, value: str | uuid.UUID) -> str | uuid.UUID:
+    """An id as a raw SQL statement binds it on this backend (SQLite stores 32 hex digits)."""
+    value = uuid.UUID(str(value))
+    return value.hex if backend.name == "sqlite" else value
+
+
 def bearer(jwt: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {jwt}"}
 

@@ -78,7 +78,7 @@ async def verify(
     `incremental`: only the chains that moved since it (verification.verify)."""
     problems: list[VerifyProblem] = []
     if saved_jws is None:
-        checkpoint = await verification.latest_checkpoint(database, tenant=tenant)
+        checkpoint = await stored(database, tenant=tenant)
         token = checkpoint.jws if checkpoint else None
     else:
         token, checkpoint = saved_jws, None
@@ -94,7 +94,7 @@ async def verify(
                 raise NotFound("checkpoint of this tenant", str(payload.get("checkpoint_id")))
             signed_root = payload["root"]
             if checkpoint is None:
-                checkpoint = await _by_id(database, tenant=tenant, checkpoint_id=int(payload["checkpoint_id"]))
+                checkpoint = await stored(database, tenant=tenant, checkpoint_id=int(payload["checkpoint_id"]))
                 if checkpoint is None:
                     problems.append(_checkpoint_problem(f"checkpoint {payload['checkpoint_id']} is missing from the database"))
     result = await verification.verify(
@@ -110,10 +110,11 @@ def _checkpoint_problem(detail: str) -> VerifyProblem:
     return VerifyProblem(event_id=None, problem="rewritten", detail=detail)
 
 
-async def _by_id(database: Database, *, tenant: str, checkpoint_id: int) -> AuditCheckpoint | None:
+async def stored(database: Database, *, tenant: str, checkpoint_id: int | None = None) -> AuditCheckpoint | None:
+    """The tenant's checkpoint `checkpoint_id` as the database holds it, or (None) its latest."""
     table = AuditCheckpoint.__table__
+    query = sa.select(table).where(table.c.tenant_id == tenant)
+    query = query.where(table.c.id == checkpoint_id) if checkpoint_id is not None else query.order_by(table.c.id.desc())
     async with database.reading() as connection:
-        row = (
-            await connection.execute(sa.select(table).where(table.c.tenant_id == tenant, table.c.id == checkpoint_id))
-        ).mappings().first()
+        row = (await connection.execute(query.limit(1))).mappings().first()
     return AuditCheckpoint.model_validate(dict(row)) if row else None

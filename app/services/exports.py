@@ -13,17 +13,13 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from app.db import Database, acquire
+from app.db import Database
 from app.models import ConsentEvent
+from app.services import snapshots
 from app.services.chains import CANONICAL_FIELDS, canonical_values
 
 FIELDS = ("seq", *CANONICAL_FIELDS, "hash")
 _CHUNK_ROWS = 1_000
-_PG_EVENTS = f"""
-SELECT {", ".join(FIELDS)} FROM consent_events
-WHERE tenant_id = $1 AND captured_at >= $2 AND captured_at < $3 AND ($4::text IS NULL OR purpose = $4)
-ORDER BY captured_at, seq
-"""
 
 
 def _row(row: Any) -> dict[str, Any]:
@@ -32,21 +28,14 @@ def _row(row: Any) -> dict[str, Any]:
 
 async def _rows(database: Database, *, tenant: str, start: datetime, end: datetime, purpose: str | None) -> AsyncIterator[Any]:
     """The events of [start, end) by captured_at (then ledger order), read in one snapshot."""
-    if database.pool is not None:
-        async with acquire(database.pool) as connection:
-            async with connection.transaction(isolation="repeatable_read", readonly=True):
-                async for row in connection.cursor(_PG_EVENTS, tenant, start, end, purpose, prefetch=_CHUNK_ROWS):
-                    yield row
-        return
     table = ConsentEvent.__table__
     query = sa.select(*(table.c[name] for name in FIELDS)).where(
         table.c.tenant_id == tenant, table.c.captured_at >= start, table.c.captured_at < end
     )
     if purpose is not None:
         query = query.where(table.c.purpose == purpose)
-    async with database.reading() as connection:
-        result = await connection.stream(query.order_by(table.c.captured_at, table.c.seq))
-        async for row in result.mappings():
+    async with snapshots.snapshot(database) as run:
+        async for row in await run(query.order_by(table.c.captured_at, table.c.seq)):
             yield row
 
 

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.services.chains import event_hash
-from tests.conftest import assert_problem, bearer
+from tests.conftest import assert_problem, bearer, stored_id
 from tests.support.api import record
 
 JANE = {"email": "jane@example.com"}
@@ -105,7 +105,7 @@ async def test_verify_reports_an_event_changed_behind_the_services_back(backend,
     assert (clean["ok"], clean["checked"], clean["problems"]) == (True, 4, [])
     target = events[1]["event_id"]
     async with backend.database.engine.begin() as connection:
-        key = uuid.UUID(target).hex if backend.name == "sqlite" else uuid.UUID(target)
+        key = stored_id(backend, target)
         await connection.execute(sa.text("UPDATE consent_events SET status = 'granted' WHERE event_id = :e"), {"e": key})
     tampered = (await client.get("/v1/audit/verify")).json()
     assert tampered["ok"] is False and tampered["checked"] == 4

@@ -19,7 +19,7 @@ from sqlalchemy import text as sa_text
 from app.main import create_app
 from app.models import ConsentEvent
 from app.security import SignatureError, verify_with_jwks
-from tests.conftest import assert_problem, bearer, settings_for
+from tests.conftest import assert_problem, bearer, settings_for, stored_id
 from tests.support.api import iso, record
 
 CHECK = {"subject": {"email": "proof@example.com"}, "purpose": "marketing", "channel": "email"}
@@ -231,7 +231,7 @@ async def test_no_receipt_is_signed_for_an_event_altered_in_the_database(backend
     recorded = await record(client, {"external_id": "T-1"}, ("marketing", "email", "withdrawn"))
     event_id = recorded["events"][0]["event_id"]
     async with backend.database.engine.begin() as connection:
-        key = uuid.UUID(event_id).hex if backend.name == "sqlite" else uuid.UUID(event_id)
+        key = stored_id(backend, event_id)
         await connection.execute(sa_text("UPDATE consent_events SET status = 'granted' WHERE event_id = :e"), {"e": key})
     body = assert_problem(await client.get(f"/v1/events/{event_id}/receipt"), 409)
     assert "verify" in body["detail"]

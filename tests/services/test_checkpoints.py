@@ -13,7 +13,7 @@ from app.models import ConsentEvent, LedgerChain
 from app.security import Signer
 from app.services import checkpoints, verification
 from app.services.chains import chain_events
-from tests.conftest import settings_for
+from tests.conftest import settings_for, stored_id
 from tests.support.api import record
 
 JANE, JOHN = {"email": "jane@example.com"}, {"email": "john@example.com"}
@@ -92,7 +92,7 @@ async def test_tampered_checkpoint_heads_are_found(backend, client, tenant):
     # Hiding the rewrite by changing the checkpoint's stored heads too breaks the signed root.
     async with backend.database.engine.begin() as connection:
         head = (await connection.execute(sa.text("SELECT head_hash FROM ledger_chains WHERE subject_id = :s"),
-                                         {"s": uuid.UUID(events[0]["subject_id"]).hex if backend.name == "sqlite" else uuid.UUID(events[0]["subject_id"])})).scalar()
+                                         {"s": stored_id(backend, events[0]["subject_id"])})).scalar()
         await connection.execute(sa.text("UPDATE audit_checkpoint_heads SET head_hash = :h WHERE checkpoint_id = :c AND head_hash <> :h AND length = 3"),
                                  {"h": head, "c": taken.id})
     result, problems = await _verify(backend, tenant)
@@ -144,8 +144,7 @@ async def test_a_whole_chain_deleted_is_found_by_the_checkpoint(backend, client,
     """Every event of a subject and its head row gone: only the checkpoint remembers the chain."""
     events = await _seed(client)
     await _checkpoint(backend, tenant)
-    subject = uuid.UUID(events[3]["subject_id"])
-    key = subject.hex if backend.name == "sqlite" else subject
+    key = stored_id(backend, events[3]["subject_id"])
     async with backend.database.engine.begin() as connection:
         for table in ("consent_changes", "consent_state", "consent_events", "ledger_chains"):
             await connection.execute(sa.text(f"DELETE FROM {table} WHERE subject_id = :s"), {"s": key})

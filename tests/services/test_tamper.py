@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.services import verification
+from tests.conftest import stored_id
 from tests.support.api import record
 
 JANE, JOHN = {"email": "jane@example.com"}, {"email": "john@example.com"}
@@ -24,9 +25,6 @@ async def _ledger(client) -> dict[str, list[str]]:
     return events
 
 
-def _id(backend, value: str):
-    """An event or subject id as a raw statement binds it on this backend (SQLite stores 32 hex digits)."""
-    return uuid.UUID(value).hex if backend.name == "sqlite" else uuid.UUID(value)
 
 
 async def _sql(backend, statement: str, **params) -> None:
@@ -50,7 +48,7 @@ async def test_an_untouched_ledger_verifies(backend, client, tenant):
 async def test_a_changed_event_is_named(backend, client, tenant, column, value):
     events = await _ledger(client)
     target = events["jane"][1]
-    await _sql(backend, f"UPDATE consent_events SET {column} = :v WHERE event_id = :e", v=value, e=_id(backend, target))
+    await _sql(backend, f"UPDATE consent_events SET {column} = :v WHERE event_id = :e", v=value, e=stored_id(backend, target))
     result, problems = await _verify(backend, tenant)
     assert problems == [(target, "changed")] and not result.ok
 
@@ -58,7 +56,7 @@ async def test_a_changed_event_is_named(backend, client, tenant, column, value):
 async def test_changed_evidence_is_named(backend, client, tenant):
     events = await _ledger(client)
     target = events["jane"][2]
-    await _sql(backend, "UPDATE consent_events SET evidence = :v WHERE event_id = :e", v='{"form": "forged"}', e=_id(backend, target))
+    await _sql(backend, "UPDATE consent_events SET evidence = :v WHERE event_id = :e", v='{"form": "forged"}', e=stored_id(backend, target))
     assert (await _verify(backend, tenant))[1] == [(target, "changed")]
 
 
@@ -66,7 +64,7 @@ async def test_changed_evidence_is_named(backend, client, tenant):
 async def test_a_deleted_event_is_named(backend, client, tenant, position):
     events = await _ledger(client)
     target = events["jane"][position]
-    await _sql(backend, "DELETE FROM consent_events WHERE event_id = :e", e=_id(backend, target))
+    await _sql(backend, "DELETE FROM consent_events WHERE event_id = :e", e=stored_id(backend, target))
     assert (await _verify(backend, tenant))[1] == [(target, "deleted")]
 
 
@@ -74,7 +72,7 @@ async def test_adjacent_deleted_events_are_named(backend, client, tenant):
     """Two neighbours deleted: the later is named by its successor, the earlier only by its position."""
     events = await _ledger(client)
     for target in events["jane"][1:3]:
-        await _sql(backend, "DELETE FROM consent_events WHERE event_id = :e", e=_id(backend, target))
+        await _sql(backend, "DELETE FROM consent_events WHERE event_id = :e", e=stored_id(backend, target))
     result, problems = await _verify(backend, tenant)
     assert problems == sorted([(events["jane"][2], "deleted"), ("None", "deleted")])
     assert "event 2 " in next(p.detail for p in result.problems if p.event_id is None)
@@ -82,16 +80,16 @@ async def test_adjacent_deleted_events_are_named(backend, client, tenant):
 
 async def test_a_missing_head_is_reported(backend, client, tenant):
     events = await _ledger(client)
-    await _sql(backend, "DELETE FROM consent_events WHERE event_id = :e", e=_id(backend, events["jane"][3]))
+    await _sql(backend, "DELETE FROM consent_events WHERE event_id = :e", e=stored_id(backend, events["jane"][3]))
     subject = (await client.post("/v1/subjects/lookup", json=JANE)).json()["subject_id"]
-    await _sql(backend, "DELETE FROM ledger_chains WHERE subject_id = :s", s=_id(backend, subject))
+    await _sql(backend, "DELETE FROM ledger_chains WHERE subject_id = :s", s=stored_id(backend, subject))
     # The head is gone, but the consent state still stands on the deleted event.
     assert (await _verify(backend, tenant))[1] == sorted([(events["jane"][2], "rewritten"), (events["jane"][3], "deleted")])
 
 
 async def test_an_event_moved_far_in_the_ledger_is_named_alone(backend, client, tenant):
     events = await _ledger(client)
-    await _sql(backend, "UPDATE consent_events SET seq = 900000000 WHERE event_id = :e", e=_id(backend, events["jane"][0]))
+    await _sql(backend, "UPDATE consent_events SET seq = 900000000 WHERE event_id = :e", e=stored_id(backend, events["jane"][0]))
     assert (await _verify(backend, tenant))[1] == [(events["jane"][0], "reordered")]
 
 
@@ -106,7 +104,7 @@ async def test_an_inserted_copy_is_named(backend, client, tenant):
     await _sql(
         backend,
         f"INSERT INTO consent_events (event_id, {columns}) SELECT :forged, {columns} FROM consent_events WHERE event_id = :e",
-        forged=_id(backend, forged), e=_id(backend, events["jane"][1]),
+        forged=stored_id(backend, forged), e=stored_id(backend, events["jane"][1]),
     )
     assert (await _verify(backend, tenant))[1] == [(forged, "inserted")]
 
@@ -121,7 +119,7 @@ async def test_an_inserted_row_without_chain_fields_is_named(backend, client, te
     await _sql(
         backend,
         f"INSERT INTO consent_events (event_id, {columns}) SELECT :forged, {columns} FROM consent_events WHERE event_id = :e",
-        forged=_id(backend, forged), e=_id(backend, events["john"][0]),
+        forged=stored_id(backend, forged), e=stored_id(backend, events["john"][0]),
     )
     assert (await _verify(backend, tenant))[1] == [(forged, "inserted")]
 
@@ -132,7 +130,7 @@ async def test_events_reordered_in_the_ledger_are_named(backend, client, tenant)
     first, second = events["jane"][0], events["jane"][2]
     async with backend.database.engine.begin() as connection:
         seq = {
-            e: (await connection.execute(sa.text("SELECT seq FROM consent_events WHERE event_id = :e"), {"e": _id(backend, e)})).scalar()
+            e: (await connection.execute(sa.text("SELECT seq FROM consent_events WHERE event_id = :e"), {"e": stored_id(backend, e)})).scalar()
             for e in (first, second)
         }
         move = sa.text("UPDATE consent_events SET seq = :to WHERE seq = :at")
@@ -147,10 +145,10 @@ async def test_events_whose_times_were_exchanged_are_named(backend, client, tena
     first, second = events["jane"][1], events["jane"][3]
     async with backend.database.engine.begin() as connection:
         read = sa.text("SELECT captured_at FROM consent_events WHERE event_id = :e")
-        at = {e: (await connection.execute(read, {"e": _id(backend, e)})).scalar() for e in (first, second)}
+        at = {e: (await connection.execute(read, {"e": stored_id(backend, e)})).scalar() for e in (first, second)}
         write = sa.text("UPDATE consent_events SET captured_at = :at WHERE event_id = :e")
-        await connection.execute(write, {"at": at[second], "e": _id(backend, first)})
-        await connection.execute(write, {"at": at[first], "e": _id(backend, second)})
+        await connection.execute(write, {"at": at[second], "e": stored_id(backend, first)})
+        await connection.execute(write, {"at": at[first], "e": stored_id(backend, second)})
     assert (await _verify(backend, tenant))[1] == sorted([(first, "reordered"), (second, "reordered")])
 
 
@@ -163,7 +161,7 @@ async def test_another_tenants_tampering_is_not_reported(backend, client, tenant
 async def test_problems_past_the_cap_are_counted_not_listed(backend, client, tenant, monkeypatch):
     events = await _ledger(client)
     for target in events["john"]:
-        await _sql(backend, "UPDATE consent_events SET actor = 'x' WHERE event_id = :e", e=_id(backend, target))
+        await _sql(backend, "UPDATE consent_events SET actor = 'x' WHERE event_id = :e", e=stored_id(backend, target))
     monkeypatch.setattr(verification, "MAX_PROBLEMS", 1)
     result, problems = await _verify(backend, tenant)
     assert (len(problems), result.problems_total, result.ok) == (1, 2, False)
