@@ -161,6 +161,16 @@ async def test_the_access_log_cannot_be_written_through_the_api(client):
     assert (await client.get("/v1/audit/access-log")).json()["entries"] == []
 
 
+async def test_the_database_refuses_to_change_the_access_log(backend, client):
+    """Append-only below the API too: a raw UPDATE or DELETE fails, whoever sends it."""
+    await client.get(f"/v1/subjects/{(await _seed(client))[0]['subject_id']}")
+    for statement in ("UPDATE access_log SET client = 'nobody'", "DELETE FROM access_log"):
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            async with backend.database.engine.begin() as connection:
+                await connection.execute(sa.text(statement))
+    assert [e["client"] for e in (await client.get("/v1/audit/access-log")).json()["entries"]] == ["test-client"]
+
+
 @pytest.mark.parametrize("params", [{"cursor": "bm90LWEtY3Vyc29y"}, {"limit": 0}, {"subject_id": "nope"}, {"from": "2026-01-01"}])
 async def test_the_access_log_refuses_bad_input(client, params):
     assert_problem(await client.get("/v1/audit/access-log", params=params), 422)
