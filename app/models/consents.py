@@ -145,6 +145,8 @@ class ConsentStateOut(SQLModel):
 class SubjectConsentsOut(SQLModel):
     subject_id: uuid.UUID
     as_of: datetime
+    # Given: only decisions recorded by then count (what the ledger said at that moment).
+    known_at: datetime | None = None
     consents: list[ConsentStateOut]
 
 

@@ -40,15 +40,19 @@ async def get_consents(
     subject_id: uuid.UUID,
     session: ReadSessionDep,
     log: AccessLogDep,
-    as_of: Annotated[Timestamp | None, Query(description="an instant with a timezone; default now")] = None,
+    as_of: Annotated[Timestamp | None, Query(description="an instant with a timezone; default now (or known_at)")] = None,
+    known_at: Annotated[
+        Timestamp | None, Query(description="count only decisions recorded by this instant: what the ledger said then")
+    ] = None,
     principal: Principal = Reader,
 ) -> SubjectConsentsOut:
     """The decision standing per purpose and channel, now or as of a past instant, with expiry considered.
 
     "As of T" is by `captured_at`: the decisions captured at or before T, whenever they were recorded; a decision
-    about a moment before T that arrives late changes the answer for T. Recorded in the access log."""
-    found = await ledger.consents(session, tenant=principal.tenant, subject_id=subject_id, as_of=as_of)
-    detail = {"as_of": as_of.isoformat()} if as_of else None
+    about a moment before T that arrives late changes the answer for T. `known_at` K leaves out what was recorded
+    after K: what the ledger said at K. Recorded in the access log."""
+    found = await ledger.consents(session, tenant=principal.tenant, subject_id=subject_id, as_of=as_of, known_at=known_at)
+    detail = {key: value.isoformat() for key, value in (("as_of", as_of), ("known_at", known_at)) if value} or None
     await log.record(tenant=principal.tenant, client=principal.client, action=access_log.CONSENTS, subject_id=subject_id, detail=detail)
     return found
 

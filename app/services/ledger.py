@@ -3,6 +3,7 @@
 import uuid
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,14 +33,18 @@ def _state_out(rule: Rule | None, row, at: datetime) -> ConsentStateOut:
 
 
 async def consents(
-    session: AsyncSession, *, tenant: str, subject_id: uuid.UUID, as_of: datetime | None
+    session: AsyncSession, *, tenant: str, subject_id: uuid.UUID, as_of: datetime | None, known_at: datetime | None = None
 ) -> SubjectConsentsOut:
     """The standing decision per (purpose, channel): from the projection now, from the events at `as_of`.
 
     "As of T" means: the decisions captured at or before T, each (purpose, channel) taking the one with the
     latest captured_at (then the later recorded). A decision recorded after T about a moment before T counts,
     so the answer for a past instant can change when an older decision arrives late.
+
+    `known_at` K: only the decisions recorded by K, i.e. what the ledger said at K (as_of defaults to K then).
     """
+    if known_at is not None and as_of is None:
+        as_of = known_at
     await subjects.require(session, tenant=tenant, subject_id=subject_id)
     rules = await purposes.rules(session, tenant=tenant)
     if as_of is None:
@@ -61,12 +66,15 @@ async def consents(
                 )
                 .label("rank"),
             )
-            .where(events.c.tenant_id == tenant, events.c.subject_id == subject_id, events.c.captured_at <= as_of)
+            .where(
+                events.c.tenant_id == tenant, events.c.subject_id == subject_id, events.c.captured_at <= as_of,
+                events.c.recorded_at <= known_at if known_at is not None else sa.true(),
+            )
             .subquery()
         )
         rows = await session.execute(select(ranked).where(ranked.c.rank == 1))
     out = sorted((_state_out(rules.get(r.purpose), r, at) for r in rows), key=lambda s: (s.purpose, s.channel or ""))
-    return SubjectConsentsOut(subject_id=subject_id, as_of=at, consents=out)
+    return SubjectConsentsOut(subject_id=subject_id, as_of=at, known_at=known_at, consents=out)
 
 
 async def history(

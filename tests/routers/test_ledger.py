@@ -31,6 +31,28 @@ async def test_as_of_answers_for_past_instants(client):
     assert await standing(None) == [("withdrawn", True)]
 
 
+async def test_known_at_answers_what_the_ledger_said_then(client):
+    """A late decision about February, recorded today: as of February it counts; known at yesterday it did not."""
+    subject = {"email": "knownat@example.com"}
+    sid = (await record(client, subject, ("marketing", "email", "granted"), captured_at="2026-01-10T00:00:00Z"))["subject_id"]
+    before_late = (await client.get(f"/v1/subjects/{sid}/history")).json()["events"][0]["recorded_at"]
+    late = await record(client, subject, ("marketing", "email", "withdrawn"), captured_at="2026-02-01T00:00:00Z")
+    recorded = late["events"][0]["recorded_at"]
+
+    async def standing(**params: str) -> tuple:
+        body = (await client.get(f"/v1/subjects/{sid}/consents", params=params)).json()
+        return body["as_of"], body["known_at"], [c["status"] for c in body["consents"]]
+
+    feb = "2026-02-15T00:00:00Z"
+    assert (await standing(as_of=feb))[2] == ["withdrawn"]
+    assert (await standing(as_of=feb, known_at=before_late))[2] == ["granted"]
+    assert (await standing(as_of=feb, known_at=recorded))[2] == ["withdrawn"]
+    # known_at alone: what the ledger said at that moment about that moment.
+    as_of, known_at, statuses = await standing(known_at=before_late)
+    assert as_of == known_at == before_late and statuses == ["granted"]
+    assert_problem(await client.get(f"/v1/subjects/{sid}/consents", params={"known_at": "today"}), 422)
+
+
 async def test_expiry_is_computed_at_read_time(client):
     captured = datetime.now(UTC) - timedelta(days=366)
     sid = (await record(client, {"email": "exp@example.com"}, ("marketing", "sms", "granted"), captured_at=iso(captured)))["subject_id"]
