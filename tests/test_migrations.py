@@ -1,7 +1,9 @@
 """The Alembic migrations build exactly the schema the models describe, on both backends."""
 
+import contextlib
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -11,8 +13,11 @@ from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from app.db import Database
 from app.migrations import upgrade
 from app.models import ConsentChange, Subject, Tenant, metadata
+from app.services import verification
+from tests.conftest import settings_for
 from tests.support import postgres
 
 
@@ -26,14 +31,25 @@ async def test_migrated_schema_matches_the_models(backend):
     assert differences == []
 
 
-async def test_the_feed_starts_with_the_states_that_stood_before_it_existed(tmp_path, pg_server):
-    """Upgrading a database that already holds consents gives the change feed one change per standing state."""
-    urls = [f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"]
+@contextlib.asynccontextmanager
+async def old_databases(tmp_path, pg_server, revision: str) -> AsyncIterator[list[str]]:
+    """A SQLite database and (when there is a server) a PostgreSQL one at `revision`, dropped afterwards."""
+    urls = [f"sqlite+aiosqlite:///{tmp_path / f'at_{revision}.db'}"]
     if pg_server is not None:
         urls.append(await postgres.create_database(pg_server, f"consentd_upgrade_{secrets.token_hex(4)}"))
     try:
         for url in urls:
-            await upgrade(url, "20261122_0001")
+            await upgrade(url, revision)
+        yield urls
+    finally:
+        for url in urls[1:]:
+            await postgres.drop_database(pg_server, make_url(url).database)
+
+
+async def test_the_feed_starts_with_the_states_that_stood_before_it_existed(tmp_path, pg_server):
+    """Upgrading a database that already holds consents gives the change feed one change per standing state."""
+    async with old_databases(tmp_path, pg_server, "20261122_0001") as urls:
+        for url in urls:
             engine = create_async_engine(url)
             subject, event = uuid.uuid4(), uuid.uuid4()
             at = datetime(2025, 5, 1, tzinfo=UTC)
@@ -48,8 +64,7 @@ async def test_the_feed_starts_with_the_states_that_stood_before_it_existed(tmp_
                         " recorded_at, event_seq, event_id, purpose_version, policy_version)"
                         " VALUES ('old', :subject, 'marketing', 'email', 'granted', :at, :at, 1, :event, 1, NULL)"
                     ),
-                    {"subject": subject if url.startswith("postgresql") else subject.hex, "at": at,
-                     "event": event if url.startswith("postgresql") else event.hex},
+                    {"subject": _native(url, subject), "at": at, "event": _native(url, event)},
                 )
             await upgrade(url)
             async with engine.connect() as connection:
@@ -58,27 +73,15 @@ async def test_the_feed_starts_with_the_states_that_stood_before_it_existed(tmp_
             assert [(r["tenant_id"], r["subject_id"], r["purpose"], r["channel"], r["status"], r["event_id"]) for r in rows] == [
                 ("old", subject, "marketing", "email", "granted", event)
             ], url
-    finally:
-        for url in urls[1:]:
-            await postgres.drop_database(pg_server, make_url(url).database)
 
 
 async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_order(tmp_path, pg_server):
     """Upgrading a ledger from before hash chains chains its events, and the result verifies."""
-    from app.db import Database
-    from app.services import verification
-    from tests.conftest import settings_for
-
-    urls = [f"sqlite+aiosqlite:///{tmp_path / 'unchained.db'}"]
-    if pg_server is not None:
-        urls.append(await postgres.create_database(pg_server, f"consentd_upgrade_{secrets.token_hex(4)}"))
-    try:
+    async with old_databases(tmp_path, pg_server, "20261122_0003") as urls:
         for url in urls:
-            await upgrade(url, "20261122_0003")
             engine = create_async_engine(url)
             at = datetime(2025, 5, 1, tzinfo=UTC)
             subjects = [uuid.uuid4(), uuid.uuid4()]
-            native = url.startswith("postgresql")
             async with engine.begin() as connection:
                 await connection.execute(insert(Tenant.__table__).values(key="old", name="old", created_at=at))
                 for subject in subjects:
@@ -93,8 +96,8 @@ async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_o
                             " VALUES (:event, 'old', :subject, 'marketing', 1, 'email', 'granted', :at, :at, 'api', 'api',"
                             " 'someone', :evidence)"
                         ),
-                        {"event": uuid.uuid4() if native else uuid.uuid4().hex, "subject": subject if native else subject.hex,
-                         "at": at, "evidence": f'{{"n": {n}}}'},
+                        {"event": _native(url, uuid.uuid4()), "subject": _native(url, subject), "at": at,
+                         "evidence": f'{{"n": {n}}}'},
                     )
             await engine.dispose()
             await upgrade(url)
@@ -104,6 +107,8 @@ async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_o
             finally:
                 await database.close()
             assert (result.ok, result.checked, result.chains) == (True, 3, 2), (url, result.problems)
-    finally:
-        for url in urls[1:]:
-            await postgres.drop_database(pg_server, make_url(url).database)
+
+
+def _native(url: str, value: uuid.UUID) -> uuid.UUID | str:
+    """A UUID as a raw statement binds it (SQLite stores 32 hex digits)."""
+    return value if url.startswith("postgresql") else value.hex

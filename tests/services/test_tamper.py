@@ -93,33 +93,25 @@ async def test_an_event_moved_far_in_the_ledger_is_named_alone(backend, client, 
     assert (await _verify(backend, tenant))[1] == [(events["jane"][0], "reordered")]
 
 
-async def test_an_inserted_copy_is_named(backend, client, tenant):
-    """A copy of a real row (its chain fields too) under a new event id."""
+_EVENT_FIELDS = (
+    "tenant_id, subject_id, purpose, purpose_version, channel, status, captured_at, recorded_at, source, method, "
+    "policy_version, collection_point, actor"
+)
+
+
+@pytest.mark.parametrize(
+    "columns, source",
+    [(_EVENT_FIELDS + ", evidence, chain_index, prev_event_id, prev_hash, hash", ("jane", 1)), (_EVENT_FIELDS, ("john", 0))],
+    ids=["copy-with-chain-fields", "without-chain-fields"],
+)
+async def test_an_inserted_row_is_named(backend, client, tenant, columns, source):
+    """A copy of a real row under a new event id: with its chain fields too, or with none."""
     events = await _ledger(client)
     forged = str(uuid.uuid4())
-    columns = (
-        "tenant_id, subject_id, purpose, purpose_version, channel, status, captured_at, recorded_at, source, method, "
-        "policy_version, collection_point, actor, evidence, chain_index, prev_event_id, prev_hash, hash"
-    )
     await _sql(
         backend,
         f"INSERT INTO consent_events (event_id, {columns}) SELECT :forged, {columns} FROM consent_events WHERE event_id = :e",
-        forged=stored_id(backend, forged), e=stored_id(backend, events["jane"][1]),
-    )
-    assert (await _verify(backend, tenant))[1] == [(forged, "inserted")]
-
-
-async def test_an_inserted_row_without_chain_fields_is_named(backend, client, tenant):
-    events = await _ledger(client)
-    forged = str(uuid.uuid4())
-    columns = (
-        "tenant_id, subject_id, purpose, purpose_version, channel, status, captured_at, recorded_at, source, method, "
-        "policy_version, collection_point, actor"
-    )
-    await _sql(
-        backend,
-        f"INSERT INTO consent_events (event_id, {columns}) SELECT :forged, {columns} FROM consent_events WHERE event_id = :e",
-        forged=stored_id(backend, forged), e=stored_id(backend, events["john"][0]),
+        forged=stored_id(backend, forged), e=stored_id(backend, events[source[0]][source[1]]),
     )
     assert (await _verify(backend, tenant))[1] == [(forged, "inserted")]
 
