@@ -67,13 +67,12 @@ def event_hash(event: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(event)).hexdigest()
 
 
-PG_ENSURE = (
-    "INSERT INTO ledger_chains (subject_id, tenant_id, length) SELECT s, $2, 0 FROM unnest($1::uuid[]) s "
-    "ON CONFLICT (subject_id) DO NOTHING"
-)
+# One round trip: creates the heads not there yet and locks every head (a no-op update takes the row lock), in
+# the order of $1 (sorted), returning each head as it stands.
 PG_LOCK = (
-    "SELECT subject_id, length, head_event_id, head_hash FROM ledger_chains "
-    "WHERE subject_id = ANY($1::uuid[]) ORDER BY subject_id FOR UPDATE"
+    "INSERT INTO ledger_chains AS c (subject_id, tenant_id, length) SELECT s, $2, 0 FROM unnest($1::uuid[]) s ORDER BY s "
+    "ON CONFLICT (subject_id) DO UPDATE SET length = c.length "
+    "RETURNING c.subject_id, c.length, c.head_event_id, c.head_hash"
 )
 PG_MOVE = (
     "UPDATE ledger_chains c SET length = u.length, head_event_id = u.head_event_id, head_hash = u.head_hash "
@@ -93,8 +92,7 @@ async def link(session: AsyncSession, events: list[dict]) -> None:
     tenant = events[0]["tenant_id"]
     if is_postgres(session):
         db = await pg_bulk.connection(session)
-        await db.execute(PG_ENSURE, subject_ids, tenant)
-        heads = {row["subject_id"]: tuple(row)[1:] for row in await db.fetch(PG_LOCK, subject_ids)}
+        heads = {row["subject_id"]: tuple(row)[1:] for row in await db.fetch(PG_LOCK, subject_ids, tenant)}
     else:
         heads = await _lock_sqlite(session, tenant, subject_ids)
     # Stamped after the wait for the lock: along a chain, recorded_at never runs backwards.
