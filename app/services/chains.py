@@ -99,12 +99,7 @@ async def link(session: AsyncSession, events: list[dict]) -> None:
     recorded_at = utcnow()
     for event in events:
         event["recorded_at"] = max(event["recorded_at"], recorded_at)
-        length, head_event_id, head_hash = heads[event["subject_id"]]
-        event["chain_index"] = length + 1
-        event["prev_event_id"] = head_event_id
-        event["prev_hash"] = head_hash or GENESIS
-        event["hash"] = event_hash(event)
-        heads[event["subject_id"]] = (length + 1, event["event_id"], event["hash"])
+        heads[event["subject_id"]] = extend(heads[event["subject_id"]], event)
     moved = [(subject_id, *heads[subject_id]) for subject_id in subject_ids]
     if is_postgres(session):
         await db.execute(PG_MOVE, *(list(column) for column in zip(*moved, strict=True)))
@@ -134,14 +129,26 @@ async def _lock_sqlite(session: AsyncSession, tenant: str, subject_ids: list[uui
     return heads
 
 
+Head = tuple[int, uuid.UUID | None, str | None]
+EMPTY: Head = (0, None, None)
+
+
+def extend(head: Head, event: dict) -> Head:
+    """Put `event` after `head` (length, last event id, last hash): set its chain fields and hash; the new head."""
+    length, head_event_id, head_hash = head
+    event["chain_index"] = length + 1
+    event["prev_event_id"] = head_event_id
+    event["prev_hash"] = head_hash or GENESIS
+    event["hash"] = event_hash(event)
+    return length + 1, event["event_id"], event["hash"]
+
+
 def chain_events(events: Iterable[dict]) -> list[dict]:
     """Events of one subject chained from scratch, in ledger order: what someone rewriting a chain would do (tests and
     benchmarks use it)."""
-    head_event_id, head_hash = None, GENESIS
-    out = []
-    for index, event in enumerate(sorted(events, key=lambda e: e["seq"]), start=1):
-        event = {**event, "chain_index": index, "prev_event_id": head_event_id, "prev_hash": head_hash}
-        event["hash"] = event_hash(event)
-        head_event_id, head_hash = event["event_id"], event["hash"]
+    head, out = EMPTY, []
+    for event in sorted(events, key=lambda e: e["seq"]):
+        event = dict(event)
+        head = extend(head, event)
         out.append(event)
     return out

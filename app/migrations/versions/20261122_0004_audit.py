@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 import app.models.base
-from app.services.chains import GENESIS, event_hash
+from app.services.chains import EMPTY, extend
 
 
 revision: str = '20261122_0004'
@@ -139,12 +139,12 @@ def _chain_existing_events() -> None:
     bind = op.get_bind()
     events = _EVENTS.c
     columns = [c for c in events if c.name not in ("chain_index", "prev_event_id", "prev_hash", "hash")]
-    subject = tenant = head_event_id = None
-    head_hash, length, after = GENESIS, 0, None
+    subject, tenant, head, after = None, None, EMPTY, None
     heads: list[dict] = []
 
     def close_chain() -> None:
         if subject is not None:
+            length, head_event_id, head_hash = head
             heads.append({"subject_id": subject, "tenant_id": tenant, "length": length, "head_event_id": head_event_id,
                           "head_hash": head_hash})
 
@@ -159,12 +159,10 @@ def _chain_existing_events() -> None:
         for row in rows:
             if row["subject_id"] != subject:
                 close_chain()
-                subject, tenant, head_event_id, head_hash, length = row["subject_id"], row["tenant_id"], None, GENESIS, 0
-            length += 1
-            event = {**row, "chain_index": length, "prev_event_id": head_event_id, "prev_hash": head_hash}
-            event["hash"] = event_hash(event)
+                subject, tenant, head = row["subject_id"], row["tenant_id"], EMPTY
+            event = dict(row)
+            head = extend(head, event)
             updates.append({"at_seq": row["seq"], **{k: event[k] for k in ("chain_index", "prev_event_id", "prev_hash", "hash")}})
-            head_event_id, head_hash = row["event_id"], event["hash"]
         bind.execute(_EVENTS.update().where(events.seq == sa.bindparam("at_seq")), updates)
         after = (rows[-1]["subject_id"], rows[-1]["seq"])
         if len(heads) >= _PAGE:
