@@ -60,12 +60,7 @@ async def page(
         query = query.where(table.c.at < end)
     if subject_id is not None:
         query = query.where(table.c.subject_id == subject_id)
-    if cursor is not None:
-        at, seq = cursors.unpack_moment(cursor)
-        query = query.where(sa.or_(table.c.at > at, sa.and_(table.c.at == at, table.c.seq > seq)))
-    rows = (await session.execute(query.order_by(table.c.at, table.c.seq).limit(limit + 1))).mappings().all()
-    entries = rows[:limit]
-    return AccessLogPage(
-        entries=[AccessLogOut.model_validate(dict(row)) for row in entries],
-        next_cursor=cursors.pack_moment(entries[-1]["at"], entries[-1]["seq"]) if len(rows) > limit else None,
+    entries, next_cursor = await cursors.moment_page(
+        session, query, at=table.c.at, seq=table.c.seq, cursor=cursor, limit=limit
     )
+    return AccessLogPage(entries=[AccessLogOut.model_validate(dict(row)) for row in entries], next_cursor=next_cursor)

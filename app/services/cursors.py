@@ -4,6 +4,10 @@ import base64
 from datetime import datetime
 
 import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import ColumnElement, Select
 
 from app.errors import Unprocessable
 from app.models.common import utc_in_range
@@ -33,3 +37,16 @@ def unpack_moment(cursor: str) -> tuple[datetime, int]:
         return utc_in_range(moment), seq
     except (ValueError, TypeError, OverflowError) as exc:  # binascii.Error is a ValueError
         raise Unprocessable("invalid cursor", loc=["query", "cursor"]) from exc
+
+
+async def moment_page(
+    session: AsyncSession, query: Select, *, at: ColumnElement, seq: ColumnElement, cursor: str | None, limit: int
+) -> tuple[list[RowMapping], str | None]:
+    """A page of `query` in (at, seq) order after `cursor`, and the cursor of the next page (None: this is the last).
+    `query` must select `at` and `seq`."""
+    if cursor is not None:
+        moment, after = unpack_moment(cursor)
+        query = query.where(sa.or_(at > moment, sa.and_(at == moment, seq > after)))
+    rows = (await session.execute(query.order_by(at, seq).limit(limit + 1))).mappings().all()
+    page = rows[:limit]
+    return page, pack_moment(page[-1][at.key], page[-1][seq.key]) if len(rows) > limit else None

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import ConsentEvent, ConsentState
@@ -86,12 +86,7 @@ async def history(
     query = select(*EVENT_COLUMNS).where(events.c.tenant_id == tenant, events.c.subject_id == subject_id)
     if purpose is not None:
         query = query.where(events.c.purpose == purpose)
-    if cursor is not None:
-        after, seq = cursors.unpack_moment(cursor)
-        query = query.where(
-            or_(events.c.captured_at > after, and_(events.c.captured_at == after, events.c.seq > seq))
-        )
-    rows = (await session.execute(query.order_by(events.c.captured_at, events.c.seq).limit(limit + 1))).all()
-    page = rows[:limit]
-    next_cursor = cursors.pack_moment(page[-1].captured_at, page[-1].seq) if len(rows) > limit else None
-    return HistoryOut(events=[event_out(row._asdict()) for row in page], next_cursor=next_cursor)
+    page, next_cursor = await cursors.moment_page(
+        session, query, at=events.c.captured_at, seq=events.c.seq, cursor=cursor, limit=limit
+    )
+    return HistoryOut(events=[event_out(dict(row)) for row in page], next_cursor=next_cursor)
