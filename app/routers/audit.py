@@ -54,7 +54,7 @@ async def export_events(
     start, end = _period(start, end)
     period = {"tenant": principal.tenant, "start": start, "end": end, "purpose": purpose}
     await log.record(
-        tenant=principal.tenant, client=principal.client, action=access_log.EXPORT,
+        principal, action=access_log.EXPORT,
         detail={"from": start.isoformat(), "to": end.isoformat(), "purpose": purpose, "format": format},
     )
     if format == "csv":

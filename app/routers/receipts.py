@@ -26,7 +26,7 @@ async def get_receipt(
     /.well-known/jwks.json. Recorded in the access log."""
     receipt = await receipts.consent_receipt(session, signer, tenant=principal.tenant, event_id=event_id)
     await log.record(
-        tenant=principal.tenant, client=principal.client, action=access_log.RECEIPT,
+        principal, action=access_log.RECEIPT,
         subject_id=uuid.UUID(receipt["pii_principal_id"]), detail={"event_id": str(event_id)},
     )
     # Written as the plain JSON that was signed, not re-serialised through the model.

@@ -21,7 +21,7 @@ async def lookup_subject(
 ) -> SubjectOut:
     """Find a subject by one identifier (sent in the body, never in the URL). Recorded in the access log."""
     found = await subjects.lookup(session, keys, tenant=principal.tenant, ref=ref)
-    await log.record(tenant=principal.tenant, client=principal.client, action=access_log.LOOKUP, subject_id=found.subject_id)
+    await log.record(principal, action=access_log.LOOKUP, subject_id=found.subject_id)
     return found
 
 
@@ -31,7 +31,7 @@ async def get_subject(
 ) -> SubjectOut:
     """A subject with its identifiers and flags. Recorded in the access log."""
     found = await subjects.get(session, keys, tenant=principal.tenant, subject_id=subject_id)
-    await log.record(tenant=principal.tenant, client=principal.client, action=access_log.SUBJECT, subject_id=subject_id)
+    await log.record(principal, action=access_log.SUBJECT, subject_id=subject_id)
     return found
 
 
@@ -53,7 +53,7 @@ async def get_consents(
     after K: what the ledger said at K. Recorded in the access log."""
     found = await ledger.consents(session, tenant=principal.tenant, subject_id=subject_id, as_of=as_of, known_at=known_at)
     detail = {key: value.isoformat() for key, value in (("as_of", as_of), ("known_at", known_at)) if value} or None
-    await log.record(tenant=principal.tenant, client=principal.client, action=access_log.CONSENTS, subject_id=subject_id, detail=detail)
+    await log.record(principal, action=access_log.CONSENTS, subject_id=subject_id, detail=detail)
     return found
 
 
@@ -73,7 +73,7 @@ async def get_history(
     page = await ledger.history(
         session, tenant=principal.tenant, subject_id=subject_id, purpose=purpose, limit=limit, cursor=cursor
     )
-    await log.record(tenant=principal.tenant, client=principal.client, action=access_log.HISTORY, subject_id=subject_id)
+    await log.record(principal, action=access_log.HISTORY, subject_id=subject_id)
     return page
 
 

@@ -14,6 +14,7 @@ from app.db import Database
 from app.models import AccessLogEntry
 from app.models.audit import AccessLogOut, AccessLogPage
 from app.models.base import utcnow
+from app.security import Principal
 from app.services import cursors
 
 # What was read: a subject found by an identifier, its record, its consents, its history, a receipt of one of its
@@ -30,13 +31,14 @@ class AccessLog:
         self.database = database
 
     async def record(
-        self, *, tenant: str, client: str, action: str, subject_id: uuid.UUID | None = None, detail: dict | None = None
+        self, reader: Principal, *, action: str, subject_id: uuid.UUID | None = None, detail: dict | None = None
     ) -> None:
-        """Append one entry, committed before this returns."""
+        """Append one entry for what `reader` (its tenant and client) read, committed before this returns."""
         async with self.database.transaction() as session:
             await session.execute(
                 sa.insert(AccessLogEntry.__table__).values(
-                    tenant_id=tenant, at=utcnow(), client=client, action=action, subject_id=subject_id, detail=detail
+                    tenant_id=reader.tenant, at=utcnow(), client=reader.client, action=action, subject_id=subject_id,
+                    detail=detail,
                 )
             )
 
