@@ -5,7 +5,6 @@ One server per module (SQLite file in a temporary folder), always terminated; ev
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +15,8 @@ import pytest
 
 from tests.conftest import TEST_IDENTIFIER_KEY, TEST_SECRET, assert_problem, bearer
 from tests.support.postgres import free_port
+from tests.support.server import COMMAND_TIMEOUT, CONSENTD, stop, wait_until_healthy
 
-BIN = Path(sys.executable).parent
-CONSENTD = str(BIN / "consentd")
-COMMAND_TIMEOUT = 60
-START_TIMEOUT = 30
 REQUEST_TIMEOUT = 10
 
 # Identifiers the server is given; none of them may show up in its log.
@@ -66,31 +62,6 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-
-def wait_until_healthy(process: subprocess.Popen, base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"consentd serve exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"consentd serve did not answer /healthz within {START_TIMEOUT} s:\n{log_path.read_text(errors='replace')}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
 
 
 def start_server(env: dict[str, str], workdir: Path, admin_token: str) -> Iterator[Server]:

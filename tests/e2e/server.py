@@ -5,9 +5,7 @@ No pytest here: failures raise RuntimeError, so a plain script can use it too.
 """
 
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,11 +14,9 @@ from pathlib import Path
 import httpx
 
 from tests.support.postgres import free_port
+from tests.support.server import COMMAND_TIMEOUT, CONSENTD, stop, wait_until_healthy
 from tests.test_server import consentd_env
 
-CONSENTD = str(Path(sys.executable).parent / "consentd")
-COMMAND_TIMEOUT = 60
-START_TIMEOUT = 30
 
 
 @dataclass
@@ -53,14 +49,7 @@ class Consentd:
         return (self.workdir / "server.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop(self.process)
 
 
 def run_consentd(env: dict[str, str], cwd: Path, *args: str) -> str:
@@ -85,26 +74,12 @@ def start_consentd(workdir: Path) -> Consentd:
         )
     server = Consentd(f"http://127.0.0.1:{port}", env, workdir, process)
     try:
-        wait_until_healthy(server)
+        wait_until_healthy(process, server.base_url, workdir / "server.log")
         server.admin_token = server.cli("token", "--tenant", "demo", "--scopes", "admin").strip()
     except BaseException:
         server.stop()
         raise
     return server
-
-
-def wait_until_healthy(server: Consentd) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"consentd serve exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"consentd serve did not answer /healthz within {START_TIMEOUT} s:\n{server.log()}")
 
 
 @dataclass
