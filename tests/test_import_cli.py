@@ -6,7 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.test_server import CONSENTD, consentd_env
+from tests.support.server import CONSENTD
+from tests.test_server import consentd_env
 
 
 def write(path: Path, lines: list[str]) -> Path:

@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import assert_problem, bearer, run_sync
 from tests.support import postgres
-from tests.test_server import BIN, Server, assert_jwt, consentd_env, run_consentd, start_server
+from tests.support.server import BIN
+from tests.test_server import Server, assert_jwt, consentd_env, run_consentd, start_server
 
 SCHEMATHESIS = str(BIN / "schemathesis")
 ROOT = Path(__file__).resolve().parent.parent
