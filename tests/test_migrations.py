@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db import Database
 from app.migrations import upgrade
-from app.models import ConsentChange, Subject, Tenant, metadata
+from app.models import ConsentChange, Tenant, metadata
+from app.models.base import UTCDateTime
 from app.services import verification
 from tests.conftest import settings_for
 from tests.support import postgres
@@ -56,7 +57,7 @@ async def test_the_feed_starts_with_the_states_that_stood_before_it_existed(tmp_
             async with engine.begin() as connection:
                 await connection.execute(insert(Tenant.__table__).values(key="old", name="old", created_at=at))
                 await connection.execute(
-                    insert(Subject.__table__).values(id=subject, tenant_id="old", flags=[], created_at=at)
+                    insert(_OLD_SUBJECTS).values(id=subject, tenant_id="old", flags=[], created_at=at)
                 )
                 await connection.execute(
                     sa.text(
@@ -86,7 +87,7 @@ async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_o
                 await connection.execute(insert(Tenant.__table__).values(key="old", name="old", created_at=at))
                 for subject in subjects:
                     await connection.execute(
-                        insert(Subject.__table__).values(id=subject, tenant_id="old", flags=[], created_at=at)
+                        insert(_OLD_SUBJECTS).values(id=subject, tenant_id="old", flags=[], created_at=at)
                     )
                 for n, subject in enumerate([subjects[0], subjects[1], subjects[0]]):
                     await connection.execute(
@@ -107,6 +108,13 @@ async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_o
             finally:
                 await database.close()
             assert (result.ok, result.checked, result.chains) == (True, 3, 2), (url, result.problems)
+
+
+# The subjects table as the old revisions have it (the live model has grown columns since).
+_OLD_SUBJECTS = sa.table(
+    "subjects", sa.column("id", sa.Uuid()), sa.column("tenant_id", sa.String()), sa.column("flags", sa.JSON()),
+    sa.column("created_at", UTCDateTime()),
+)
 
 
 def _native(url: str, value: uuid.UUID) -> uuid.UUID | str:

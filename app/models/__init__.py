@@ -7,7 +7,7 @@ from app.models.changes import ConsentChange
 from app.models.consents import ConsentEvent, ConsentState, IdempotencyRecord, ImportedRecord
 from app.models.purposes import Purpose, PurposeVersion
 from app.models.subjects import Subject, SubjectIdentifier
-from app.models.suppressions import Suppression
+from app.models.suppressions import Suppression, SuppressionChain, SuppressionEvent
 from app.models.tenants import Tenant
 
 metadata = SQLModel.metadata
@@ -30,6 +30,8 @@ __all__ = [
     "Subject",
     "SubjectIdentifier",
     "Suppression",
+    "SuppressionChain",
+    "SuppressionEvent",
     "Tenant",
     "metadata",
 ]

@@ -22,6 +22,8 @@ class ConsentEvent(SQLModel, table=True):
         sa.Index("ix_consent_events_subject_order", "tenant_id", "subject_id", "captured_at", "seq"),
         # The audit export reads a tenant's events of a period in captured_at order.
         sa.Index("ix_consent_events_period", "tenant_id", "captured_at", "seq"),
+        # ... or in recorded_at order (what was imported today, whatever moment it describes).
+        sa.Index("ix_consent_events_recorded", "tenant_id", "recorded_at", "seq"),
     )
 
     seq: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)

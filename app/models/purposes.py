@@ -20,6 +20,9 @@ class Purpose(SQLModel, table=True):
     tenant_id: str = Field(primary_key=True, foreign_key="tenants.key", max_length=64)
     key: str = Field(primary_key=True, max_length=64)
     version: int = Field(default=1)
+    # Grants given under an earlier version stop counting (checks answer reconsent_required): raised by a change of
+    # third_party or a PUT with "reconsent": true (services/purposes.py).
+    consent_from_version: int = Field(default=1)
     title: str = Field(max_length=200)
     description: str = Field(default="", sa_type=sa.Text)
     legal_basis: str = Field(max_length=32)
@@ -28,6 +31,7 @@ class Purpose(SQLModel, table=True):
     third_party: str | None = Field(default=None, max_length=200)
     lifespan_days: int | None = None
     reconfirm_days: int | None = None
+    double_opt_in: bool = Field(default=False)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
@@ -53,6 +57,7 @@ class PurposeIn(Schema):
     third_party: text(200, 1) | None = None
     lifespan_days: Days | None = None
     reconfirm_days: Days | None = None
+    double_opt_in: bool = False
 
     @field_validator("channels")
     @classmethod
@@ -62,9 +67,16 @@ class PurposeIn(Schema):
         return channels
 
 
+class PurposeWrite(PurposeIn):
+    """The PUT body: a definition, and whether this change is material (everyone must consent again)."""
+
+    reconsent: bool = False
+
+
 class PurposeOut(PurposeIn):
     key: str
     version: int
+    consent_from_version: int
     created_at: datetime
     updated_at: datetime
 

@@ -8,7 +8,7 @@ from pydantic import Field as Bounds
 from pydantic import model_validator
 from sqlmodel import Field, SQLModel
 
-from app.models.base import UTCDateTime, utcnow
+from app.models.base import BigSerial, UTCDateTime, utcnow
 from app.models.common import Channel, Schema, text
 
 Reason = Literal["tps", "bounce", "complaint", "manual"]
@@ -27,6 +27,42 @@ class Suppression(SQLModel, table=True):
     reason: str = Field(max_length=16)
     actor: str = Field(max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class SuppressionEvent(SQLModel, table=True):
+    """One change the API made to a tenant's suppression list. Never updated, never deleted (the database refuses).
+
+    The tenant's changes form one hash chain (services/suppression_log.py): replaying them gives the list exactly,
+    so a suppression added, changed or removed behind the service's back is found (`suppression_mismatch`).
+    """
+
+    __tablename__ = "suppression_events"
+    __table_args__ = (sa.Index("ix_suppression_events_chain", "tenant_id", "chain_index"),)
+
+    seq: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)
+    tenant_id: str = Field(foreign_key="tenants.key", max_length=64)
+    chain_index: int
+    action: str = Field(max_length=8)  # "add" (or a new reason) | "remove"
+    id_hash: str = Field(max_length=64)
+    channel: str = Field(max_length=16)
+    type: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=16)
+    actor: str = Field(max_length=200)
+    at: datetime = Field(sa_type=UTCDateTime)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class SuppressionChain(SQLModel, table=True):
+    """The head of a tenant's suppression chain; its row orders the tenant's suppression writers."""
+
+    __tablename__ = "suppression_chains"
+
+    tenant_id: str = Field(primary_key=True, foreign_key="tenants.key", max_length=64)
+    length: int = 0
+    head_hash: str | None = Field(default=None, max_length=64)
+    # The change feed's position of the last suppression change (services/changes.py).
+    feed_position: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class SuppressionEntry(Schema):
