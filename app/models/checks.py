@@ -43,5 +43,11 @@ class SignedCheckOut(CheckOut):
     receipt: str | None = None
 
 
+class CheckError(SQLModel):
+    """A batch item that could not be checked: a bad email or phone, an unknown purpose, a foreign channel."""
+
+    error: str
+
+
 class BatchCheckOut(SQLModel):
-    results: list[CheckOut]
+    results: list[CheckOut | CheckError]

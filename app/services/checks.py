@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from app.errors import AppError, NotFound, Unprocessable
+from app.errors import AppError, NotFound
 from app.metrics import check_decision
 from app.models.checks import BatchCheckIn, CheckIn
 from app.models.common import SubjectRef
@@ -72,36 +72,32 @@ class Checker:
         return answer(purpose=body.purpose, channel=body.channel, found=found, at=at)
 
     async def many(self, *, tenant: str, body: BatchCheckIn, at: datetime) -> list[dict[str, Any]]:
-        """Up to 10,000 checks with a few set-based queries; any bad item makes the whole batch a 422."""
-        errors: list[dict[str, Any]] = []
+        """Up to 10,000 checks with a few set-based queries, answered in order; an item whose subject, purpose or
+        channel is invalid answers `{"error": ...}` in its place and the rest are answered."""
+        errors: dict[int, str] = {}
         lookups: list[LookupKey | None] = []
         for index, check in enumerate(body.checks):
             try:
                 lookups.append(lookup_key(self.keys, tenant, check.subject, loc=["body", "checks", index, "subject"]))
             except AppError as exc:
-                errors += exc.extra["errors"]
+                errors[index] = exc.detail
                 lookups.append(None)
         found = await self.reader.many(
             tenant,
             {k for k in lookups if k is not None},
-            {c.purpose for c in body.checks},
-            {c.channel for c in body.checks if c.channel is not None},
+            {c.purpose for i, c in enumerate(body.checks) if i not in errors},
+            {c.channel for i, c in enumerate(body.checks) if c.channel is not None and i not in errors},
         )
-        channels = []
-        for index, check in enumerate(body.checks):
+        results: list[dict[str, Any]] = []
+        for index, (check, lookup) in enumerate(zip(body.checks, lookups, strict=True)):
             rule = found.rules.get(check.purpose)
-            if rule is None:
-                errors.append({"loc": ["body", "checks", index, "purpose"], "msg": f"unknown purpose '{check.purpose}'"})
-                channels.append(None)
+            if lookup is None or rule is None:
+                results.append({"error": errors.get(index) or f"unknown purpose '{check.purpose}'"})
                 continue
             try:
-                channels.append(storage_channel(rule, check.channel, loc=["body", "checks", index, "channel"]))
+                channel = storage_channel(rule, check.channel, loc=["body", "checks", index, "channel"])
             except AppError as exc:
-                errors += exc.extra["errors"]
-                channels.append(None)
-        if errors:
-            raise Unprocessable(f"{len(errors)} of the checks are invalid", errors=errors)
-        return [
-            answer(purpose=check.purpose, channel=check.channel, found=found.one(lookup, check.purpose, channel), at=at)
-            for check, lookup, channel in zip(body.checks, lookups, channels, strict=True)
-        ]
+                results.append({"error": exc.detail})
+                continue
+            results.append(answer(purpose=check.purpose, channel=check.channel, found=found.one(lookup, check.purpose, channel), at=at))
+        return results

@@ -134,14 +134,35 @@ async def test_batch_of_ten_thousand(client):
     assert_problem(too_many, 422)
 
 
-async def test_batch_reports_every_bad_item(client):
+async def test_batch_answers_each_item_and_errors_in_place(client):
+    """One bad email in a batch of 10,000 no longer fails the other 9,999 (issue: the consent half, exact, 4)."""
+    await record(client, {"email": "ok@example.com"}, ("marketing", "email", "granted"))
     checks = [
         {"subject": {"email": "ok@example.com"}, "purpose": "marketing", "channel": "email"},
         {"subject": {"email": "bad"}, "purpose": "marketing", "channel": "email"},
         {"subject": {"email": "ok@example.com"}, "purpose": "nope"},
         {"subject": {"email": "ok@example.com"}, "purpose": "market_research", "channel": "post"},
-    ]
-    problem = assert_problem(await client.post("/v1/checks/batch", json={"checks": checks}), 422)
-    assert [e["loc"][:3] for e in problem["errors"]] == [["body", "checks", 1], ["body", "checks", 2], ["body", "checks", 3]]
+        {"subject": {"phone": "12"}, "purpose": "marketing", "channel": "sms"},
+        {"subject": {"email": "ok@example.com"}, "purpose": "marketing"},
+    ] + [{"subject": {"email": f"n{i}@example.com"}, "purpose": "marketing", "channel": "email"} for i in range(9_994)]
+    response = await client.post("/v1/checks/batch", json={"checks": checks})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == 10_000
+    assert (results[0]["allowed"], results[0]["reason"]) == (True, "consent_granted")
+    assert results[1] == {"error": "invalid email"}
+    assert results[2] == {"error": "unknown purpose 'nope'"}
+    assert results[3] == {"error": "purpose 'market_research' does not cover the channel 'post'"}
+    assert results[4] == {"error": "invalid phone"}
+    assert "needs a channel" in results[5]["error"]
+    assert {r["reason"] for r in results[6:]} == {"unknown_subject"}
+
+
+async def test_a_malformed_batch_is_still_a_422(client):
+    two_refs = {"subject": {"email": "a@example.com", "phone": "+447911123456"}, "purpose": "marketing", "channel": "email"}
+    assert_problem(await client.post("/v1/checks/batch", json={"checks": [two_refs]}), 422)
+    assert_problem(await client.post("/v1/checks/batch", json={"checks": "nope"}), 422)
+    too_many = [{"subject": {"email": "a@example.com"}, "purpose": "marketing", "channel": "email"}] * 10_001
+    assert_problem(await client.post("/v1/checks/batch", json={"checks": too_many}), 422)
     empty = await client.post("/v1/checks/batch", json={"checks": []})
     assert (empty.status_code, empty.json()) == (200, {"results": []})
