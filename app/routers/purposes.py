@@ -4,7 +4,7 @@ from fastapi import APIRouter, Path, Request
 
 from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes
 from app.models.common import PURPOSE_KEY
-from app.models.purposes import PurposeIn, PurposeList, PurposeOut
+from app.models.purposes import PurposeList, PurposeOut, PurposeWrite
 from app.security import Principal
 from app.services import purposes
 
@@ -16,11 +16,13 @@ KeyPath = Annotated[str, Path(pattern=PURPOSE_KEY)]
 async def put_purpose(
     request: Request,
     key: KeyPath,
-    body: PurposeIn,
+    body: PurposeWrite,
     session: SessionDep,
     principal: Principal = require_scopes("purposes:write"),
 ) -> PurposeOut:
-    """Create or change a purpose; `version` goes up by one on every change."""
+    """Create or change a purpose; `version` goes up by one on every change. A new `third_party`, or `"reconsent":
+    true` (a material change), raises `consent_from_version` to the new version: earlier grants stop counting and
+    checks answer `reconsent_required` until the person decides again."""
     changed = await purposes.put(session, tenant=principal.tenant, key=key, body=body)
     request.app.state.banner_views.forget(principal.tenant)  # a cookie purpose is a banner category
     return changed

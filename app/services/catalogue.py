@@ -9,11 +9,11 @@ from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models.common import PurposeKey
-from app.models.purposes import PurposeIn, PurposeOut
+from app.models.purposes import PurposeOut, PurposeWrite
 from app.services import purposes
 
 
-class CatalogueEntry(PurposeIn):
+class CatalogueEntry(PurposeWrite):
     key: PurposeKey
 
 
@@ -39,6 +39,6 @@ async def load(session: AsyncSession, *, tenant: str, entries: list[CatalogueEnt
     """PUT every entry: unchanged purposes keep their version."""
     loaded = []
     for entry in entries:
-        body = PurposeIn.model_validate(entry.model_dump(exclude={"key"}))
+        body = PurposeWrite.model_validate(entry.model_dump(exclude={"key"}))
         loaded.append(await purposes.put(session, tenant=tenant, key=entry.key, body=body))
     return loaded

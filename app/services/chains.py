@@ -86,7 +86,7 @@ async def link(session: AsyncSession, events: list[dict]) -> None:
 
     Locks the chains' heads in subject order until commit, so call it before the events take their `seq`:
     a later writer of the same subject then gets later seqs, and ledger order agrees with chain order. Sets
-    `recorded_at` after the lock for the same reason.
+    `recorded_at` after the lock for the same reason, and `captured_at` to it where the event has none.
     """
     subject_ids = sorted({event["subject_id"] for event in events}, key=str)
     tenant = events[0]["tenant_id"]
@@ -99,6 +99,9 @@ async def link(session: AsyncSession, events: list[dict]) -> None:
     recorded_at = utcnow()
     for event in events:
         event["recorded_at"] = max(event["recorded_at"], recorded_at)
+        if event["captured_at"] is None:
+            # "Now" is the recording moment: decisions stamped by the server follow the chain's lock order.
+            event["captured_at"] = event["recorded_at"]
         heads[event["subject_id"]] = extend(heads[event["subject_id"]], event)
     moved = [(subject_id, *heads[subject_id]) for subject_id in subject_ids]
     if is_postgres(session):

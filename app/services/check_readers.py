@@ -67,7 +67,14 @@ def _rule(key: str, row) -> Rule:  # noqa: ANN001 - an asyncpg Record or a SQLAl
     channels = row["channels"]
     if isinstance(channels, str):
         channels = orjson.loads(channels)
-    return Rule(key, row["legal_basis"], tuple(channels), row["lifespan_days"], row["reconfirm_days"], row["version"])
+    return Rule(
+        key, row["legal_basis"], tuple(channels), row["lifespan_days"], row["reconfirm_days"], row["version"],
+        row["consent_from_version"],
+    )
+
+
+def _standing(row) -> Standing:  # noqa: ANN001
+    return Standing(row["event_id"], row["status"], row["captured_at"], row["policy_version"], row["purpose_version"])
 
 
 def _flags(value) -> list[str]:  # noqa: ANN001
@@ -77,8 +84,8 @@ def _flags(value) -> list[str]:  # noqa: ANN001
 # Suppressed: the identifier looked up, or any identifier of the subject found. Two EXISTS, each an index
 # probe: an OR inside one would make PostgreSQL scan the tenant's whole suppression list (millions for TPS).
 _PG_SELECT = """
-SELECT p.legal_basis, p.channels, p.lifespan_days, p.reconfirm_days, p.version,
-       s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version,
+SELECT p.legal_basis, p.channels, p.lifespan_days, p.reconfirm_days, p.version, p.consent_from_version,
+       s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version, cs.purpose_version,
        $4 <> '' AND ({own_hash}EXISTS (
            SELECT 1 FROM subject_identifiers si2
            JOIN suppressions sp ON sp.tenant_id = si2.tenant_id AND sp.id_hash = si2.id_hash AND sp.channel = $4
@@ -116,7 +123,7 @@ def _found(key: str, row) -> Found:  # noqa: ANN001
     rule = _rule(key, row)
     standing = None
     if row["status"] is not None:
-        standing = Standing(row["event_id"], row["status"], row["captured_at"], row["policy_version"])
+        standing = _standing(row)
     return Found(
         rule=rule, subject_id=row["subject_id"], flags=_flags(row["flags"]), standing=standing,
         suppressed=bool(row["suppressed"]),
@@ -141,7 +148,7 @@ class PostgresReader:
         channels = [channel for channel in channels if channel]
         async with acquire(self.pool) as connection:
             purpose_rows = await connection.fetch(
-                "SELECT key, legal_basis, channels, lifespan_days, reconfirm_days, version FROM purposes"
+                "SELECT key, legal_basis, channels, lifespan_days, reconfirm_days, version, consent_from_version FROM purposes"
                 " WHERE tenant_id = $1 AND key = ANY($2::text[])",
                 tenant,
                 list(purposes),
@@ -157,7 +164,8 @@ class PostgresReader:
                 ids + [row["subject_id"] for row in holders],
             )
             state_rows = await connection.fetch(
-                "SELECT subject_id, purpose, channel, event_id, status, captured_at, policy_version FROM consent_state"
+                "SELECT subject_id, purpose, channel, event_id, status, captured_at, policy_version, purpose_version"
+                " FROM consent_state"
                 " WHERE tenant_id = $1 AND subject_id = ANY($2::uuid[]) AND purpose = ANY($3::text[])",
                 tenant,
                 [row["id"] for row in subject_rows],
@@ -182,9 +190,7 @@ def _assemble(purpose_rows, holders, subject_rows, state_rows) -> FoundMany:  # 
         subjects=found,
         flags=flags,
         standings={
-            (row["subject_id"], row["purpose"], row["channel"]): Standing(
-                row["event_id"], row["status"], row["captured_at"], row["policy_version"]
-            )
+            (row["subject_id"], row["purpose"], row["channel"]): _standing(row)
             for row in state_rows
         },
     )
@@ -213,7 +219,10 @@ class SqlReader:
         async with self.database.reading() as connection:
             purpose_rows = (
                 await connection.execute(
-                    select(p.c.key, p.c.legal_basis, p.c.channels, p.c.lifespan_days, p.c.reconfirm_days, p.c.version)
+                    select(
+                        p.c.key, p.c.legal_basis, p.c.channels, p.c.lifespan_days, p.c.reconfirm_days, p.c.version,
+                        p.c.consent_from_version,
+                    )
                     .where(p.c.tenant_id == tenant, p.c.key.in_(purposes))
                 )
             ).mappings().all()
@@ -234,7 +243,7 @@ class SqlReader:
                     await connection.execute(
                         select(
                             cs.c.subject_id, cs.c.purpose, cs.c.channel, cs.c.event_id, cs.c.status,
-                            cs.c.captured_at, cs.c.policy_version,
+                            cs.c.captured_at, cs.c.policy_version, cs.c.purpose_version,
                         ).where(and_(cs.c.tenant_id == tenant, cs.c.subject_id.in_(chunk), cs.c.purpose.in_(purposes)))
                     )
                 ).mappings().all()

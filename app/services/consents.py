@@ -15,7 +15,7 @@ from app.models import ConsentEvent, ConsentState, IdempotencyRecord
 from app.models.base import utcnow
 from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordOut
 from app.services import chains, changes, pg_bulk, purposes, subjects
-from app.services.decision import Rule, api_channel, storage_channel
+from app.services.decision import Rule, api_channel, check_status, storage_channel
 from app.services.identifiers import IdentifierKeys
 from app.services.sql import is_postgres, upsert
 
@@ -28,6 +28,20 @@ class Outcome:
     status_code: int
     body: dict
     replayed: bool = False
+
+
+def moment_of_capture(captured_at: datetime | None, *, now: datetime, loc: list[str | int]) -> datetime | None:
+    """The captured_at to store; None for "the moment the ledger records it" (chains.link stamps it).
+
+    A client's clock may run up to MAX_CLOCK_SKEW ahead: such a moment is taken as the recording moment, so that no
+    decision can outrank one recorded after it (a grant dated five minutes ahead would otherwise beat every
+    withdrawal made in those five minutes, for good). Further ahead is a 422.
+    """
+    if captured_at is None:
+        return None
+    if captured_at > now + MAX_CLOCK_SKEW:
+        raise Unprocessable("captured_at may not be more than 5 minutes in the future", loc=loc)
+    return None if captured_at > now else captured_at
 
 
 def request_hash(body: BaseModel, *, extra: dict | None = None) -> str:
@@ -88,10 +102,7 @@ async def record(
         replay = await claim_idempotency_key(session, tenant=tenant, key=idempotency_key, digest=request_hash(body))
         if replay is not None:
             return replay
-    now = utcnow()
-    captured_at = body.captured_at or now
-    if captured_at > now + MAX_CLOCK_SKEW:
-        raise Unprocessable("captured_at may not be more than 5 minutes in the future", loc=["body", "captured_at"])
+    captured_at = moment_of_capture(body.captured_at, now=utcnow(), loc=["body", "captured_at"])
     rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for d in body.decisions})
     channels = []
     for index, decision in enumerate(body.decisions):
@@ -99,6 +110,7 @@ async def record(
         if rule is None:
             raise Unprocessable(f"unknown purpose '{decision.purpose}'", loc=["body", "decisions", index, "purpose"])
         channels.append(storage_channel(rule, decision.channel, loc=["body", "decisions", index, "channel"]))
+        check_status(rule, decision.status, loc=["body", "decisions", index, "status"])
 
     subject_id = await subjects.resolve(session, keys, tenant=tenant, ref=body.subject, identifiers=body.identifiers)
     # chains.link stamps it again after the wait for the chain's lock.
@@ -126,7 +138,7 @@ def new_events(
     subject_id: uuid.UUID,
     decisions: list[tuple[str, str, str]],
     rules: dict[str, Rule],
-    captured_at: datetime,
+    captured_at: datetime | None,
     recorded_at: datetime,
     source: str,
     method: str,
@@ -135,7 +147,9 @@ def new_events(
     actor: str,
     evidence: dict | None,
 ) -> list[dict]:
-    """One ledger event for each (purpose, stored channel, status) of a record, as `append` takes them."""
+    """One ledger event for each (purpose, stored channel, status) of a record, as `append` takes them.
+
+    `captured_at` None: the moment the ledger records it (set by chains.link after the chain's lock)."""
     return [
         {
             "event_id": uuid.uuid4(),

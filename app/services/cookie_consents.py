@@ -16,7 +16,7 @@ from app.models.base import utcnow
 from app.models.common import SubjectRef
 from app.models.consents import NO_CHANNEL
 from app.services import banners, consents, subjects
-from app.services.decision import Standing, expires_at, is_effective
+from app.services.decision import Standing, check_status, expires_at, is_effective
 from app.services.identifiers import IdentifierKeys
 
 SOURCE = "cookie_banner"
@@ -80,7 +80,7 @@ async def _status(
     reprompt = False
     for row in rows:
         rule = rules[row.purpose]
-        standing = Standing(row.event_id, row.status, row.captured_at, row.policy_version)
+        standing = Standing(row.event_id, row.status, row.captured_at, row.policy_version, row.purpose_version)
         if not is_effective(rule, standing, at):
             reprompt = True  # an expired grant: ask again
             continue
@@ -118,9 +118,10 @@ async def record(
             return replay.status_code, replay.body
     # Read afresh, not from the GETs' cache: a choice is checked against the banner as it is now.
     view = await banners.load_view(session, tenant=tenant)
-    for key in body.choices:
+    for key, on in body.choices.items():
         if key not in view.rules:
             raise Unprocessable(f"'{key}' is not a cookie category of this banner", loc=["body", "choices", key])
+        check_status(view.rules[key], "granted" if on else "withdrawn", loc=["body", "choices", key])
     if body.policy_version not in view.published:
         raise Unprocessable("unknown policy_version: reload the banner", loc=["body", "policy_version"])
     chosen = [(key, NO_CHANNEL, "granted" if on else "withdrawn") for key, on in body.choices.items()]
@@ -147,7 +148,7 @@ async def record(
         "banner_key": banner_key,
     }
     common = dict(
-        tenant=tenant, subject_id=subject_id, rules=view.rules, captured_at=now, recorded_at=now, source=SOURCE,
+        tenant=tenant, subject_id=subject_id, rules=view.rules, captured_at=None, recorded_at=now, source=SOURCE,
         policy_version=body.policy_version, collection_point=page[:200] if page else None,
         actor=f"banner:{banner_key[:11]}", evidence=evidence,
     )

@@ -8,6 +8,10 @@ from app.errors import Unprocessable
 from app.models.consents import NO_CHANNEL
 
 CONSENT_BASED = "consent"
+LEGITIMATE_INTEREST = "legitimate_interest"
+# Not consent: service messages and legal duties. No one can withdraw from them, and suppressions, restriction and
+# erasure do not reach them (a TPS entry does not stop a call about an order): they answer on their own basis.
+OWN_BASIS = frozenset({"contract", "legal_obligation"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +24,8 @@ class Rule:
     lifespan_days: int | None
     reconfirm_days: int | None
     version: int
+    # Grants given under an earlier version no longer count (a new recipient, or a material change).
+    consent_from_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,8 @@ class Standing:
     status: str
     captured_at: datetime
     policy_version: str | None
+    # The purpose version the decision was given under.
+    purpose_version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,16 @@ def storage_channel(rule: Rule, channel: str | None, *, loc: list[str | int]) ->
     return NO_CHANNEL
 
 
+def check_status(rule: Rule, status: str, *, loc: list[str | int]) -> None:
+    """422 for a withdrawal of a purpose that is not consent-based: contract and legal obligation cannot be objected to."""
+    if status == "withdrawn" and rule.legal_basis in OWN_BASIS:
+        raise Unprocessable(
+            f"purpose '{rule.key}' rests on {rule.legal_basis.replace('_', ' ')}, not consent: it cannot be withdrawn "
+            "or objected to",
+            loc=loc,
+        )
+
+
 def api_channel(stored: str) -> str | None:
     return None if stored == NO_CHANNEL else stored
 
@@ -68,18 +86,26 @@ def _reconfirm_due(rule: Rule, standing: Standing, at: datetime) -> bool:
     return at >= standing.captured_at + timedelta(days=rule.reconfirm_days)
 
 
+def _outdated(rule: Rule, standing: Standing) -> bool:
+    """A grant given under a purpose version before the one consent must come from."""
+    return standing.purpose_version < rule.consent_from_version
+
+
 def is_effective(rule: Rule, standing: Standing, at: datetime) -> bool:
-    """Whether the standing decision counts at `at`: a withdrawal always does, a grant until it expires."""
+    """Whether the standing decision counts at `at`: a withdrawal always does, a grant until it expires, falls due
+    for re-confirmation or is outdated by a material change of its purpose."""
     if standing.status != "granted":
         return True
     expiry = expires_at(rule, standing)
-    return (expiry is None or at < expiry) and not _reconfirm_due(rule, standing, at)
+    return (expiry is None or at < expiry) and not _reconfirm_due(rule, standing, at) and not _outdated(rule, standing)
 
 
 def decide(
     rule: Rule, *, subject_known: bool, flags: list[str], standing: Standing | None, at: datetime, suppressed: bool = False
 ) -> Decision:
     """May the tenant process this subject's data for this purpose at `at`? With the reason code."""
+    if rule.legal_basis in OWN_BASIS:
+        return Decision(True, rule.legal_basis)
     if "erased" in flags:
         return Decision(False, "erased")
     if "restricted" in flags:
@@ -89,14 +115,16 @@ def decide(
     if not subject_known:
         return Decision(False, "unknown_subject")
     if rule.legal_basis != CONSENT_BASED:
-        # Legitimate interest (and contract, legal obligation) hold until the subject objects.
+        # Legitimate interest holds until the subject objects.
         if standing is not None and standing.status == "withdrawn":
             return Decision(False, "objected")
-        return Decision(True, "legitimate_interest")
+        return Decision(True, LEGITIMATE_INTEREST)
     if standing is None:
         return Decision(False, "no_consent")
     if standing.status == "withdrawn":
         return Decision(False, "withdrawn")
+    if _outdated(rule, standing):
+        return Decision(False, "reconsent_required")
     expiry = expires_at(rule, standing)
     if expiry is not None and at >= expiry:
         return Decision(False, "expired")

@@ -17,7 +17,7 @@ from app.models import ImportedRecord
 from app.models.base import utcnow
 from app.models.consents import ConsentRecordIn, ImportResult
 from app.services import consents, pg_bulk, purposes, subjects
-from app.services.decision import Rule, storage_channel
+from app.services.decision import Rule, check_status, storage_channel
 from app.services.identifiers import IdentifierKeys
 from app.services.sql import is_postgres, upsert
 
@@ -79,6 +79,11 @@ def check_lines(
                 continue
             try:
                 channel = storage_channel(rule, decision.channel, loc=[*loc, "channel"])
+            except AppError as exc:
+                problems += [_error(number, e["loc"], e["msg"]) for e in exc.extra["errors"]]
+                continue
+            try:
+                check_status(rule, decision.status, loc=[*loc, "status"])
             except AppError as exc:
                 problems += [_error(number, e["loc"], e["msg"]) for e in exc.extra["errors"]]
                 continue
@@ -175,7 +180,9 @@ async def _store(
         for record, subject_id in zip(fresh, subject_ids, strict=True)
         for event in consents.new_events(
             tenant=tenant, subject_id=subject_id, decisions=record.decisions, rules=rules,
-            captured_at=record.captured_at or recorded_at, recorded_at=recorded_at, source=record.source,
+            # A moment ahead of the clock (within the skew) or none: the moment the ledger records it.
+            captured_at=record.captured_at if record.captured_at and record.captured_at <= recorded_at else None,
+            recorded_at=recorded_at, source=record.source,
             method="import", policy_version=record.policy_version, collection_point=record.collection_point,
             actor=actor, evidence=record.evidence,
         )

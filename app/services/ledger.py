@@ -18,7 +18,7 @@ EVENT_COLUMNS = [c for c in ConsentEvent.__table__.columns if c.name not in ("te
 
 
 def _state_out(rule: Rule | None, row, at: datetime) -> ConsentStateOut:
-    standing = Standing(row.event_id, row.status, row.captured_at, row.policy_version)
+    standing = Standing(row.event_id, row.status, row.captured_at, row.policy_version, row.purpose_version)
     return ConsentStateOut(
         purpose=row.purpose,
         channel=api_channel(row.channel),

@@ -3,10 +3,10 @@
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.errors import NotFound
+from app.errors import NotFound, Unprocessable
 from app.models import Purpose, PurposeVersion
 from app.models.base import utcnow
-from app.models.purposes import PurposeIn, PurposeOut
+from app.models.purposes import PurposeIn, PurposeOut, PurposeWrite
 from app.services.decision import Rule
 from app.services.sql import upsert
 
@@ -25,12 +25,17 @@ def to_rule(purpose: Purpose) -> Rule:
         lifespan_days=purpose.lifespan_days,
         reconfirm_days=purpose.reconfirm_days,
         version=purpose.version,
+        consent_from_version=purpose.consent_from_version,
     )
 
 
-async def put(session: AsyncSession, *, tenant: str, key: str, body: PurposeIn) -> PurposeOut:
-    """Create or change a purpose; its version goes up by one only when its definition changes."""
-    definition = body.model_dump()
+async def put(session: AsyncSession, *, tenant: str, key: str, body: PurposeWrite) -> PurposeOut:
+    """Create or change a purpose; its version goes up by one when its definition changes or the change is declared
+    material (`reconsent`). A new recipient (`third_party`) or a material change makes earlier grants stop counting."""
+    if body.double_opt_in:
+        # Accepting it without holding grants as pending would let unconfirmed sign-ups count as consent.
+        raise Unprocessable("double opt-in is not available yet: leave double_opt_in false", loc=["body", "double_opt_in"])
+    definition = body.model_dump(exclude={"reconsent"})
     # Claim the key first so that two concurrent creations cannot both insert version 1.
     await session.execute(
         upsert(session, Purpose.__table__)
@@ -43,13 +48,17 @@ async def put(session: AsyncSession, *, tenant: str, key: str, body: PurposeIn) 
         )
     ).scalar_one()
     current = {field: getattr(purpose, field) for field in DEFINITION_FIELDS}
-    if purpose.version > 0 and current == definition:
+    if purpose.version > 0 and current == definition and not body.reconsent:
         return to_out(purpose)
+    new_recipient = purpose.version > 0 and current["third_party"] != definition["third_party"]
     purpose.sqlmodel_update(definition)
     purpose.version += 1
+    if purpose.version == 1 or new_recipient or body.reconsent:
+        purpose.consent_from_version = purpose.version
     purpose.updated_at = utcnow()
     session.add(purpose)
-    session.add(PurposeVersion(tenant_id=tenant, key=key, version=purpose.version, definition=definition))
+    recorded = {**definition, "consent_from_version": purpose.consent_from_version, "reconsent": body.reconsent}
+    session.add(PurposeVersion(tenant_id=tenant, key=key, version=purpose.version, definition=recorded))
     await session.flush()
     return to_out(purpose)
 

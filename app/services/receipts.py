@@ -50,9 +50,10 @@ def _document(row: dict[str, Any]) -> ConsentReceipt:
     rule = Rule(
         key=row["purpose"], legal_basis=definition["legal_basis"], channels=tuple(definition.get("channels") or ()),
         lifespan_days=definition.get("lifespan_days"), reconfirm_days=definition.get("reconfirm_days"),
-        version=row["purpose_version"],
+        version=row["purpose_version"], consent_from_version=row["purpose_version"],
     )
-    standing = Standing(row["event_id"], row["status"], row["captured_at"], row["policy_version"])
+    # Only the expiry is read from these: the receipt describes the event under the version it was given.
+    standing = Standing(row["event_id"], row["status"], row["captured_at"], row["policy_version"], row["purpose_version"])
     third_party = definition.get("third_party")
     return ConsentReceipt(
         schema_version=RECEIPT_SCHEMA_VERSION,

@@ -44,8 +44,10 @@ async def test_list_holds_the_default_catalogue(client):
     purposes = {p["key"]: p for p in (await client.get("/v1/purposes")).json()["purposes"]}
     assert set(purposes) == {
         "marketing", "market_research", "cookies_functional", "cookies_analytics", "cookies_advertising",
-        "profiling", "call_recording", "sensitive_data",
+        "profiling", "call_recording", "sensitive_data", "order_updates", "legal_records",
     }
+    assert purposes["order_updates"]["legal_basis"] == "contract"
+    assert purposes["legal_records"]["legal_basis"] == "legal_obligation"
     assert purposes["marketing"]["channels"] == ["email", "sms", "phone", "post"]
     assert purposes["marketing"]["lifespan_days"] == 365
     assert purposes["profiling"]["legal_basis"] == "legitimate_interest"
