@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from app.models.base import utcnow
 from app.models.consents import NO_CHANNEL
-from app.services import consents
+from app.services import consents, purposes
 from app.services.decision import api_channel
 from tests.support.api import consent_body, iso, record
 
@@ -63,7 +63,7 @@ async def test_follower_sees_every_change_once_and_ends_at_the_state(pg_backend,
         """Writes its change, then stays open while a later change commits: its change commits late, below it."""
         written = event(private, "marketing", "post", "withdrawn", at(70), "slow-private")
         async with pg_backend.database.transaction() as session:
-            await consents.append(session, [written])
+            await consents.append(session, [written], await purposes.rules(session, tenant=tenant))
             # A state of its own (no fast writer uses market_research): always a change.
             overtaking = await meanwhile(shared[1], "market_research", "phone", at(30))
             await asyncio.sleep(HOLD)
@@ -79,7 +79,7 @@ async def test_follower_sees_every_change_once_and_ends_at_the_state(pg_backend,
             # at(60): newer than anything the fast writers send before the slow ones are done, so always a change.
             replaced = await meanwhile(shared[0], "marketing", "email", at(60))
             await asyncio.sleep(HOLD / 2)
-            await consents.append(session, [written])  # the fast writers on this state now queue behind it
+            await consents.append(session, [written], await purposes.rules(session, tenant=tenant))  # the fast writers on this state now queue behind it
             await asyncio.sleep(HOLD / 2)
         slow["slow-shared"] = {"event_id": str(written["event_id"]), "replaced": replaced, "xid": xid}
 

@@ -72,7 +72,7 @@ class AccessLogEntry(SQLModel, table=True):
     detail: dict | None = Field(default=None, sa_type=sa.JSON)
 
 
-Problem = Literal["changed", "deleted", "inserted", "reordered", "rewritten"]
+Problem = Literal["changed", "deleted", "inserted", "reordered", "rewritten", "state_mismatch", "suppression_mismatch"]
 
 
 class VerifyProblem(SQLModel):

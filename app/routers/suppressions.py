@@ -26,7 +26,7 @@ async def remove_suppressions(
     body: SuppressionsRemoveIn, session: SessionDep, keys: KeysDep, principal: Principal = require_scopes("consents:write")
 ) -> SuppressionsResult:
     """Lift suppressions of identifiers on channels."""
-    return await suppressions.remove(session, keys, tenant=principal.tenant, body=body)
+    return await suppressions.remove(session, keys, tenant=principal.tenant, actor=principal.client, body=body)
 
 
 @router.get("", response_model=SuppressionPage)

@@ -1,4 +1,8 @@
-"""The change feed: every change of a consent state, in an order a follower can apply without missing one.
+"""The change feed: every change of what checks answer, in an order a follower can apply without missing one.
+
+Three kinds: `consent` (a consent state moved: its decision, the purpose version it was given under, and when the
+grant expires), `suppression` (an identifier suppressed or released on some channels; the subject when one holds
+it, never the identifier) and `subject` (restricted, unrestricted, erased).
 
 Why not a sequence: sequence numbers are taken before commit, so a slow transaction can commit seq 10 after a
 reader has already moved past seq 11. Instead each change carries a *position*: on PostgreSQL, a transaction
@@ -16,6 +20,7 @@ On SQLite, writers queue (BEGIN IMMEDIATE), so seq is commit order and every pos
 
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,30 +30,51 @@ from app.models import ConsentChange
 from app.services import cursors
 from app.services.decision import api_channel
 
-STATE_COLUMNS = ("tenant_id", "subject_id", "purpose", "channel", "status", "captured_at", "event_id", "feed_position")
+STATE_COLUMNS = (
+    "tenant_id", "subject_id", "purpose", "channel", "status", "captured_at", "event_id", "purpose_version", "feed_position",
+)
 MAX_PAGE = 10_000
 _BEGINNING = (-1, 0)
+# On PostgreSQL, the position of a change written now: this transaction's id, or the position of the change it
+# follows on the same thing (a state, a subject's flags, a tenant's suppressions), whichever is later.
+PG_POSITION = "greatest(pg_current_xact_id()::text::bigint, {after})"
 
 
-async def append(session: AsyncSession, moved: list[dict]) -> None:
-    """Record the states that moved (rows of consent_state as they now stand) in the feed (SQLite; PostgreSQL
-    does it in the same statement that moves them: pg_bulk.MOVE_STATES)."""
+async def append(session: AsyncSession, moved: list[dict], expiries: dict) -> None:
+    """Record the states that moved (rows of consent_state as they now stand) in the feed, with each grant's expiry
+    by event id (SQLite; PostgreSQL does it in the same statement that moves them: pg_bulk.MOVE_STATES)."""
     if not moved:
         return
     rows = [
         {
             "tenant_id": row["tenant_id"],
             "position": row["feed_position"],
+            "kind": "consent",
             "subject_id": row["subject_id"],
             "purpose": row["purpose"],
             "channel": row["channel"],
             "status": row["status"],
             "captured_at": row["captured_at"],
             "event_id": row["event_id"],
+            "purpose_version": row["purpose_version"],
+            "expires_at": expiries.get(row["event_id"]),
         }
         for row in moved
     ]
     await session.execute(sa.insert(ConsentChange.__table__), rows)
+
+
+async def record(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Add changes of another kind (suppression, subject), each with its `position` already taken."""
+    if rows:
+        table = ConsentChange.__table__
+        await session.execute(sa.insert(table), [{name: row.get(name) for name in _INSERTED} | row for row in rows])
+
+
+_INSERTED = (
+    "tenant_id", "position", "kind", "subject_id", "purpose", "channel", "status", "captured_at", "event_id",
+    "expires_at", "purpose_version", "channels", "reason", "identifier_type",
+)
 
 
 def encode_cursor(position: int, seq: int) -> str:
@@ -69,7 +95,10 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
     return decoded
 
 
-_COLUMNS = "seq, position, event_id, subject_id, purpose, channel, status, captured_at"
+_COLUMNS = (
+    "seq, position, kind, event_id, subject_id, purpose, channel, status, captured_at, expires_at, purpose_version,"
+    " channels, reason, identifier_type"
+)
 # Pages are read through asyncpg on PostgreSQL: a thousand rows through SQLAlchemy cost several times the query.
 PG_PAGE = f"""
 SELECT {_COLUMNS} FROM consent_changes
@@ -99,16 +128,28 @@ async def page(database: Database, *, tenant: str, after: str | None, limit: int
         )
         async with database.reading() as connection:
             rows = (await connection.execute(query)).mappings().all()
-    changes = [
-        {
-            "cursor": encode_cursor(row["position"], row["seq"]),
-            "event_id": row["event_id"],
-            "subject_id": row["subject_id"],
-            "purpose": row["purpose"],
-            "channel": api_channel(row["channel"]),
-            "status": row["status"],
-            "captured_at": row["captured_at"],
-        }
-        for row in rows
-    ]
+    changes = [_change(row) for row in rows]
     return {"changes": changes, "next_cursor": changes[-1]["cursor"] if changes else encode_cursor(position, seq)}
+
+
+def _change(row: Any) -> dict[str, Any]:
+    change = {
+        "cursor": encode_cursor(row["position"], row["seq"]),
+        "kind": row["kind"],
+        "event_id": row["event_id"],
+        "subject_id": row["subject_id"],
+        "purpose": row["purpose"],
+        "channel": api_channel(row["channel"]) if row["channel"] is not None else None,
+        "status": row["status"],
+        "captured_at": row["captured_at"],
+        "expires_at": row["expires_at"],
+    }
+    if row["kind"] == "consent":
+        change["purpose_version"] = row["purpose_version"]
+    elif row["kind"] == "suppression":
+        channels = row["channels"]
+        change |= {
+            "channels": orjson.loads(channels) if isinstance(channels, str) else channels,
+            "reason": row["reason"], "identifier_type": row["identifier_type"],
+        }
+    return change

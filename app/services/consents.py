@@ -2,6 +2,7 @@
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,7 +16,7 @@ from app.models import ConsentEvent, ConsentState, IdempotencyRecord
 from app.models.base import utcnow
 from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordOut
 from app.services import chains, changes, pg_bulk, purposes, subjects
-from app.services.decision import Rule, api_channel, check_status, storage_channel
+from app.services.decision import Rule, api_channel, check_status, grant_expiry, storage_channel
 from app.services.identifiers import IdentifierKeys
 from app.services.sql import is_postgres, upsert
 
@@ -122,7 +123,7 @@ async def record(
         rules=rules, captured_at=captured_at, recorded_at=recorded_at, source=body.source, method="api",
         policy_version=body.policy_version, collection_point=body.collection_point, actor=actor, evidence=body.evidence,
     )
-    await append(session, events)
+    await append(session, events, rules)
     outcome = Outcome(
         201,
         ConsentRecordOut(subject_id=subject_id, events=[event_out(e) for e in events]).model_dump(mode="json"),
@@ -172,15 +173,21 @@ def new_events(
     ]
 
 
-async def append(session: AsyncSession, events: list[dict]) -> None:
+async def append(session: AsyncSession, events: list[dict], rules: Mapping[str, Rule]) -> None:
     """Append events to the ledger and move the state projection, in the caller's transaction.
 
     Each event joins its subject's hash chain (which orders writers of one subject), then gets its ledger `seq`. The state of a (subject, purpose, channel) moves only to a decision
     that is newer by (captured_at, seq): a late-arriving older decision enters the history and nothing else.
+    Every state that moved is a change in the feed, with the grant's expiry under `rules` (the events' purposes).
     """
     await chains.link(session, events)
+    expiries = {
+        e["event_id"]: expiry
+        for e in events
+        if (expiry := grant_expiry(rules[e["purpose"]], e["status"], e["captured_at"])) is not None
+    }
     if is_postgres(session):
-        await _append_pg(session, events)
+        await _append_pg(session, events, expiries)
         return
     table = ConsentEvent.__table__
     seqs = await session.execute(insert(table).returning(table.c.seq, sort_by_parameter_order=True), events)
@@ -221,14 +228,14 @@ async def append(session: AsyncSession, events: list[dict]) -> None:
         rows,
     )
     # Only the states that moved come back: a late-arriving older decision is history, not a change.
-    await changes.append(session, [dict(row) for row in moved.mappings()])
+    await changes.append(session, [dict(row) for row in moved.mappings()], expiries)
 
 
-async def _append_pg(session: AsyncSession, events: list[dict]) -> None:
+async def _append_pg(session: AsyncSession, events: list[dict], expiries: dict) -> None:
     """The same on PostgreSQL, in three statements with array parameters (see pg_bulk)."""
     await pg_bulk.take_seqs(session, events)
     await pg_bulk.insert_events(session, events)
-    await pg_bulk.move_states(session, _newest_by_state(events))
+    await pg_bulk.move_states(session, _newest_by_state(events), expiries)
 
 
 def _newest_by_state(events: list[dict]) -> list[dict]:

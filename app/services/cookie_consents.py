@@ -156,7 +156,7 @@ async def record(
         *consents.new_events(decisions=chosen, method="banner", **common),
         *consents.new_events(decisions=implied, method="gpc", **common),
     ]
-    await consents.append(session, events)
+    await consents.append(session, events, view.rules)
     standing = await _status(session, tenant=tenant, view=view, subject_id=subject_id, at=now)
     answer = CookieConsentsRecorded(
         **standing.model_dump(),

@@ -73,11 +73,16 @@ def api_channel(stored: str) -> str | None:
     return None if stored == NO_CHANNEL else stored
 
 
-def expires_at(rule: Rule, standing: Standing) -> datetime | None:
-    """When a grant stops counting: captured_at plus the purpose's lifespan; withdrawals do not expire."""
-    if standing.status != "granted" or rule.lifespan_days is None:
+def grant_expiry(rule: Rule, status: str, captured_at: datetime) -> datetime | None:
+    """When a decision stops counting: a grant at captured_at plus the purpose's lifespan; withdrawals do not expire."""
+    if status != "granted" or rule.lifespan_days is None:
         return None
-    return standing.captured_at + timedelta(days=rule.lifespan_days)
+    return captured_at + timedelta(days=rule.lifespan_days)
+
+
+def expires_at(rule: Rule, standing: Standing) -> datetime | None:
+    """When the standing decision stops counting (grant_expiry)."""
+    return grant_expiry(rule, standing.status, standing.captured_at)
 
 
 def _reconfirm_due(rule: Rule, standing: Standing, at: datetime) -> bool:

@@ -87,5 +87,5 @@ async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID
         )
         copy["purpose_version"] = row["purpose_version"]  # the version it was given under, not today's
         copies.append(copy)
-    await consents.append(session, copies)
+    await consents.append(session, copies, rules)
     return len(copies)

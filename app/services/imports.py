@@ -188,7 +188,7 @@ async def _store(
         )
     ]
     if events:
-        await consents.append(session, events)
+        await consents.append(session, events, rules)
     skipped = len(checked.records) - len(fresh) + checked.repeated
     return ImportResult(lines=lines, imported=len(fresh), skipped=skipped, events=len(events))
 

@@ -33,12 +33,16 @@ INSERT_EVENTS = (
     f"SELECT * FROM unnest({_unnest(_EVENT_COLUMNS)})"
 )
 # The state moves only to a newer decision by (captured_at, seq); each state that moved becomes a change in the
-# feed, positioned at this transaction's id or the replaced change's position, whichever is later (changes.py).
+# feed, positioned at this transaction's id or the replaced change's position, whichever is later (changes.py),
+# with the grant's expiry (the last array, which the state itself does not keep).
 MOVE_STATES = f"""
-WITH moved AS (
+WITH u AS (
+    SELECT * FROM unnest({_unnest(_STATE_COLUMNS)}, ${len(_STATE_COLUMNS) + 1}::timestamptz[])
+        AS u({', '.join(name for name, _ in _STATE_COLUMNS)}, expires_at)
+), moved AS (
     INSERT INTO consent_state AS cs (tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at,
                                      event_seq, event_id, purpose_version, policy_version, feed_position)
-    SELECT u.*, pg_current_xact_id()::text::bigint FROM unnest({_unnest(_STATE_COLUMNS)}) AS u
+    SELECT {', '.join(name for name, _ in _STATE_COLUMNS)}, pg_current_xact_id()::text::bigint FROM u
     ON CONFLICT (tenant_id, subject_id, purpose, channel) DO UPDATE SET
         status = excluded.status, captured_at = excluded.captured_at, recorded_at = excluded.recorded_at,
         event_seq = excluded.event_seq, event_id = excluded.event_id, purpose_version = excluded.purpose_version,
@@ -46,10 +50,13 @@ WITH moved AS (
     WHERE excluded.captured_at > cs.captured_at
        OR (excluded.captured_at = cs.captured_at AND excluded.event_seq > cs.event_seq)
     RETURNING cs.tenant_id, cs.subject_id, cs.purpose, cs.channel, cs.status, cs.captured_at, cs.event_id,
-              cs.feed_position
+              cs.purpose_version, cs.feed_position
 )
-INSERT INTO consent_changes (tenant_id, position, subject_id, purpose, channel, status, captured_at, event_id)
-SELECT tenant_id, feed_position, subject_id, purpose, channel, status, captured_at, event_id FROM moved
+INSERT INTO consent_changes (tenant_id, position, kind, subject_id, purpose, channel, status, captured_at, event_id,
+                             purpose_version, expires_at)
+SELECT m.tenant_id, m.feed_position, 'consent', m.subject_id, m.purpose, m.channel, m.status, m.captured_at,
+       m.event_id, m.purpose_version, u.expires_at
+FROM moved m JOIN u ON u.event_id = m.event_id
 """
 NEXT_SEQS = "SELECT nextval(pg_get_serial_sequence('consent_events', 'seq')) FROM generate_series(1, $1)"
 
@@ -83,10 +90,12 @@ async def insert_events(session: AsyncSession, events: list[dict]) -> None:
     await db.execute(INSERT_EVENTS, *_columns(events, [name for name, _ in _EVENT_COLUMNS[:-1]]), evidence)
 
 
-async def move_states(session: AsyncSession, newest: list[dict]) -> None:
-    """Move each state to its newest event in `newest` (one per state key, in key order) if that is newer."""
+async def move_states(session: AsyncSession, newest: list[dict], expiries: dict) -> None:
+    """Move each state to its newest event in `newest` (one per state key, in key order) if that is newer;
+    `expiries`: each grant's expiry by event id, for the feed."""
     db = await connection(session)
-    await db.execute(MOVE_STATES, *_columns(newest, [name for name, _ in _STATE_COLUMNS]))
+    expires = [expiries.get(event["event_id"]) for event in newest]
+    await db.execute(MOVE_STATES, *_columns(newest, [name for name, _ in _STATE_COLUMNS]), expires)
 
 
 async def insert_subjects(session: AsyncSession, *, tenant: str, ids: list, created_at) -> None:  # noqa: ANN001

@@ -3,6 +3,7 @@
 import uuid
 from dataclasses import dataclass, replace
 
+import sqlalchemy as sa
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -12,7 +13,7 @@ from app.models.base import utcnow
 from app.models.common import Identifiers, SubjectRef
 from app.models.subjects import IdentifierOut, SubjectOut
 from app.services.identifiers import IdentifierKeys, normalise
-from app.services import pg_bulk
+from app.services import changes, pg_bulk
 from app.services.sql import in_slices, is_postgres, upsert
 
 DEVICE = "device_id"
@@ -276,3 +277,42 @@ async def _insert_claims(
     holders = await _holders(session, tenant=tenant, hashes=ordered)
     if any(holders.get(id_hash) != claims[id_hash][1] for id_hash in ordered):
         raise Conflict("a concurrent request attached one of these identifiers first; retry")
+
+
+FLAG_STATUS = {("restricted", True): "restricted", ("restricted", False): "unrestricted", ("erased", True): "erased"}
+
+
+async def set_flag(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID, flag: str, on: bool) -> bool:
+    """Set or clear a standing flag (`restricted`; `erased`, which is never cleared) and put the change in the feed
+    (kind `subject`); False when the subject already stood so. 404 for an unknown subject."""
+    status = FLAG_STATUS.get((flag, on))
+    if status is None:
+        raise ValueError(f"the flag {flag!r} cannot be {'set' if on else 'cleared'}")
+    table = Subject.__table__
+    row = (
+        await session.execute(
+            select(table.c.flags, table.c.feed_position)
+            .where(table.c.tenant_id == tenant, table.c.id == subject_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFound("subject", subject_id)
+    flags = list(row.flags or [])
+    if (flag in flags) == on:
+        return False
+    flags = sorted({*flags, flag}) if on else [f for f in flags if f != flag]
+    # Held under the row lock taken above: a later change of this subject's flags sorts after this one (changes.py).
+    position = (
+        sa.text(changes.PG_POSITION.format(after=":previous")).bindparams(previous=row.feed_position)
+        if is_postgres(session) else sa.literal(0)
+    )
+    moved = await session.execute(
+        update(table).where(table.c.tenant_id == tenant, table.c.id == subject_id)
+        .values(flags=flags, feed_position=position).returning(table.c.feed_position)
+    )
+    await changes.record(session, [{
+        "tenant_id": tenant, "position": moved.scalar_one(), "kind": "subject", "subject_id": subject_id,
+        "status": status, "captured_at": utcnow(),
+    }])
+    return True

@@ -2,16 +2,17 @@
 
 import asyncio
 import re
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AppError, Unprocessable
-from app.models import Suppression
+from app.models import SubjectIdentifier, Suppression
 from app.models.base import utcnow
 from app.models.suppressions import SuppressionsIn, SuppressionsRemoveIn, SuppressionsResult
-from app.services import cursors
+from app.services import changes, cursors, suppression_log
 from app.services.identifiers import IdentifierKeys, normalise
 from app.services.sql import in_slices, upsert
 
@@ -56,6 +57,7 @@ async def add(
             }
             for channel in channels
         ]
+    head = await suppression_log.lock(session, tenant=tenant)
     insert = upsert(session, table)
     # One statement executed with many parameter sets: SQLAlchemy batches it ("insertmanyvalues") and compiles
     # it once, where a multi-row VALUES clause is compiled afresh for every chunk (seconds for 40,000 rows).
@@ -63,26 +65,67 @@ async def add(
         index_elements=["tenant_id", "id_hash", "channel"],
         set_={"reason": insert.excluded.reason, "actor": insert.excluded.actor},
         where=table.c.reason != insert.excluded.reason,
-    ).returning(table.c.id_hash)
-    # Only rows inserted or given a new reason come back.
-    changed = len((await session.execute(statement, rows)).all())
-    return SuppressionsResult(entries=len(entries), channels=channels, changed=changed)
+    ).returning(table.c.id_hash, table.c.channel, table.c.type, table.c.reason)
+    # Only rows inserted or given a new reason come back: they are what changed.
+    moved = [dict(row) for row in (await session.execute(statement, rows)).mappings()] if rows else []
+    await _log(session, tenant=tenant, head=head, action=suppression_log.ADD, moved=moved, actor=actor, at=now)
+    return SuppressionsResult(entries=len(entries), channels=channels, changed=len(moved))
 
 
-async def remove(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, body: SuppressionsRemoveIn) -> SuppressionsResult:
+async def remove(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, actor: str, body: SuppressionsRemoveIn
+) -> SuppressionsResult:
     """Lift the suppression of every entry on every channel of `body`; entries not suppressed are ignored."""
     # Normalising 10,000 identifiers is CPU work: in a thread, so that the event loop keeps answering.
     entries = await asyncio.to_thread(_entries, keys, tenant, body)
     channels = sorted(set(body.channels))
     table = Suppression.__table__
-    changed = 0
+    head = await suppression_log.lock(session, tenant=tenant)
+    moved: list[dict] = []
     hashes = [id_hash for id_hash, _, _ in entries]
     for chunk in in_slices(hashes):
         result = await session.execute(
             sa.delete(table).where(table.c.tenant_id == tenant, table.c.id_hash.in_(chunk), table.c.channel.in_(channels))
+            .returning(table.c.id_hash, table.c.channel, table.c.type)
         )
-        changed += result.rowcount
-    return SuppressionsResult(entries=len(entries), channels=channels, changed=changed)
+        moved += [{**row, "reason": None} for row in result.mappings()]
+    await _log(session, tenant=tenant, head=head, action=suppression_log.REMOVE, moved=moved, actor=actor, at=utcnow())
+    return SuppressionsResult(entries=len(entries), channels=channels, changed=len(moved))
+
+
+async def _log(
+    session: AsyncSession, *, tenant: str, head: tuple, action: str, moved: list[dict], actor: str, at: datetime
+) -> None:
+    """Log what moved (rows of id_hash, channel, type, reason) and tell the feed: one change per identifier and
+    reason, with its channels, for each subject that holds it (or none)."""
+    moved.sort(key=lambda row: (row["id_hash"], row["channel"]))
+    position = await suppression_log.append(
+        session, tenant=tenant, head=head, entries=[{"action": action, **row} for row in moved], actor=actor, at=at
+    )
+    grouped: dict[tuple[str, str, str | None], list[str]] = {}
+    for row in moved:
+        grouped.setdefault((row["id_hash"], row["type"], row["reason"]), []).append(row["channel"])
+    holders = await _holders(session, tenant=tenant, hashes=sorted({row["id_hash"] for row in moved}))
+    status = "suppressed" if action == suppression_log.ADD else "released"
+    await changes.record(session, [
+        {
+            "tenant_id": tenant, "position": position, "kind": "suppression", "subject_id": holders.get(id_hash),
+            "status": status, "captured_at": at, "channels": channels, "reason": reason, "identifier_type": kind,
+        }
+        for (id_hash, kind, reason), channels in grouped.items()
+    ])
+
+
+async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, Any]:
+    """The subject holding each blind index (those held by nobody are absent)."""
+    table = SubjectIdentifier.__table__
+    found: dict[str, Any] = {}
+    for chunk in in_slices(hashes):
+        rows = await session.execute(
+            sa.select(table.c.id_hash, table.c.subject_id).where(table.c.tenant_id == tenant, table.c.id_hash.in_(chunk))
+        )
+        found.update(dict(rows.all()))
+    return found
 
 
 def _encode(id_hash: str) -> str:

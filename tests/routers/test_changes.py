@@ -43,7 +43,8 @@ async def test_follow_the_feed_from_the_start(client):
 
     everything, end = await follow(client, limit=100, until=lambda changes: len(changes) >= 4)
     assert without_cursor(everything) == expected
-    assert set(everything[0]) == {"cursor", *FIELDS}
+    assert set(everything[0]) == {"cursor", "kind", "expires_at", "purpose_version", *FIELDS}
+    assert {c["kind"] for c in everything} == {"consent"}
     assert everything[0]["captured_at"] == at(0)
     assert len({change["cursor"] for change in everything}) == 4
     # Any page size walks the same feed, and a cursor from the middle continues after that change.
