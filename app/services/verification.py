@@ -14,7 +14,7 @@ from app.db import Database
 from app.models import AuditCheckpoint, CheckpointHead, ConsentEvent, ConsentState, LedgerChain
 from app.models.audit import CheckpointRef, VerifyOut, VerifyProblem
 from app.services.chain_check import Head, check
-from app.services import snapshots
+from app.services import snapshots, suppression_check
 from app.services.chains import CANONICAL_FIELDS
 from app.services.snapshots import END
 
@@ -104,6 +104,9 @@ async def verify(
         async for row in await query(queries["orphans"]):
             if row["event_id"] not in problems.named:
                 problems.add(row["event_id"], "deleted", "a consent state stands on this event, which is missing")
+        await suppression_check.check(
+            query, tenant=tenant, report=lambda detail: problems.add(None, "suppression_mismatch", detail)
+        )
     if checkpoint is not None and signed_root is not None and root.hexdigest() != signed_root:
         problems.add(None, "rewritten", f"the heads stored for checkpoint {checkpoint.id} are not the ones its signature covers")
     ref = CheckpointRef(id=checkpoint.id, created_at=checkpoint.created_at, events=checkpoint.events, root=checkpoint.root) if checkpoint else None
