@@ -44,18 +44,23 @@ async def export_events(
     start: From = None,
     end: To = None,
     purpose: Annotated[str | None, Query(pattern=PURPOSE_KEY)] = None,
+    by: Annotated[
+        Literal["captured_at", "recorded_at"],
+        Query(description="the period is of captured_at (when the decision was made) or recorded_at (when consentd stored it)"),
+    ] = "captured_at",
     format: Literal["ndjson", "csv"] = "ndjson",  # noqa: A002 - the contract's name
     principal: Principal = Auditor,
 ) -> StreamingResponse:
-    """Every consent event captured in [from, to), optionally of one purpose, streamed in constant memory.
+    """Every consent event captured (or, `by=recorded_at`, recorded) in [from, to), optionally of one purpose,
+    streamed in constant memory: `by=recorded_at` finds what was imported today with old timestamps.
 
     Each row holds every field its hash covers and its place in the subject's hash chain (docs/audit.md), so
     it can be checked without consentd. The export is recorded in the access log."""
     start, end = _period(start, end)
-    period = {"tenant": principal.tenant, "start": start, "end": end, "purpose": purpose}
+    period = {"tenant": principal.tenant, "start": start, "end": end, "purpose": purpose, "by": by}
     await log.record(
         principal, action=access_log.EXPORT,
-        detail={"from": start.isoformat(), "to": end.isoformat(), "purpose": purpose, "format": format},
+        detail={"from": start.isoformat(), "to": end.isoformat(), "by": by, "purpose": purpose, "format": format},
     )
     if format == "csv":
         return StreamingResponse(

@@ -18,6 +18,7 @@ one position, seq follows lock order for the same state, because the row lock is
 On SQLite, writers queue (BEGIN IMMEDIATE), so seq is commit order and every position is 0.
 """
 
+import re
 from typing import Any
 
 import orjson
@@ -35,6 +36,7 @@ STATE_COLUMNS = (
 )
 MAX_PAGE = 10_000
 _BEGINNING = (-1, 0)
+_CURSOR = re.compile(r"-?[0-9]{1,19}\.[0-9]{1,19}")
 # On PostgreSQL, the position of a change written now: this transaction's id, or the position of the change it
 # follows on the same thing (a state, a subject's flags, a tenant's suppressions), whichever is later.
 PG_POSITION = "greatest(pg_current_xact_id()::text::bigint, {after})"
@@ -86,10 +88,14 @@ def decode_cursor(cursor: str | None) -> tuple[int, int]:
     if cursor is None:
         return _BEGINNING
     try:
-        position, seq = cursors.unpack(cursor).decode().split(".")
-        decoded = int(position), int(seq)
+        raw = cursors.unpack(cursor).decode()
     except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
-        raise Unprocessable("not a cursor of this feed", loc=["query", "after"]) from None
+        raw = ""
+    # Exactly what encode_cursor writes: int() alone would also take " 7", "+7" and "7_0".
+    if _CURSOR.fullmatch(raw) is None:
+        raise Unprocessable("not a cursor of this feed", loc=["query", "after"])
+    position, seq = raw.split(".")
+    decoded = int(position), int(seq)
     if not (-1 <= decoded[0] < 2**63 and 0 <= decoded[1] < 2**63):
         raise Unprocessable("not a cursor of this feed", loc=["query", "after"])
     return decoded

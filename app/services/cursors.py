@@ -32,7 +32,8 @@ def unpack_moment(cursor: str) -> tuple[datetime, int]:
     try:
         at, seq = orjson.loads(unpack(cursor))
         moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None or not isinstance(seq, int) or not 0 < seq < 2**63:
+        # type(), not isinstance(): JSON true decodes to a bool, which is an int in Python (and would page from 1).
+        if moment.tzinfo is None or type(seq) is not int or not 0 < seq < 2**63:
             raise ValueError("out of range")
         return utc_in_range(moment), seq
     except (ValueError, TypeError, OverflowError) as exc:  # binascii.Error is a ValueError

@@ -26,17 +26,32 @@ def _row(row: Any) -> dict[str, Any]:
     return {"seq": row["seq"], **dict(zip(CANONICAL_FIELDS, canonical_values(row), strict=True)), "hash": row["hash"]}
 
 
-async def _rows(database: Database, *, tenant: str, start: datetime, end: datetime, purpose: str | None) -> AsyncIterator[Any]:
-    """The events of [start, end) by captured_at (then ledger order), read in one snapshot."""
+async def _rows(
+    database: Database, *, tenant: str, start: datetime, end: datetime, purpose: str | None, by: str = "captured_at"
+) -> AsyncIterator[Any]:
+    """The events whose `by` (captured_at or recorded_at) falls in [start, end), in that order then ledger order,
+    read in one snapshot."""
     table = ConsentEvent.__table__
-    query = sa.select(*(table.c[name] for name in FIELDS)).where(
-        table.c.tenant_id == tenant, table.c.captured_at >= start, table.c.captured_at < end
-    )
+    moment = table.c[by]
+    query = sa.select(*(table.c[name] for name in FIELDS)).where(table.c.tenant_id == tenant, moment >= start, moment < end)
     if purpose is not None:
         query = query.where(table.c.purpose == purpose)
     async with snapshots.snapshot(database) as run:
-        async for row in await run(query.order_by(table.c.captured_at, table.c.seq)):
+        async for row in await run(query.order_by(moment, table.c.seq)):
             yield row
+
+
+# A cell starting with one of these is run as a formula by spreadsheets (CSV injection, OWASP).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: null empty; text a spreadsheet would run as a formula written with a leading apostrophe."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 async def ndjson(database: Database, **period: Any) -> AsyncIterator[bytes]:
@@ -52,16 +67,18 @@ async def ndjson(database: Database, **period: Any) -> AsyncIterator[bytes]:
 
 
 async def csv_rows(database: Database, **period: Any) -> AsyncIterator[bytes]:
-    """A header, then one row an event; evidence is its JSON text, null an empty field."""
+    """A header, then one row an event; evidence is its JSON text, null an empty field, and a text cell a spreadsheet
+    would run as a formula starts with an apostrophe (the NDJSON export is exact)."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF (RFC 4180): the csv module then quotes a cell holding a bare CR as well as one holding LF.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(FIELDS)
     count = 0
     async for row in _rows(database, **period):
         values = _row(row)
         if values["evidence"] is not None:
             values["evidence"] = orjson.dumps(values["evidence"], option=orjson.OPT_SORT_KEYS).decode()
-        writer.writerow(["" if values[name] is None else values[name] for name in FIELDS])
+        writer.writerow([_cell(values[name]) for name in FIELDS])
         count += 1
         if count % _CHUNK_ROWS == 0:
             yield buffer.getvalue().encode()
