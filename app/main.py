@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import handlers, logs
 from app.config import Settings, get_settings
@@ -23,6 +24,7 @@ from app.services.tenants import TenantDirectory
 from app.services.throttle import Throttle
 
 log = logging.getLogger("consentd")
+DOCS_ASSETS = "/docs/assets"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -57,11 +59,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await database.close()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load their scripts and styles from consentd itself (the package ships them),
+    # not from a CDN, so they work with no internet. validatorUrl None: Swagger UI would send the document's
+    # address to validator.swagger.io.
+    app = FastAPIOffline(
         title="consentd",
         version="0.1.0",
         summary="Consent and preferences: a tamper-evident ledger with real-time checks.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     # The check router first: routes are matched in order, and checks are the hot path.
