@@ -11,7 +11,7 @@ from fastapi_offline import FastAPIOffline
 from app import handlers, logs
 from app.config import Settings, get_settings
 from app.db import Database
-from app.middleware import BodyLimit, PublicCors, RequestMetrics
+from app.middleware import BodyLimit, PublicCors, RequestMetrics, ResponseHeaders
 from app.models.common import problem_responses
 from app.routers import audit, banner, changes, checks, consents, ops, public, purposes, receipts, subjects, suppressions
 from app.security import Signer, TokenVerifier
@@ -97,4 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(PublicCors)
     app.add_middleware(RequestMetrics)
+    # Outermost of ours, so that every answer of the others (a 413, a CORS error) has the headers too.
+    app.add_middleware(ResponseHeaders)
     return app
