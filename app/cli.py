@@ -14,7 +14,7 @@ import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import get_settings
+from app.config import get_settings, trusted_proxies
 from app.db import Database
 from app.errors import AppError
 from app.security import TENANT_KEY, mint_token
@@ -71,20 +71,37 @@ def _check_tenant_key(key: str) -> None:
         _fail("a tenant key is 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit")
 
 
+def _proxies_option(value: str | None) -> str | None:
+    try:
+        return None if value is None else trusted_proxies(value, what="the list")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 @cli.command()
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            callback=_proxies_option, metavar="LIST", show_default="CONSENTD_FORWARDED_ALLOW_IPS, else 127.0.0.1",
+            help="the proxies whose X-Forwarded-For is believed: comma-separated addresses or networks",
+        ),
+    ] = None,
     migrate: Annotated[bool, typer.Option("--migrate", help="migrate the database first")] = False,
     access_log: Annotated[bool, typer.Option(help="log each request (method, path, status)")] = True,
 ) -> None:
     """Serve the HTTP API."""
     if migrate:
         run_migrations()
+    # uvicorn resolves the client address: from a trusted proxy, the right-most untrusted hop of X-Forwarded-For;
+    # from anyone else, the peer itself (its X-Forwarded-For is ignored).
+    trusted = forwarded_allow_ips if forwarded_allow_ips is not None else get_settings().forwarded_allow_ips
     uvicorn.run(
         "app.main:create_app", factory=True, host=host, port=port, workers=workers, access_log=access_log,
-        proxy_headers=True, server_header=False,
+        proxy_headers=True, forwarded_allow_ips=trusted, server_header=False,
     )
 
 
