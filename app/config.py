@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # The proxies (load balancers) whose X-Forwarded-For is believed: comma-separated addresses or networks, or "*".
     # A request's address (rate limits, evidence) is the right-most one in X-Forwarded-For that is not among them.
     forwarded_allow_ips: str = "127.0.0.1"
+    # When set, GET /metrics answers only requests bearing it (`Authorization: Bearer ...`).
+    metrics_token: str | None = Field(default=None, repr=False)
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> "Settings":

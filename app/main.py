@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import handlers, logs
+from app import handlers, logs, metrics
 from app.config import Settings, get_settings
 from app.db import Database
 from app.middleware import BodyLimit, PublicCors, RequestMetrics, ResponseHeaders
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await database.close()
+            metrics.process_exit()
 
     # FastAPIOffline: /docs and /redoc load their scripts and styles from consentd itself (the package ships them),
     # not from a CDN, so they work with no internet. validatorUrl None: Swagger UI would send the document's

@@ -1,16 +1,19 @@
-"""`consentd serve` behind a proxy (--forwarded-allow-ips), as real subprocesses on loopback. Clients take
-distinct loopback source addresses (127.0.0.2, 127.0.0.3) to be a visitor or a trusted load balancer; the
-addresses in X-Forwarded-For are only header text. Every wait is bounded."""
+"""`consentd serve` behind a proxy (--forwarded-allow-ips) and with several workers (/metrics adds them up), as real
+subprocesses on loopback. Clients take distinct loopback source addresses (127.0.0.2, 127.0.0.3) to be a visitor
+or a trusted load balancer; the addresses in X-Forwarded-For are only header text. Every wait is bounded."""
 
 import subprocess
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import assert_problem
+from tests.conftest import assert_problem, bearer
 from tests.support.postgres import free_port
 from tests.support.server import CONSENTD, stop, wait_until_healthy
 from tests.test_server import consentd_env, run_consentd
@@ -18,6 +21,7 @@ from tests.test_server import consentd_env, run_consentd
 VISITOR = "127.0.0.2"  # connects directly: not a trusted proxy
 BALANCER = "127.0.0.3"  # the trusted proxy
 RATE = 3  # banner requests a minute per address
+METRICS_TOKEN = "metrics-token-0123456789abcdef"
 TIMEOUT = 10
 
 
@@ -97,3 +101,73 @@ def test_a_malformed_proxy_list_is_refused(tmp_path: Path):
     )
     assert result.returncode == 2, result.stderr
     assert "10.0.0.1/8" in result.stderr and "which is not an IP address or network" in result.stderr
+
+
+# --- Several workers: one /metrics ------------------------------------------------------------------------------
+
+REQUESTS = 200
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    workdir = tmp_path_factory.mktemp("workers")
+    (workdir / "tmp").mkdir()
+    # TMPDIR: the metrics folder serve makes for itself lands where the test can see it.
+    env = consentd_env(f"sqlite+aiosqlite:///{workdir / 'consentd.db'}") | {
+        "TMPDIR": str(workdir / "tmp"), "CONSENTD_METRICS_TOKEN": METRICS_TOKEN,
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    run_consentd(env, "migrate", cwd=workdir)
+    yield from serve(workdir, env, "--workers", "2")
+
+
+def metrics_folders(served: Served) -> list[Path]:
+    return sorted((served.workdir / "tmp").glob("consentd-metrics-*"))
+
+
+def worker_pids(folder: Path) -> set[str]:
+    """The processes that wrote request metrics (files histogram_<pid>.db)."""
+    return {path.stem.partition("_")[2] for path in folder.glob("histogram_*.db")}
+
+
+def healthz_count(base_url: str) -> float:
+    response = httpx.get(f"{base_url}/metrics", headers=bearer(METRICS_TOKEN), timeout=TIMEOUT)
+    assert response.status_code == 200, response.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == "consentd_request_duration_seconds_count" and sample.labels.get("route") == "/healthz"
+    )
+
+
+def test_metrics_add_up_every_worker(two_workers: Served):
+    [folder] = metrics_folders(two_workers)
+    before = healthz_count(two_workers.base_url)
+
+    def healthz(_: int) -> int:  # a new connection each time, so that both workers accept some
+        return httpx.get(f"{two_workers.base_url}/healthz", timeout=TIMEOUT).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(healthz, range(REQUESTS))) == {200}
+    assert len(worker_pids(folder)) == 2, f"both workers were expected to answer some of {REQUESTS} requests"
+
+    # A worker observes a request's latency just after sending the answer: wait (bounded) for the last ones.
+    deadline = time.monotonic() + 5
+    while (counted := healthz_count(two_workers.base_url) - before) < REQUESTS and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert counted == REQUESTS
+
+
+def test_metrics_need_the_token_when_one_is_set(two_workers: Served):
+    for headers in ({}, bearer("wrong"), {"Authorization": f"Basic {METRICS_TOKEN}"}):
+        response = httpx.get(f"{two_workers.base_url}/metrics", headers=headers, timeout=TIMEOUT)
+        assert_problem(response, 401)
+    assert METRICS_TOKEN not in (two_workers.workdir / "server.log").read_text(errors="replace")
+
+
+def test_the_metrics_folder_is_removed_at_exit(two_workers: Served):
+    assert len(metrics_folders(two_workers)) == 1
+    stop(two_workers.process)
+    assert two_workers.process.returncode == 0, (two_workers.workdir / "server.log").read_text(errors="replace")
+    assert metrics_folders(two_workers) == []
