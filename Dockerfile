@@ -18,5 +18,11 @@ USER consentd
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+# Behind a load balancer, set CONSENTD_FORWARDED_ALLOW_IPS to its addresses or network (e.g. 10.0.0.0/8): only then
+# is its X-Forwarded-For believed, so that rate limits and evidence see each visitor's address, not the balancer's.
+# Left at 127.0.0.1, every visitor shares the balancer's rate-limit bucket. Never "*" if anything else can reach us.
+ENV CONSENTD_FORWARDED_ALLOW_IPS=127.0.0.1
 # Migrate, then serve. Set CONSENTD_DATABASE_URL, CONSENTD_JWT_SECRET and CONSENTD_IDENTIFIER_KEY.
+# With --workers N, /metrics adds up every worker (serve keeps their metrics in a temporary folder under /tmp);
+# set CONSENTD_METRICS_TOKEN to require a bearer token on /metrics.
 CMD ["consentd", "serve", "--migrate", "--host", "0.0.0.0", "--port", "8000"]

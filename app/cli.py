@@ -2,8 +2,12 @@
 
 import asyncio
 import json
+import os
+import shutil
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -14,7 +18,7 @@ import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import get_settings
+from app.config import get_settings, trusted_proxies
 from app.db import Database
 from app.errors import AppError
 from app.security import TENANT_KEY, mint_token
@@ -29,6 +33,8 @@ banner_keys_cli = typer.Typer(help="Manage the cookie banner's publishable keys.
 cli.add_typer(banner_keys_cli, name="banner-keys")
 audit_cli = typer.Typer(help="Tamper evidence: verify the ledger, take signed checkpoints.", no_args_is_help=True)
 cli.add_typer(audit_cli, name="audit")
+# prometheus-client's multiprocess mode (app.metrics is not imported here: prometheus_client picks its mode at import).
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The origins `make run` serves the demo shop from.
 DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
 
@@ -71,21 +77,62 @@ def _check_tenant_key(key: str) -> None:
         _fail("a tenant key is 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit")
 
 
+def _proxies_option(value: str | None) -> str | None:
+    try:
+        return None if value is None else trusted_proxies(value, what="the list")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@contextmanager
+def _metrics_folder(workers: int) -> Iterator[None]:
+    """Several workers each write their metrics to files in one folder, which /metrics of any of them adds up
+    (prometheus-client's multiprocess mode): a fresh temporary folder, removed at exit; or PROMETHEUS_MULTIPROC_DIR
+    when it is set, emptied first (the files of an earlier run would count again)."""
+    given = os.environ.get(MULTIPROCESS_ENV)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+    if given or workers == 1:
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="consentd-metrics-")
+    # Set before any worker imports prometheus_client, which picks its mode once, at import.
+    os.environ[MULTIPROCESS_ENV] = folder
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @cli.command()
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            callback=_proxies_option, metavar="LIST", show_default="CONSENTD_FORWARDED_ALLOW_IPS, else 127.0.0.1",
+            help="the proxies whose X-Forwarded-For is believed: comma-separated addresses or networks",
+        ),
+    ] = None,
     migrate: Annotated[bool, typer.Option("--migrate", help="migrate the database first")] = False,
     access_log: Annotated[bool, typer.Option(help="log each request (method, path, status)")] = True,
 ) -> None:
     """Serve the HTTP API."""
     if migrate:
         run_migrations()
-    uvicorn.run(
-        "app.main:create_app", factory=True, host=host, port=port, workers=workers, access_log=access_log,
-        proxy_headers=True, server_header=False,
-    )
+    # uvicorn resolves the client address: from a trusted proxy, the right-most untrusted hop of X-Forwarded-For;
+    # from anyone else, the peer itself (its X-Forwarded-For is ignored).
+    trusted = forwarded_allow_ips if forwarded_allow_ips is not None else get_settings().forwarded_allow_ips
+    with _metrics_folder(workers):
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=host, port=port, workers=workers, access_log=access_log,
+            proxy_headers=True, forwarded_allow_ips=trusted, server_header=False,
+        )
 
 
 @cli.command("migrate")

@@ -1,5 +1,6 @@
 """Settings read from the environment (CONSENTD_*)."""
 
+import ipaddress
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -52,6 +53,11 @@ class Settings(BaseSettings):
     # PEM files (public or private keys) rotated out: no longer used to sign, still published so old receipts verify.
     # Comma-separated in CONSENTD_SIGNING_KEYS_RETIRED.
     signing_keys_retired: Annotated[list[str], NoDecode] = []
+    # The proxies (load balancers) whose X-Forwarded-For is believed: comma-separated addresses or networks, or "*".
+    # A request's address (rate limits, evidence) is the right-most one in X-Forwarded-For that is not among them.
+    forwarded_allow_ips: str = "127.0.0.1"
+    # When set, GET /metrics answers only requests bearing it (`Authorization: Bearer ...`).
+    metrics_token: str | None = Field(default=None, repr=False)
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> "Settings":
@@ -100,9 +106,29 @@ class Settings(BaseSettings):
         parse(value)  # ValueError for anything that is not a rate
         return value
 
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        return trusted_proxies(value, what="CONSENTD_FORWARDED_ALLOW_IPS")
+
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+
+def trusted_proxies(value: str, *, what: str) -> str:
+    """`value` when it is "*" or a comma-separated list (empty: no proxy) of IP addresses and networks, as uvicorn
+    reads them: it takes anything else, 10.0.0.1/8 included, as a name that never matches, so that a typo would
+    silently trust no proxy."""
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if entries == ["*"]:
+        return value
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry) if "/" in entry else ipaddress.ip_address(entry)
+        except ValueError:
+            raise ValueError(f"{what} holds {entry!r}, which is not an IP address or network (e.g. 10.0.0.0/8)") from None
+    return value
 
 
 @lru_cache

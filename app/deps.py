@@ -3,6 +3,7 @@
 Every dependency is `async def`: FastAPI runs a plain `def` one in a worker thread, a costly hop on the hot path.
 """
 
+import secrets
 from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
@@ -79,6 +80,13 @@ def bearer_token(request: Request) -> str | None:
     """The token of an `Authorization: Bearer ...` header (for routes that read it without a dependency)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
+
+
+async def metrics_access(request: Request) -> None:
+    """With CONSENTD_METRICS_TOKEN set, 401 unless the request bears it (compared in constant time)."""
+    expected = request.app.state.settings.metrics_token
+    if expected and not secrets.compare_digest((bearer_token(request) or "").encode(), expected.encode()):
+        raise Unauthorized("/metrics needs the bearer token set in CONSENTD_METRICS_TOKEN")
 
 
 def require_scopes(*scopes: str):

@@ -69,9 +69,13 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     if database_unavailable(exc):
         log.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(exc).__name__)
         unavailable = Unavailable()
-        return await app_error(request, unavailable)
-    log.exception("unexpected error during %s %s", request.method, request.url.path)
-    return problem_response(500, problem(500, "Internal server error", "an unexpected error occurred"))
+        response = await app_error(request, unavailable)
+    else:
+        log.exception("unexpected error during %s %s", request.method, request.url.path)
+        response = problem_response(500, problem(500, "Internal server error", "an unexpected error occurred"))
+    # The handler of a bare Exception answers from Starlette's outermost layer, outside ResponseHeaders.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 # Handled by class (not by a bare Exception handler, which Starlette re-raises after answering).

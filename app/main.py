@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
-from app import handlers, logs
+from app import handlers, logs, metrics
 from app.config import Settings, get_settings
 from app.db import Database
-from app.middleware import BodyLimit, PublicCors, RequestMetrics
+from app.middleware import BodyLimit, PublicCors, RequestMetrics, ResponseHeaders
 from app.models.common import problem_responses
 from app.routers import audit, banner, changes, checks, consents, ops, public, purposes, receipts, subjects, suppressions
 from app.security import Signer, TokenVerifier
@@ -23,6 +24,7 @@ from app.services.tenants import TenantDirectory
 from app.services.throttle import Throttle
 
 log = logging.getLogger("consentd")
+DOCS_ASSETS = "/docs/assets"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,12 +58,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await database.close()
+            metrics.process_exit()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load their scripts and styles from consentd itself (the package ships them),
+    # not from a CDN, so they work with no internet. validatorUrl None: Swagger UI would send the document's
+    # address to validator.swagger.io.
+    app = FastAPIOffline(
         title="consentd",
         version="0.1.0",
         summary="Consent and preferences: a tamper-evident ledger with real-time checks.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.settings = settings
     # The check router first: routes are matched in order, and checks are the hot path.
@@ -90,4 +98,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(PublicCors)
     app.add_middleware(RequestMetrics)
+    # Outermost of ours, so that every answer of the others (a 413, a CORS error) has the headers too.
+    app.add_middleware(ResponseHeaders)
     return app

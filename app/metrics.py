@@ -1,8 +1,16 @@
-"""Prometheus metrics: request latency by route, check decisions by reason."""
+"""Prometheus metrics: request latency by route, check decisions by reason.
 
+Under `consentd serve --workers N` every worker writes its metrics to files in PROMETHEUS_MULTIPROC_DIR (serve sets
+it up) and /metrics adds up the files of all of them, whichever worker answers.
+"""
+
+import os
 from functools import lru_cache
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+
+# Read once, as prometheus_client itself does at import: the mode cannot change while the process runs.
+MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 REQUEST_LATENCY = Histogram(
     "consentd_request_duration_seconds",
@@ -22,3 +30,18 @@ def request_latency(method: str, route: str, status: str) -> Histogram:
 @lru_cache(maxsize=64)
 def check_decision(reason: str, allowed: bool) -> Counter:
     return CHECK_DECISIONS.labels(reason, "true" if allowed else "false")
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this process's metrics, or in multiprocess mode of every worker's."""
+    if MULTIPROCESS_DIR is None:
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=MULTIPROCESS_DIR)
+    return generate_latest(registry)
+
+
+def process_exit() -> None:
+    """A worker stops: its live gauges leave the sum (its counters and histograms stay counted)."""
+    if MULTIPROCESS_DIR is not None:
+        multiprocess.mark_process_dead(os.getpid(), path=MULTIPROCESS_DIR)

@@ -1,4 +1,4 @@
-"""Pure ASGI middleware: request body limits and request metrics."""
+"""Pure ASGI middleware: request body limits, request metrics, CORS of the public endpoints, response headers."""
 
 import time
 
@@ -109,3 +109,31 @@ class PublicCors:
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+class ResponseHeaders:
+    """`X-Content-Type-Options: nosniff` on every response, and `Cache-Control: no-store` on every answer under
+    /v1/ that sets no Cache-Control of its own: those carry personal data (subjects, consents, checks, exports),
+    which no browser or proxy may keep. The banner script sets its own and stays cacheable."""
+
+    PRIVATE = "/v1/"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        private = scope["path"].startswith(self.PRIVATE)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(name, value) for name, value in message.get("headers", []) if name != b"x-content-type-options"]
+                headers.append((b"x-content-type-options", b"nosniff"))
+                if private and not any(name == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

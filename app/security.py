@@ -28,6 +28,7 @@ SCOPES = frozenset(
     {"purposes:write", "consents:write", "consents:read", "checks:read", "audit:read", "requests:write", "admin"}
 )
 REQUIRED_CLAIMS = ("iss", "aud", "exp", "sub", "tenant", "scope")
+NUMERIC_DATE_CLAIMS = ("exp", "iat", "nbf")
 TENANT_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 ASYMMETRIC = ["RS256", "ES256"]
 
@@ -136,17 +137,25 @@ class TokenVerifier:
                 issuer=self.settings.jwt_issuer,
                 options={"require_" + claim: True for claim in ("iss", "aud", "exp", "sub")},
             )
-        except (JOSEError, TypeError, ValueError) as exc:  # python-jose raises TypeError on ill-typed claims
+        # python-jose raises TypeError on ill-typed claims, OverflowError on a time claim of Infinity.
+        except (JOSEError, TypeError, ValueError, OverflowError) as exc:
             raise Unauthorized("invalid token") from exc
         missing = [claim for claim in REQUIRED_CLAIMS if claim not in claims]
         if missing:
             raise Unauthorized(f"token lacks claims: {', '.join(missing)}")
+        # python-jose reads a NumericDate with int(), so it takes "9999999999" or true; RFC 7519 says a JSON number.
+        if not all(_numeric_date(claims[claim]) for claim in NUMERIC_DATE_CLAIMS if claim in claims):
+            raise Unauthorized("token has a time claim (exp, iat or nbf) that is not a number")
         tenant, scope, sub = claims["tenant"], claims["scope"], claims["sub"]
         if not (isinstance(tenant, str) and TENANT_KEY.match(tenant)):
             raise Unauthorized("token has an invalid tenant")
         if not isinstance(scope, str) or not isinstance(sub, str) or not sub:
             raise Unauthorized("token has an invalid scope or sub")
         return Principal(tenant=tenant, client=sub, scopes=frozenset(scope.split()), expires=int(claims["exp"]))
+
+
+def _numeric_date(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def mint_token(settings: Settings, *, tenant: str, scopes: list[str], ttl: int, client: str) -> str:

@@ -40,3 +40,14 @@ def test_environment_variables(monkeypatch):
     settings = Settings()
     assert settings.is_postgres and settings.default_region == "IE"
     assert (settings.jwt_issuer, settings.jwt_audience) == ("consentd", "consentd")
+
+
+def test_forwarded_allow_ips(monkeypatch):
+    assert Settings().forwarded_allow_ips == "127.0.0.1"
+    monkeypatch.setenv("CONSENTD_FORWARDED_ALLOW_IPS", "10.0.0.0/8, 192.0.2.7, ::1")
+    assert Settings().forwarded_allow_ips == "10.0.0.0/8, 192.0.2.7, ::1"
+    # uvicorn would take each of these for a name that never matches, and so trust no proxy at all.
+    for typo in ("10.0.0.1/8", "lb.internal", "10.0.0.0/33", "*, 10.0.0.1"):
+        monkeypatch.setenv("CONSENTD_FORWARDED_ALLOW_IPS", typo)
+        with pytest.raises(ValidationError, match="CONSENTD_FORWARDED_ALLOW_IPS"):
+            Settings()

@@ -1,8 +1,10 @@
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.deps import DatabaseDep
+from app import metrics as prometheus
+from app.deps import DatabaseDep, metrics_access
+from app.models.common import problem_responses
 from app.services import health
 
 router = APIRouter(tags=["operations"])
@@ -21,7 +23,11 @@ async def readyz(database: DatabaseDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(_request: Request) -> PlainTextResponse:
-    """Prometheus metrics."""
-    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+@router.get(
+    "/metrics", response_class=PlainTextResponse, dependencies=[Depends(metrics_access)],
+    responses=problem_responses(401),  # only when CONSENTD_METRICS_TOKEN is set
+)
+async def metrics() -> PlainTextResponse:
+    """Prometheus metrics, added up over every worker process. With CONSENTD_METRICS_TOKEN set, only for requests
+    bearing it."""
+    return PlainTextResponse(prometheus.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -39,6 +39,15 @@ def claims(tenant_key: str, **changes: object) -> dict:
         {"iat": [1]},
         {"nbf": {}},
         {"tenant": "no-such-tenant"},
+        # NumericDates are JSON numbers: python-jose alone would take a numeric string, and Infinity is no date.
+        {"exp": "9999999999"},
+        {"exp": f"{int(time.time()) + 60}"},
+        {"exp": True},
+        {"iat": "1700000000"},
+        {"nbf": "0"},
+        {"iat": False},
+        {"exp": float("inf")},
+        {"nbf": float("-inf")},
     ],
 )
 async def test_bad_claims_are_401(anonymous, tenant, change):
@@ -61,6 +70,12 @@ async def test_bad_signatures_and_headers_are_401(anonymous, tenant):
 
 async def test_a_good_token_passes(anonymous, tenant):
     token = jwt.encode(claims(tenant), TEST_SECRET, algorithm="HS256")
+    assert (await anonymous.post("/v1/checks", json=CHECK, headers=bearer(token))).status_code == 200
+
+
+async def test_fractional_time_claims_are_numbers_too(anonymous, tenant):
+    now = time.time()
+    token = jwt.encode(claims(tenant, exp=now + 60.5, iat=now - 0.5, nbf=now - 1.5), TEST_SECRET, algorithm="HS256")
     assert (await anonymous.post("/v1/checks", json=CHECK, headers=bearer(token))).status_code == 200
 
 

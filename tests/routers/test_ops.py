@@ -3,6 +3,10 @@
 import json
 from pathlib import Path
 
+import httpx
+
+from app.main import create_app
+from tests.conftest import assert_problem, bearer, settings_for
 from tests.support.api import check, record
 
 COMMITTED = Path(__file__).parents[2] / "openapi" / "openapi.json"
@@ -25,3 +29,13 @@ async def test_metrics_count_decisions_and_latency(client, anonymous):
 async def test_committed_openapi_matches_the_app(backend, anonymous):
     served = (await anonymous.get("/openapi.json")).json()
     assert json.loads(COMMITTED.read_text()) == served, "run `make openapi` and commit openapi/openapi.json"
+
+
+async def test_metrics_token_is_required_when_set(sqlite_url):
+    app = create_app(settings_for(sqlite_url, metrics_token="scrape-token-0123456789"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://consentd.test") as http:
+        for headers in ({}, bearer("scrape-token-012345678"), bearer("scrape-token-0123456789x"),
+                        {"Authorization": "Basic scrape-token-0123456789"}):
+            assert_problem(await http.get("/metrics", headers=headers), 401)
+        allowed = await http.get("/metrics", headers=bearer("scrape-token-0123456789"))
+        assert allowed.status_code == 200 and "consentd_request_duration_seconds" in allowed.text
