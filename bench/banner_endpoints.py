@@ -8,14 +8,16 @@
    comment naming the seed; later runs reuse it and its key (--reseed rebuilds it, a different --devices too).
 2. Starts `consentd serve --no-access-log` with CONSENTD_PUBLIC_RATE_PER_IP / _PER_KEY set far above what the
    load reaches (the default limits would answer 429 after a few hundred requests). On a fresh database it seeds
-   --devices devices (ids drawn from a fixed seed, uuid4 hex), each with a choice of the three cookie categories,
+   --devices devices (ids as consentd issues them, their random parts drawn from a fixed seed and signed here with
+   the key the server derives from the same CONSENTD_IDENTIFIER_KEY), each with a choice of the three cookie categories,
    by POST /v1/public/cookie-consents from --seed-tasks concurrent httpx requests. That runs at the POST's own
    rate (under 100 a second on a busy 2-core machine: about a minute for the default 5,000), once: a reused
    database keeps its devices. --devices 20000 takes about four minutes the first time.
 3. Drives each endpoint with wrk (--connections, --threads, a --warmup run discarded, then --duration seconds),
    every request with `Origin: https://shop.example` and `?key=pk_...`, one after the other on the same server:
    GET /healthz (no database: the baseline), GET /v1/public/banner, GET /v1/public/cookie-consents/{device_id}
-   for a random seeded device, and POST /v1/public/cookie-consents for a new random device id each request.
+   for a random seeded device, and POST /v1/public/cookie-consents without a device id (a first visit: consentd
+   issues a new device each request).
 4. Prints req/s, p50/p99 (wrk's histogram), the answers that were not 2xx (429 counted apart), socket errors,
    CPU per request of the server and of its PostgreSQL backends, each endpoint's throughput as a ratio to
    /healthz, and GET cookie-consents against POST. It only reports: there is no target.
@@ -31,7 +33,6 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -42,10 +43,11 @@ from harness import HOST, RESULTS, BenchDatabase, Server, run_main, start_consen
 from app.db import Database  # noqa: E402 - after harness, which puts the checkout on sys.path
 from app.migrations import upgrade  # noqa: E402
 from app.services import banners  # noqa: E402
+from app.services.identifiers import IdentifierKeys  # noqa: E402
 from bench.check_throughput import postgres_cpu_seconds, wrk  # noqa: E402
 
 DB_NAME = "consentd_bench_banner"
-SEED_VERSION = 1
+SEED_VERSION = 2  # 2: device ids issued by consentd (v1's uuid4 hex ids are refused now)
 TENANT = "bench"
 ORIGIN = "https://shop.example"
 POLICY_VERSION = "1"
@@ -61,10 +63,10 @@ def seed_marker(devices: int) -> str:
     return f"consentd-bench banner seed v{SEED_VERSION}: devices={devices} tenant={TENANT} origin={ORIGIN}"
 
 
-def device_ids(devices: int) -> list[str]:
-    """The seeded devices' ids: uuid4 hex, the same on every run (a reused database holds them)."""
+def device_ids(keys: IdentifierKeys, devices: int) -> list[str]:
+    """The seeded devices' ids, as consentd would issue them, the same on every run (a reused database holds them)."""
     rng = random.Random(20261122)
-    return [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(devices)]
+    return [keys.device_id(TENANT, rng.getrandbits(128).to_bytes(16, "big")) for _ in range(devices)]
 
 
 def choices_of(n: int) -> dict[str, bool]:
@@ -141,16 +143,6 @@ function setup(thread)
 end
 
 local fixed = nil
-local hex = "0123456789abcdef"
-
-local function random_hex(n)
-  local out = {}
-  for i = 1, n do
-    local d = math.random(1, 16)
-    out[i] = hex:sub(d, d)
-  end
-  return table.concat(out)
-end
 
 function init(args)
   math.randomseed(os.time() * 1000 + (thread_id or 0) * 7919)
@@ -170,7 +162,8 @@ function request()
     local id = devices[math.random(1, #devices)]
     return wrk.format("GET", path:gsub("{device_id}", id, 1), headers)
   else
-    local body = '{"device_id":"' .. random_hex(32) .. '","choices":{"cookies_analytics":true,' ..
+    -- No device_id: a first visit, consentd issues the id (a made-up one would be refused).
+    local body = '{"choices":{"cookies_analytics":true,' ..
       '"cookies_advertising":false,"cookies_functional":true},"policy_version":"__POLICY__"}'
     return wrk.format("POST", path, headers, body)
   end
@@ -208,7 +201,7 @@ end
 class Endpoint:
     name: str
     label: str
-    kind: str  # "get": one fixed request; "device": a random seeded device; "post": a new device each request
+    kind: str  # "get": one fixed request; "device": a random seeded device; "post": a new (issued) device each request
     path: str
 
 
@@ -296,7 +289,7 @@ def sample(port: int, key: str, device_id: str) -> list[tuple[str, int, str]]:
              lambda: client.get(f"/v1/public/cookie-consents/{device_id}?key={key}")),
             ("POST /v1/public/cookie-consents", lambda: client.post(
                 f"/v1/public/cookie-consents?key={key}",
-                json={"device_id": uuid.uuid4().hex, "choices": choices_of(0), "policy_version": POLICY_VERSION},
+                json={"choices": choices_of(0), "policy_version": POLICY_VERSION},
             )),
         ):
             answer = response()
@@ -373,7 +366,7 @@ def main() -> int:
     server = None
     try:
         key, fresh = asyncio.run(prepare(database, args.devices, args.reseed))
-        ids = device_ids(args.devices)
+        ids = device_ids(IdentifierKeys(database.settings.identifier_key, database.settings.default_region), args.devices)
         # Where Server writes the server's output: only what this run adds is searched for errors.
         log = RESULTS / "banner_endpoints.log"
         log_offset = log.stat().st_size if log.exists() else 0

@@ -112,7 +112,8 @@ class PublicBannerOut(SQLModel):
 
 
 class CookieConsentIn(Schema):
-    device_id: DeviceId
+    # Left out on a device's first choice: consentd issues the id and answers it.
+    device_id: DeviceId | None = None
     choices: dict[PurposeKey, StrictBool] = Bounds(max_length=50)
     policy_version: text(64, 1)
     page_url: HttpUrl | None = None
@@ -133,6 +134,7 @@ class CookieConsentsOut(SQLModel):
 
 
 class CookieConsentsRecorded(CookieConsentsOut):
+    device_id: str
     events: list[CookieEventOut]
 
 

@@ -13,7 +13,7 @@ from app.models.banners import DEVICE_ID, CookieConsentIn, CookieConsentsOut, Co
 from app.services import banners, cookie_consents
 
 router = APIRouter(prefix="/v1/public", tags=["cookie banner"])
-DeviceIdPath = Annotated[str, Path(pattern=DEVICE_ID, description="the browser's random device id")]
+DeviceIdPath = Annotated[str, Path(pattern=DEVICE_ID, description="the device id consentd issued to the browser")]
 IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
 PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST",
@@ -42,7 +42,8 @@ async def post_cookie_consents(
     keys: KeysDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    """Record a device's cookie choices (source `cookie_banner`). With `Sec-GPC: 1`, advertising and sharing
+    """Record a device's cookie choices (source `cookie_banner`). Without `device_id`, consentd issues one and
+    answers it; an id it did not issue for this site is a 422. With `Sec-GPC: 1`, advertising and sharing
     categories not explicitly turned on are recorded as withdrawn (method `gpc`)."""
     visit = cookie_consents.Visit(
         ip=request.client.host if request.client else None,
@@ -62,7 +63,8 @@ async def get_cookie_consents(
     request: Request, device_id: DeviceIdPath, grant: PublicAccess, session: ReadSessionDep, keys: KeysDep,
     response: Response,
 ) -> CookieConsentsOut:
-    """The device's standing choices, and whether the banner must ask again (`reprompt`)."""
+    """The device's standing choices, and whether the banner must ask again (`reprompt`); 422 for a device id
+    consentd did not issue for this site."""
     response.headers.update(NO_STORE)
     view = await request.app.state.banner_views.get(session, tenant=grant.tenant)
     return await cookie_consents.status(session, keys, tenant=grant.tenant, view=view, device_id=device_id)

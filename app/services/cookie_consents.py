@@ -52,10 +52,18 @@ def page_without_query(url: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"[:2000]
 
 
+def require_issued(keys: IdentifierKeys, *, tenant: str, device_id: str, loc: list[str | int]) -> None:
+    """422 unless consentd issued this device id for this tenant: a publishable key is public, so holding the id
+    is what lets a browser read or write a device's choices."""
+    if not keys.issued_device_id(tenant, device_id):
+        raise Unprocessable("device_id was not issued by consentd for this site: post without one to get one", loc=loc)
+
+
 async def status(
     session: AsyncSession, keys: IdentifierKeys, *, tenant: str, view: banners.BannerView, device_id: str
 ) -> CookieConsentsOut:
     """The device's standing cookie choices and whether the banner must ask again."""
+    require_issued(keys, tenant=tenant, device_id=device_id, loc=["path", "device_id"])
     subject_id = await subjects.find(session, keys, tenant=tenant, ref=SubjectRef(device_id=device_id))
     return await _status(session, tenant=tenant, view=view, subject_id=subject_id, at=utcnow())
 
@@ -107,7 +115,12 @@ async def record(
     visit: Visit,
     idempotency_key: str | None,
 ) -> tuple[int, dict]:
-    """Record a device's choices (and, under GPC, the withdrawals it implies); the status code and answer."""
+    """Record a device's choices (and, under GPC, the withdrawals it implies); the status code and answer.
+
+    Without a device id a new one is issued; the answer carries it (a replay, the first one's).
+    """
+    if body.device_id is not None:
+        require_issued(keys, tenant=tenant, device_id=body.device_id, loc=["body", "device_id"])
     if idempotency_key is not None:
         # Namespaced: a visitor's key can never replay or block an answer of the tenant's own API clients.
         scoped_key = f"banner:{idempotency_key}"
@@ -135,8 +148,9 @@ async def record(
     if not chosen and not implied:
         raise Unprocessable("choose at least one cookie category", loc=["body", "choices"])
 
+    device_id = body.device_id or keys.new_device_id(tenant)
     subject_id = await subjects.resolve(
-        session, keys, tenant=tenant, ref=SubjectRef(device_id=body.device_id), identifiers=None
+        session, keys, tenant=tenant, ref=SubjectRef(device_id=device_id), identifiers=None
     )
     now = utcnow()
     page = page_without_query(body.page_url or visit.referer)
@@ -160,6 +174,7 @@ async def record(
     standing = await _status(session, tenant=tenant, view=view, subject_id=subject_id, at=now)
     answer = CookieConsentsRecorded(
         **standing.model_dump(),
+        device_id=device_id,
         events=[
             CookieEventOut(event_id=e["event_id"], purpose=e["purpose"], status=e["status"], method=e["method"])
             for e in events

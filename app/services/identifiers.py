@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import hmac
+import secrets
 from functools import cached_property, lru_cache
 
 import phonenumbers
@@ -59,8 +60,20 @@ def normalise(kind: str, value: str, *, region: str, loc: tuple[str | int, ...] 
     return normal
 
 
+# A device id consentd issues: this prefix (a version, should the format change), then a random part and a MAC
+# over (tenant, random part), each base64url of 16 bytes without padding. It fits DEVICE_ID (app/models/banners.py).
+DEVICE_PREFIX = "cd1_"
+_DEVICE_PART = 16  # bytes: 128 bits, unguessable, and 128 bits of MAC
+_DEVICE_PART_CHARS = 22
+ISSUED_DEVICE_ID = rf"^{DEVICE_PREFIX}[A-Za-z0-9_-]{{{2 * _DEVICE_PART_CHARS}}}$"
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
 class IdentifierKeys:
-    """Keys derived from CONSENTD_IDENTIFIER_KEY: one for the blind index, one for sealing values."""
+    """Keys derived from CONSENTD_IDENTIFIER_KEY: the blind index, sealing values, and signing device ids."""
 
     def __init__(self, secret: str, region: str) -> None:
         self._secret = secret.encode()
@@ -76,6 +89,37 @@ class IdentifierKeys:
     @cached_property
     def _fernet(self) -> Fernet:
         return Fernet(base64.urlsafe_b64encode(self._derive(b"consentd identifier seal v1")))
+
+    @cached_property
+    def _device_key(self) -> bytes:
+        return self._derive(b"consentd device id v1")
+
+    def device_id(self, tenant: str, random_part: bytes) -> str:
+        """The device id for this random part, its MAC binding it to the tenant (deterministic: see new_device_id)."""
+        if len(random_part) != _DEVICE_PART:
+            raise ValueError(f"a device id's random part is {_DEVICE_PART} bytes")
+        message = DEVICE_PREFIX.encode() + tenant.encode() + b"\x00" + random_part
+        mac = hmac.new(self._device_key, message, hashlib.sha256).digest()[:_DEVICE_PART]
+        return DEVICE_PREFIX + _b64(random_part) + _b64(mac)
+
+    def new_device_id(self, tenant: str) -> str:
+        """A fresh device id for a browser of this tenant."""
+        return self.device_id(tenant, secrets.token_bytes(_DEVICE_PART))
+
+    def issued_device_id(self, tenant: str, value: str) -> bool:
+        """Whether consentd issued this device id for this tenant (its MAC checks out)."""
+        if len(value) != len(DEVICE_PREFIX) + 2 * _DEVICE_PART_CHARS or not value.startswith(DEVICE_PREFIX):
+            return False
+        encoded = value[len(DEVICE_PREFIX) : len(DEVICE_PREFIX) + _DEVICE_PART_CHARS]
+        try:
+            random_part = base64.urlsafe_b64decode(encoded + "==")
+        except ValueError:
+            return False
+        if len(random_part) != _DEVICE_PART:
+            return False
+        # The whole id is compared, not only the MAC: a second spelling of the same bytes (base64's unused
+        # low bits) would be another blind index, so another device, under one valid MAC.
+        return hmac.compare_digest(self.device_id(tenant, random_part).encode(), value.encode())
 
     def blind_index(self, tenant: str, kind: str, normalised: str) -> str:
         """HMAC of tenant, type and value: equal identifiers match within a tenant and nowhere else."""

@@ -18,17 +18,27 @@
 
   const randomId = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 
-  // The device id: sent only to the two public endpoints below.
+  // The device id, issued by consentd with the first choice (a made-up one is refused): sent only to the
+  // two public endpoints below. null until then.
+  const STORED = 'consentd_device';
   let device = null;
-  try { device = localStorage.getItem('consentd_device'); } catch (e) { /* storage blocked */ }
-  if (!/^[A-Za-z0-9_-]{16,128}$/.test(device || '')) {
-    device = randomId();
-    try { localStorage.setItem('consentd_device', device); } catch (e) { /* in memory, for this page */ }
-  }
+  try { device = localStorage.getItem(STORED); } catch (e) { /* storage blocked */ }
+  if (!/^[A-Za-z0-9_-]{16,128}$/.test(device || '')) device = null;
+  const remember = (id) => {
+    device = id;
+    try { if (id) localStorage.setItem(STORED, id); else localStorage.removeItem(STORED); } catch (e) { /* in memory, for this page */ }
+  };
+  // A 422 naming device_id: an id consentd did not issue (one made by an older banner, or for another site).
+  const refusesDevice = (r) => r.status === 422 && r.clone().json()
+    .then((p) => (p.errors || []).some((e) => (e.loc || []).indexOf('device_id') >= 0), () => false);
 
   const endpoint = (path) => BASE + path + '?key=' + encodeURIComponent(KEY);
-  const getJSON = (path) => fetch(endpoint(path), { mode: 'cors', credentials: 'omit' })
-    .then((r) => { if (!r.ok) throw new Error('HTTP ' + r.status); return r.json(); });
+  const getJSON = (path, refused) => fetch(endpoint(path), { mode: 'cors', credentials: 'omit' })
+    .then(async (r) => {
+      if (refused && await refusesDevice(r)) return refused();
+      if (!r.ok) throw new Error('HTTP ' + r.status);
+      return r.json();
+    });
 
   const DEFAULTS = { // the server sends the texts; these only fill gaps
     title: 'Cookies on this site', description: 'Optional cookies stay off unless you turn them on.',
@@ -200,21 +210,29 @@ background:#1f2328;color:#fff;font-weight:600;text-align:center;cursor:pointer}
     if (back && back !== document.body && back.isConnected && back.focus) back.focus();
   }
 
+  function post(choices) {
+    // No device_id on a first choice: the answer carries the one consentd issues.
+    const body = JSON.stringify(Object.assign(device ? { device_id: device } : {}, {
+      choices, policy_version: config.policy_version, page_url: location.origin + location.pathname,
+    }));
+    if (!pending || pending.body !== body) pending = { body, key: randomId() };
+    return fetch(endpoint('/v1/public/cookie-consents'), {
+      method: 'POST', mode: 'cors', credentials: 'omit', body,
+      headers: { 'Content-Type': 'application/json', 'Idempotency-Key': pending.key },
+    });
+  }
+
   async function choose(choices) {
     if (busy) return;
     busy = true;
     ui.error.textContent = '';
-    const body = JSON.stringify({
-      device_id: device, choices, policy_version: config.policy_version, page_url: location.origin + location.pathname,
-    });
-    if (!pending || pending.body !== body) pending = { body, key: randomId() };
     try {
-      const r = await fetch(endpoint('/v1/public/cookie-consents'), {
-        method: 'POST', mode: 'cors', credentials: 'omit', body,
-        headers: { 'Content-Type': 'application/json', 'Idempotency-Key': pending.key },
-      });
+      let r = await post(choices);
+      if (device && await refusesDevice(r)) { remember(null); r = await post(choices); } // then ask for a new one
       if (!r.ok) throw new Error('HTTP ' + r.status);
-      standing = (await r.json()).choices || {};
+      const answer = await r.json();
+      if (answer.device_id) remember(answer.device_id);
+      standing = answer.choices || {};
       pending = null;
       hide();
       apply(standing);
@@ -245,9 +263,10 @@ background:#1f2328;color:#fff;font-weight:600;text-align:center;cursor:pointer}
 
   // Failures: without the configuration nothing is shown and no gated script runs (fail closed;
   // Consent Mode stays denied). If only this device's choice cannot be read, the banner is shown.
+  // No device id yet: nothing to read, the banner asks. A refused one is forgotten and the banner asks again.
   Promise.all([
     getJSON('/v1/public/banner'),
-    getJSON('/v1/public/cookie-consents/' + encodeURIComponent(device)).catch(() => null),
+    device && getJSON('/v1/public/cookie-consents/' + encodeURIComponent(device), () => remember(null)).catch(() => null),
   ]).then(async ([cfg, mine]) => {
     await domReady;
     config = cfg;

@@ -177,17 +177,18 @@ def test_choice_is_recorded_in_the_subjects_history(page: Page, shop: StaticSite
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url + " " + (request.post_data or "")))
     open_shop(page, shop)
+    assert page.evaluate("window.consentd.deviceId()") is None  # nothing stored, nothing made up
     answer = choose(page, ACCEPT)
     sent = answer["sent"]
+    # The first choice names no device: the id the browser keeps is the one consentd answered.
+    assert "device_id" not in sent
     device_id = page.evaluate("window.consentd.deviceId()")
+    assert device_id == answer["device_id"] and device_id.startswith("cd1_")
     assert re.fullmatch(r"[A-Za-z0-9_-]{16,128}", device_id)
     assert page.evaluate("localStorage.getItem('consentd_device')") == device_id
-    assert sent["device_id"] == device_id and sent["policy_version"]
+    assert sent["policy_version"]
     assert sent["page_url"] == shop.origin + SHOP_PATH
     assert all(sent["choices"].values()) and "cookies_analytics" in sent["choices"]
-    # The device id went to the two public endpoints and nowhere else.
-    carrying = [line for line in requests if device_id in line]
-    assert carrying and all("/v1/public/cookie-consents" in line for line in carrying), carrying
 
     subject_id = subject_of(api, page)
     with api.admin() as http:
@@ -199,6 +200,15 @@ def test_choice_is_recorded_in_the_subjects_history(page: Page, shop: StaticSite
         assert event["status"] == "granted"
         assert event["policy_version"] == sent["policy_version"]
         assert event["collection_point"] and SHOP_PATH in event["collection_point"]
+
+    # The next page reads the device's choice with that id and the next choice names it; the id went to the
+    # two public endpoints and nowhere else.
+    page.reload()
+    page.wait_for_function("window.consentd && window.consentd.choices() !== null")
+    page.click("#settings-link")
+    assert choose(page, SAVE)["sent"]["device_id"] == device_id
+    carrying = [line for line in requests if device_id in line]
+    assert len(carrying) >= 2 and all("/v1/public/cookie-consents" in line for line in carrying), carrying
 
 
 def test_gpc_withdraws_advertising_the_visitor_did_not_turn_on(new_context: NewContext, shop: StaticSite, api: Consentd):
@@ -326,3 +336,55 @@ def test_a_withdrawal_takes_effect_on_the_next_page_load(page: Page, shop: Stati
     expect(page.locator("#analytics")).to_have_text("blocked")
     expect(page.locator("#ads")).to_have_text("loaded")
     assert page.evaluate("window.__analyticsRuns") is None
+
+
+def test_a_device_id_the_browser_made_up_is_dropped_and_the_banner_asks_again(
+    new_context: NewContext, shop: StaticSite, api: Consentd, console: Console
+):
+    console.allow("422")  # the browser logs the refused GET of the old id
+    made_up = uuid.uuid4().hex  # what earlier banners kept: an id consentd never issued
+    with api.admin() as http:  # the site's backend may still name it (JWT API): a choice stands under it
+        recorded = http.post("/v1/consents", json={
+            "subject": {"device_id": made_up}, "source": "api",
+            "decisions": [{"purpose": key, "status": "granted"} for key in ("cookies_analytics", "cookies_advertising",
+                                                                            "cookies_functional")],
+        })
+    assert recorded.status_code == 201, recorded.text
+    context = new_context()
+    # Every document of the context runs it, about:blank too, where storage is denied.
+    context.add_init_script(f"try {{ localStorage.setItem('consentd_device', '{made_up}') }} catch (e) {{}}")
+    page = context.new_page()
+    with page.expect_response(lambda r: made_up in r.url) as refused:
+        open_shop(page, shop)
+    assert refused.value.status == 422
+    expect(page.locator(DIALOG)).to_be_visible()  # the banner cannot read that choice: it asks
+    expect(page.locator("#analytics")).to_have_text("blocked")
+    assert page.evaluate("window.consentd.deviceId()") is None
+    answer = choose(page, REJECT)
+    assert "device_id" not in answer["sent"] and answer["device_id"] != made_up
+    assert page.evaluate("localStorage.getItem('consentd_device')") == answer["device_id"]
+    assert page.evaluate("window.consentd.deviceId()") == answer["device_id"]
+
+
+def test_a_refused_device_id_on_a_choice_is_dropped_and_the_choice_posted_without_it(
+    new_context: NewContext, shop: StaticSite, console: Console
+):
+    console.allow("422")  # the refused POST
+    console.allow("net::ERR_FAILED")  # the status read this test makes fail
+    made_up = uuid.uuid4().hex
+    context = new_context()
+    context.add_init_script(f"try {{ localStorage.setItem('consentd_device', '{made_up}') }} catch (e) {{}}")
+    page = context.new_page()
+    page.route(f"**/v1/public/cookie-consents/{made_up}?*", lambda route: route.abort())
+    posts: list[tuple[int, dict]] = []
+    page.on("response", lambda r: is_choice_post(r) and posts.append((r.status, json.loads(r.request.post_data))))
+    open_shop(page, shop)
+    expect(page.locator(DIALOG)).to_be_visible()  # the standing choice could not be read: the banner asks
+    with page.expect_response(lambda r: is_choice_post(r) and r.status == 201) as posted:
+        page.click(ACCEPT)
+    answer = posted.value.json()
+    expect(page.locator(DIALOG)).to_be_hidden()
+    assert [(status, body.get("device_id")) for status, body in posts] == [(422, made_up), (201, None)]
+    assert answer["device_id"] != made_up
+    assert page.evaluate("localStorage.getItem('consentd_device')") == answer["device_id"]
+    expect(page.locator("#analytics")).to_have_text("loaded")

@@ -14,6 +14,7 @@ from tests.support.api import check, iso, record
 
 
 def device() -> str:
+    """A device id the site's backend names (the JWT API takes any; the banner's are consentd's own)."""
     return uuid.uuid4().hex
 
 
@@ -31,7 +32,6 @@ async def visitor_for(backend):
 
 async def test_linking_merges_histories_newest_decision_stands(backend, tenant, client):
     key = await new_key(backend, tenant)
-    device_id = device()
     now = datetime.now(UTC)
     person = await record(
         client, {"email": "jane@example.com"},
@@ -40,7 +40,8 @@ async def test_linking_merges_histories_newest_decision_stands(backend, tenant, 
     )
     async with await visitor_for(backend) as visitor:
         # On the device, later: analytics on. Then the person, later still, turns advertising off elsewhere.
-        await post_choices(visitor, key, device_id, {"cookies_analytics": True, "cookies_advertising": True})
+        first = await post_choices(visitor, key, None, {"cookies_analytics": True, "cookies_advertising": True})
+        device_id = first["device_id"]
         await record(client, {"email": "jane@example.com"}, ("cookies_advertising", None, "withdrawn"),
                      captured_at=iso(now + timedelta(minutes=1)))
         linked = await link(client, person["subject_id"], device_id)
@@ -113,9 +114,8 @@ async def test_concurrent_banner_writes_and_link_lose_nothing(pg_backend, tenant
     key = await new_key(pg_backend, tenant)
     person = await record(client, {"email": "lee@example.com"}, ("marketing", "email", "granted"))
     for round_ in range(3):
-        device_id = device()
         async with await visitor_for(pg_backend) as visitor:
-            await post_choices(visitor, key, device_id, ALL_ON)
+            device_id = (await post_choices(visitor, key, None, ALL_ON))["device_id"]
             choices = [{"cookies_analytics": bool(i % 2)} for i in range(8)]
             posts = [post_choices(visitor, key, device_id, c) for c in choices]
             results = await asyncio.gather(link(client, person["subject_id"], device_id), *posts)

@@ -39,13 +39,15 @@ async def visitor(backend: Backend) -> httpx.AsyncClient:
         yield http
 
 
-def device() -> str:
-    return uuid.uuid4().hex
+def issued(backend: Backend, tenant: str) -> str:
+    """A device id as consentd issues them to this tenant's banner, not yet used."""
+    return backend.app.state.identifier_keys.new_device_id(tenant)
 
 
-async def post_choices(visitor, key: str, device_id: str, choices: dict, status: int = 201, **extra) -> dict:
+async def post_choices(visitor, key: str, device_id: str | None, choices: dict, status: int = 201, **extra) -> dict:
+    """POST the choices; without a device id (a first visit) consentd issues one, in the answer."""
     headers = extra.pop("headers", {})
-    body = {"device_id": device_id, "choices": choices, "policy_version": "1", **extra}
+    body = {"choices": choices, "policy_version": "1", **extra} | ({"device_id": device_id} if device_id else {})
     response = await visitor.post("/v1/public/cookie-consents", params={"key": key}, json=body, headers=headers)
     assert response.status_code == status, response.text
     return response.json()
@@ -81,16 +83,16 @@ async def test_banner_configuration(visitor, key):
     assert config["texts"]["accept_all"] == "Accept all" and config["texts"]["reject_all"] == "Reject all"
 
 
-async def test_a_new_device_is_asked(visitor, key):
-    assert await standing(visitor, key, device()) == {
+async def test_a_new_device_is_asked(backend, tenant, visitor, key):
+    assert await standing(visitor, key, issued(backend, tenant)) == {
         "choices": {}, "policy_version": None, "expires_at": None, "reprompt": True,
     }
 
 
 async def test_accept_all_is_recorded_with_evidence_and_stands(backend, tenant, client, visitor, key):
-    device_id = device()
     page = "https://shop.example/basket?email=jane%40example.com#top"
-    answer = await post_choices(visitor, key, device_id, ALL_ON, page_url=page)
+    answer = await post_choices(visitor, key, None, ALL_ON, page_url=page)
+    device_id = answer.pop("device_id")
     assert answer["choices"] == ALL_ON and answer["reprompt"] is False and answer["policy_version"] == "1"
     assert {e["purpose"] for e in answer["events"]} == set(CATEGORIES)
     assert {(e["status"], e["method"]) for e in answer["events"]} == {("granted", "banner")}
@@ -116,16 +118,15 @@ async def test_accept_all_is_recorded_with_evidence_and_stands(backend, tenant, 
 
 
 async def test_reject_all_is_a_withdrawal(client, visitor, key):
-    device_id = device()
-    answer = await post_choices(visitor, key, device_id, ALL_OFF)
+    answer = await post_choices(visitor, key, None, ALL_OFF)
+    device_id = answer["device_id"]
     assert answer["choices"] == ALL_OFF and answer["reprompt"] is False and answer["expires_at"] is None
     check = await client.post("/v1/checks", json={"subject": {"device_id": device_id}, "purpose": "cookies_advertising"})
     assert check.json()["reason"] == "withdrawn"
 
 
 async def test_a_later_choice_replaces_the_earlier(visitor, key):
-    device_id = device()
-    await post_choices(visitor, key, device_id, ALL_ON)
+    device_id = (await post_choices(visitor, key, None, ALL_ON))["device_id"]
     await post_choices(visitor, key, device_id, {**ALL_ON, "cookies_analytics": False})
     assert (await standing(visitor, key, device_id))["choices"] == {**ALL_ON, "cookies_analytics": False}
 
@@ -139,7 +140,7 @@ async def test_a_later_choice_replaces_the_earlier(visitor, key):
     ],
 )
 async def test_gpc_withdraws_advertising_not_explicitly_on(visitor, key, choices, advertising):
-    answer = await post_choices(visitor, key, device(), choices, headers={"Sec-GPC": "1"})
+    answer = await post_choices(visitor, key, None, choices, headers={"Sec-GPC": "1"})
     methods = {e["purpose"]: (e["status"], e["method"]) for e in answer["events"]}
     assert methods["cookies_advertising"] == advertising
     assert methods["cookies_analytics"] == ("granted", "banner")
@@ -147,8 +148,8 @@ async def test_gpc_withdraws_advertising_not_explicitly_on(visitor, key, choices
 
 
 async def test_gpc_alone_is_a_choice_but_nothing_else_is_empty(client, visitor, key):
-    device_id = device()
-    answer = await post_choices(visitor, key, device_id, {}, headers={"Sec-GPC": "1"})
+    answer = await post_choices(visitor, key, None, {}, headers={"Sec-GPC": "1"})
+    device_id = answer["device_id"]
     assert [(e["purpose"], e["status"], e["method"]) for e in answer["events"]] == [
         ("cookies_advertising", "withdrawn", "gpc")
     ]
@@ -157,7 +158,7 @@ async def test_gpc_alone_is_a_choice_but_nothing_else_is_empty(client, visitor, 
     assert [(e["purpose"], e["status"], e["method"]) for e in history] == [("cookies_advertising", "withdrawn", "gpc")]
     assert_problem(
         await visitor.post("/v1/public/cookie-consents", params={"key": key},
-                           json={"device_id": device(), "choices": {}, "policy_version": "1"}),
+                           json={"device_id": device_id, "choices": {}, "policy_version": "1"}),
         422,
     )
 
@@ -167,15 +168,14 @@ async def test_gpc_coverage_can_be_set_per_tenant(client, visitor, key):
     assert response.status_code == 200, response.text
     config = (await visitor.get("/v1/public/banner", params={"key": key})).json()
     assert {c["key"] for c in config["categories"] if c["gpc"]} == {"cookies_analytics"}
-    answer = await post_choices(visitor, key, device(), {"cookies_advertising": True}, headers={"Sec-GPC": "1"})
+    answer = await post_choices(visitor, key, None, {"cookies_advertising": True}, headers={"Sec-GPC": "1"})
     assert {(e["purpose"], e["method"]) for e in answer["events"]} == {
         ("cookies_advertising", "banner"), ("cookies_analytics", "gpc"),
     }
 
 
 async def test_reprompt_after_a_material_policy_change_only(client, visitor, key):
-    device_id = device()
-    await post_choices(visitor, key, device_id, ALL_ON)
+    device_id = (await post_choices(visitor, key, None, ALL_ON))["device_id"]
     minor = await client.put("/v1/banner", json={"policy_version": "1.1", "material": False})
     assert minor.status_code == 200, minor.text
     assert (await standing(visitor, key, device_id))["reprompt"] is False
@@ -190,8 +190,7 @@ async def test_reprompt_after_a_material_policy_change_only(client, visitor, key
 
 
 async def test_reprompt_for_a_new_category(client, visitor, key):
-    device_id = device()
-    await post_choices(visitor, key, device_id, ALL_ON)
+    device_id = (await post_choices(visitor, key, None, ALL_ON))["device_id"]
     response = await client.put(
         "/v1/purposes/cookies_social",
         json={"title": "Social media cookies", "legal_basis": "consent", "category": "cookies"},
@@ -201,8 +200,8 @@ async def test_reprompt_for_a_new_category(client, visitor, key):
     assert state["reprompt"] is True and "cookies_social" not in state["choices"]
 
 
-async def test_reprompt_when_a_choice_expired(client, visitor, key):
-    device_id = device()
+async def test_reprompt_when_a_choice_expired(backend, tenant, client, visitor, key):
+    device_id = issued(backend, tenant)
     long_ago = datetime.now(UTC) - timedelta(days=400)
     await record(
         client, {"device_id": device_id}, *((k, None, "granted") for k in CATEGORIES),
@@ -213,7 +212,7 @@ async def test_reprompt_when_a_choice_expired(client, visitor, key):
 
 
 async def test_idempotent_retry_stores_once(backend, tenant, visitor, key):
-    device_id = device()
+    device_id = issued(backend, tenant)
     retry = {"headers": {"Idempotency-Key": "choice-1"}}
     first = await post_choices(visitor, key, device_id, ALL_ON, **retry)
     again = await post_choices(visitor, key, device_id, ALL_ON, **retry)
@@ -228,16 +227,16 @@ async def test_idempotent_retry_stores_once(backend, tenant, visitor, key):
         {"device_id": "short", "choices": ALL_ON, "policy_version": "1"},
         {"device_id": "x" * 129, "choices": ALL_ON, "policy_version": "1"},
         {"device_id": "has spaces in it!!!!", "choices": ALL_ON, "policy_version": "1"},
-        {"device_id": "d" * 32, "choices": {"cookies_analytics": "yes"}, "policy_version": "1"},
-        {"device_id": "d" * 32, "choices": {"cookies_analytics": 1}, "policy_version": "1"},
-        {"device_id": "d" * 32, "choices": {"marketing": True}, "policy_version": "1"},
-        {"device_id": "d" * 32, "choices": {"no_such_purpose": True}, "policy_version": "1"},
-        {"device_id": "d" * 32, "choices": {"Bad Key": True}, "policy_version": "1"},
-        {"device_id": "d" * 32, "choices": ALL_ON, "policy_version": "9"},
-        {"device_id": "d" * 32, "choices": ALL_ON},
-        {"device_id": "d" * 32, "choices": ALL_ON, "policy_version": "1", "extra": 1},
-        {"device_id": "d" * 32, "choices": ALL_ON, "policy_version": "1", "page_url": "javascript:alert(1)"},
-        {"device_id": "d" * 32, "choices": [], "policy_version": "1"},
+        {"choices": {"cookies_analytics": "yes"}, "policy_version": "1"},
+        {"choices": {"cookies_analytics": 1}, "policy_version": "1"},
+        {"choices": {"marketing": True}, "policy_version": "1"},
+        {"choices": {"no_such_purpose": True}, "policy_version": "1"},
+        {"choices": {"Bad Key": True}, "policy_version": "1"},
+        {"choices": ALL_ON, "policy_version": "9"},
+        {"choices": ALL_ON},
+        {"choices": ALL_ON, "policy_version": "1", "extra": 1},
+        {"choices": ALL_ON, "policy_version": "1", "page_url": "javascript:alert(1)"},
+        {"choices": [], "policy_version": "1"},
         [],
     ],
 )
@@ -253,7 +252,7 @@ async def test_malformed_and_oversized_bodies(backend, tenant, visitor, key):
     url = "/v1/public/cookie-consents"
     assert_problem(await visitor.post(url, params={"key": key}, content=b"{not json",
                                       headers={"Content-Type": "application/json"}), 422)
-    big = {"device_id": "d" * 32, "choices": ALL_ON, "policy_version": "1", "page_url": "https://shop.example/" + "a" * 5000}
+    big = {"choices": ALL_ON, "policy_version": "1", "page_url": "https://shop.example/" + "a" * 5000}
     assert_problem(await visitor.post(url, params={"key": key}, json=big), 413)
     assert_problem(await visitor.get("/v1/public/cookie-consents/short", params={"key": key}), 422)
     assert await device_events(backend, tenant) == []
@@ -279,7 +278,7 @@ async def test_keys_and_origins(backend, tenant, anonymous, visitor, key):
 
 
 async def test_preflight(visitor, key):
-    for path in ("/v1/public/cookie-consents", f"/v1/public/cookie-consents/{device()}", "/v1/public/banner"):
+    for path in ("/v1/public/cookie-consents", f"/v1/public/cookie-consents/{uuid.uuid4().hex}", "/v1/public/banner"):
         response = await visitor.options(
             path, params={"key": key},
             headers={"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type,idempotency-key"},
@@ -296,23 +295,25 @@ async def test_preflight(visitor, key):
 
 
 async def test_a_key_never_touches_another_tenant(backend, tenant, other_tenant, client, visitor, key):
-    device_id = device()
-    await post_choices(visitor, key, device_id, ALL_ON)
+    device_id = (await post_choices(visitor, key, None, ALL_ON))["device_id"]
     other_key = await new_key(backend, other_tenant)
-    assert await standing(visitor, other_key, device_id) == {
-        "choices": {}, "policy_version": None, "expires_at": None, "reprompt": True,
-    }
-    # The other tenant's API does not know the device; this tenant's does.
+    # The other tenant's banner refuses this tenant's device id (tests/routers/test_device_ids.py), and a device
+    # of its own starts with nothing.
+    other_device = (await post_choices(visitor, other_key, None, ALL_OFF))["device_id"]
+    assert other_device != device_id
+    # The other tenant's API does not know this tenant's device; this tenant's does.
     other = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=backend.app), base_url="http://consentd.test",
         headers={"Authorization": f"Bearer {_token(backend, other_tenant)}"},
     )
     async with other:
         assert_problem(await other.post("/v1/subjects/lookup", json={"device_id": device_id}), 404)
+        assert (await other.post("/v1/subjects/lookup", json={"device_id": other_device})).status_code == 200
     assert (await client.post("/v1/subjects/lookup", json={"device_id": device_id})).status_code == 200
-    # Writing through the other tenant's key touches only its own ledger.
-    await post_choices(visitor, other_key, device_id, ALL_OFF)
+    assert_problem(await client.post("/v1/subjects/lookup", json={"device_id": other_device}), 404)
+    # Writing through the other tenant's key touched only its own ledger.
     assert (await standing(visitor, key, device_id))["choices"] == ALL_ON
+    assert (await standing(visitor, other_key, other_device))["choices"] == ALL_OFF
 
 
 def _token(backend: Backend, tenant: str) -> str:

@@ -1,8 +1,13 @@
 """Identifier normalisation, the blind index and sealing."""
 
-import pytest
+import re
 
-from app.services.identifiers import IdentifierKeys, InvalidIdentifier, normalise
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.models.banners import DEVICE_ID
+from app.services.identifiers import ISSUED_DEVICE_ID, IdentifierKeys, InvalidIdentifier, normalise
 
 KEYS = IdentifierKeys("k" * 40, "GB")
 
@@ -46,3 +51,33 @@ def test_seal_round_trip():
     assert "7911" not in sealed
     assert KEYS.unseal(sealed) == "+447911123456"
     assert IdentifierKeys("other" * 8, "GB").unseal(sealed) == "[sealed with another key]"
+
+
+tenants = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=64)
+
+
+@given(tenant=tenants, random_part=st.binary(min_size=16, max_size=16))
+def test_issued_device_ids_always_verify_and_fit_the_pattern(tenant, random_part):
+    device_id = KEYS.device_id(tenant, random_part)
+    assert re.fullmatch(DEVICE_ID, device_id) and re.fullmatch(ISSUED_DEVICE_ID, device_id)
+    assert KEYS.issued_device_id(tenant, device_id)
+    assert not KEYS.issued_device_id(tenant + "x", device_id)  # bound to the tenant
+    assert not IdentifierKeys("other" * 8, "GB").issued_device_id(tenant, device_id)  # and to the key
+
+
+@given(tenant=tenants, value=st.from_regex(DEVICE_ID, fullmatch=True))
+def test_anything_not_issued_is_refused(tenant, value):
+    assert not KEYS.issued_device_id(tenant, value)
+
+
+@given(random_part=st.binary(min_size=16, max_size=16), at=st.integers(min_value=0, max_value=47), data=st.data())
+def test_any_changed_character_is_refused(random_part, at, data):
+    device_id = KEYS.device_id("t1", random_part)
+    other = data.draw(st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
+    changed = device_id[:at] + other + device_id[at + 1 :]
+    assert KEYS.issued_device_id("t1", changed) == (changed == device_id)
+
+
+def test_new_device_ids_are_fresh():
+    ids = {KEYS.new_device_id("t1") for _ in range(1000)}
+    assert len(ids) == 1000 and all(KEYS.issued_device_id("t1", i) for i in ids)
