@@ -18,5 +18,6 @@ USER consentd
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
-# Migrate, then serve. Set CONSENTD_DATABASE_URL, CONSENTD_JWT_SECRET and CONSENTD_IDENTIFIER_KEY.
+# Migrate, then serve. Set CONSENTD_DATABASE_URL, CONSENTD_JWT_SECRET, CONSENTD_IDENTIFIER_KEY and CONSENTD_SIGNING_KEY
+# (a PEM private key or the path of one, e.g. a mounted secret): production refuses to start without each, in one line.
 CMD ["consentd", "serve", "--migrate", "--host", "0.0.0.0", "--port", "8000"]

@@ -14,7 +14,7 @@ import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import get_settings
+from app.config import ConfigError, get_settings
 from app.db import Database
 from app.errors import AppError
 from app.security import TENANT_KEY, mint_token
@@ -80,6 +80,7 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="log each request (method, path, status)")] = True,
 ) -> None:
     """Serve the HTTP API."""
+    get_settings()  # a configuration error stops here, in one line, not in every worker
     if migrate:
         run_migrations()
     uvicorn.run(
@@ -324,6 +325,11 @@ def openapi(output: Path = Path("openapi/openapi.json")) -> None:
 def main() -> None:
     try:
         cli()
+    except ConfigError as exc:
+        # Whichever command first reads the settings: one line per bad variable, no traceback, exit 2 (usage).
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
 
