@@ -94,8 +94,8 @@ def run_migrations() -> None:
     """Upgrade the database to the newest schema (Alembic)."""
     from app.migrations import upgrade
 
-    asyncio.run(upgrade(get_settings().database_url))
-    typer.echo("database is at the newest schema", err=True)
+    migrated = asyncio.run(upgrade(get_settings().database_url))
+    typer.echo(migrated.describe(), err=True)
 
 
 @tenants_cli.command("create")
