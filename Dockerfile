@@ -22,7 +22,8 @@ HEALTHCHECK --interval=30s --timeout=3s --start-period=20s --retries=3 \
 # is its X-Forwarded-For believed, so that rate limits and evidence see each visitor's address, not the balancer's.
 # Left at 127.0.0.1, every visitor shares the balancer's rate-limit bucket. Never "*" if anything else can reach us.
 ENV CONSENTD_FORWARDED_ALLOW_IPS=127.0.0.1
-# Migrate, then serve. Set CONSENTD_DATABASE_URL, CONSENTD_JWT_SECRET and CONSENTD_IDENTIFIER_KEY.
 # With --workers N, /metrics adds up every worker (serve keeps their metrics in a temporary folder under /tmp);
 # set CONSENTD_METRICS_TOKEN to require a bearer token on /metrics.
+# Migrate, then serve. Set CONSENTD_DATABASE_URL, CONSENTD_JWT_SECRET, CONSENTD_IDENTIFIER_KEY and CONSENTD_SIGNING_KEY
+# (a PEM private key or the path of one, e.g. a mounted secret): production refuses to start without each, in one line.
 CMD ["consentd", "serve", "--migrate", "--host", "0.0.0.0", "--port", "8000"]

@@ -18,7 +18,7 @@ import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.config import get_settings, trusted_proxies
+from app.config import ConfigError, get_settings, trusted_proxies
 from app.db import Database
 from app.errors import AppError
 from app.security import TENANT_KEY, mint_token
@@ -123,6 +123,7 @@ def serve(
     access_log: Annotated[bool, typer.Option(help="log each request (method, path, status)")] = True,
 ) -> None:
     """Serve the HTTP API."""
+    get_settings()  # a configuration error stops here, in one line, not in every worker
     if migrate:
         run_migrations()
     # uvicorn resolves the client address: from a trusted proxy, the right-most untrusted hop of X-Forwarded-For;
@@ -140,8 +141,8 @@ def run_migrations() -> None:
     """Upgrade the database to the newest schema (Alembic)."""
     from app.migrations import upgrade
 
-    asyncio.run(upgrade(get_settings().database_url))
-    typer.echo("database is at the newest schema", err=True)
+    migrated = asyncio.run(upgrade(get_settings().database_url))
+    typer.echo(migrated.describe(), err=True)
 
 
 @tenants_cli.command("create")
@@ -371,6 +372,11 @@ def openapi(output: Path = Path("openapi/openapi.json")) -> None:
 def main() -> None:
     try:
         cli()
+    except ConfigError as exc:
+        # Whichever command first reads the settings: one line per bad variable, no traceback, exit 2 (usage).
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -4,15 +4,24 @@ import ipaddress
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 DEV_JWT_SECRET = "consentd-development-jwt-secret-change-me"
 DEV_IDENTIFIER_KEY = "consentd-development-identifier-key-change-me"
+ENV_PREFIX = "CONSENTD_"
+
+
+class ConfigError(Exception):
+    """The environment does not configure a usable service: one line per problem, each naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CONSENTD_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     env: Literal["development", "production", "test"] = "development"
     database_url: str = "sqlite+aiosqlite:///./consentd.db"
@@ -95,7 +104,10 @@ class Settings(BaseSettings):
         if self.signing_key is not None:
             load_signing_key(self.signing_key)
         for path in self.signing_keys_retired:
-            load_verification_key(path)
+            try:
+                load_verification_key(path)
+            except ValueError as exc:
+                raise ValueError(f"CONSENTD_SIGNING_KEYS_RETIRED: {exc}") from None
         return self
 
     @field_validator("public_rate_per_ip", "public_rate_per_key")
@@ -131,6 +143,25 @@ def trusted_proxies(value: str, *, what: str) -> str:
     return value
 
 
+def _problems(error: ValidationError) -> list[str]:
+    """Pydantic's errors as lines a person can act on: the environment variable, then what is wrong with it.
+
+    Values are never repeated: a bad one may be a secret."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        message = item["msg"].removeprefix("Value error, ")
+        field = item["loc"][0] if item["loc"] else None
+        # Errors of the whole model (production checks, keys) already name their variable.
+        problems.append(f"{ENV_PREFIX}{str(field).upper()}: {message}" if field is not None else message)
+    return problems
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    """The settings of this process, read once; ConfigError when a CONSENTD_* variable is missing or unusable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        raise ConfigError([str(exc)]) from None

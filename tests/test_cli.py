@@ -12,6 +12,9 @@ from jose import jwt
 from tests.conftest import TEST_IDENTIFIER_KEY, TEST_SECRET
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
 @pytest.fixture
 def consentd(tmp_path: Path):
     env = os.environ | {
@@ -25,8 +28,40 @@ def consentd(tmp_path: Path):
         assert (done.returncode == 0) == ok, done.stderr
         return done
 
-    run("migrate")
+    run.migrated = run("migrate").stderr  # type: ignore[attr-defined]
     return run
+
+
+def test_migrate_says_what_it_did(consentd, tmp_path):
+    """A brand-new database is said to be created, an old one migrated from its revision, a current one left alone."""
+    import asyncio
+
+    from app.migrations import upgrade
+
+    assert consentd.migrated.startswith("new database: schema created and migrated to 2026"), consentd.migrated
+    assert consentd.migrated.endswith("(the newest schema)\n")
+    assert "already at" in consentd("migrate").stderr
+    old = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    asyncio.run(upgrade(old, "20261122_0002"))
+    done = subprocess.run([sys.executable, "-m", "app.cli", "migrate"], env=os.environ | {"CONSENTD_DATABASE_URL": old},
+                          capture_output=True, text=True, timeout=60)
+    assert done.stderr.startswith("database migrated from 20261122_0002 to 2026"), done.stderr
+    assert done.stderr.endswith("(the newest schema)\n")
+
+
+def test_the_shipped_legacy_sample_imports(consentd):
+    """docs/examples/legacy.ndjson, the file the README imports, goes into the demo catalogue cleanly, then again as a no-op."""
+    consentd("demo")
+    sample = str(REPO / "docs" / "examples" / "legacy.ndjson")
+    first = consentd("import", sample, "--tenant", "demo").stderr
+    assert "12 records imported" in first and "12 lines" in first, first
+    assert "0 records imported (0 events), 12 already imported" in consentd("import", sample, "--tenant", "demo").stderr
+
+
+def test_the_shipped_purposes_example_loads(consentd):
+    consentd("tenants", "create", "acme")
+    loaded = consentd("purposes", "load", str(REPO / "docs" / "examples" / "purposes.yaml"), "--tenant", "acme").stderr
+    assert "version 1" in loaded and "error" not in loaded
 
 
 def test_tenants_purposes_token(consentd, tmp_path):
