@@ -98,9 +98,10 @@ async def test_answers_with_personal_data_are_no_store(backend: Backend, tenant:
     key = await new_key(backend, tenant)
     transport = httpx.ASGITransport(app=backend.app, client=("203.0.113.78", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://consentd.test", headers={"Origin": SHOP}) as visitor:
-        device_id = "d" * 32
+        # A first visit: consentd issues the device id.
         posted = await visitor.post("/v1/public/cookie-consents", params={"key": key},
-                                    json={"device_id": device_id, "choices": {"cookies_analytics": True}, "policy_version": "1"})
+                                    json={"choices": {"cookies_analytics": True}, "policy_version": "1"})
+        device_id = posted.json()["device_id"]
         standing = await visitor.get(f"/v1/public/cookie-consents/{device_id}", params={"key": key})
         config = await visitor.get("/v1/public/banner", params={"key": key})
     assert [posted.status_code, standing.status_code, config.status_code] == [201, 200, 200]

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from tests.conftest import assert_problem
+from tests.routers.test_public_banner import ALL_ON, key, post_choices, standing, visitor  # noqa: F401 - fixtures
 from tests.support.api import check, consent_body, iso, record
 
 SHARING = {
@@ -141,3 +142,16 @@ async def test_contract_and_legal_obligation_cannot_be_objected_to(client):
     # A legitimate-interest purpose can be objected to.
     await record(client, subject, ("profiling", None, "withdrawn"))
     assert (await check(client, subject, "profiling"))["reason"] == "objected"
+
+
+async def test_the_banner_asks_again_after_a_material_change_of_a_category(client, visitor, key):
+    """Item 2, banner status: a category changed with "reconsent": true reprompts; the fresh choice stands."""
+    device = (await post_choices(visitor, key, None, ALL_ON))["device_id"]
+    assert (await standing(visitor, key, device))["reprompt"] is False
+    body = (await client.get("/v1/purposes/cookies_analytics")).json()
+    definition = {k: body[k] for k in ("title", "description", "legal_basis", "category", "lifespan_days")}
+    assert (await client.put("/v1/purposes/cookies_analytics", json=definition | {"reconsent": True})).status_code == 200
+    asked = await standing(visitor, key, device)
+    assert asked["reprompt"] is True and "cookies_analytics" not in asked["choices"]
+    await post_choices(visitor, key, device, ALL_ON)
+    assert (await standing(visitor, key, device))["reprompt"] is False
