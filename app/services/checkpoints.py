@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import NotFound
-from app.models import AuditCheckpoint, CheckpointHead, LedgerChain
+from app.models import AuditCheckpoint, CheckpointHead, LedgerChain, SuppressionChain
 from app.models.audit import VerifyOut, VerifyProblem
 from app.models.base import utcnow
 from app.db import Database
@@ -54,10 +54,14 @@ async def create(session: AsyncSession, signer: Signer, *, tenant: str) -> Audit
     async for subject_id, length, head_event_id, head_hash in rows:
         root.update(verification.heads_line(subject_id, length, head_event_id, head_hash))
         count, events = count + 1, events + length
+    log = SuppressionChain.__table__
+    head = (await session.execute(sa.select(log.c.length, log.c.head_hash).where(log.c.tenant_id == tenant))).first()
     payload = {
         "checkpoint_id": checkpoint_id, "tenant": tenant, "created_at": created_at.isoformat(), "chains": count,
         "events": events, "root": root.hexdigest(), "previous_root": previous, "iss": signer.issuer,
         "iat": int(created_at.timestamp()),
+        # The suppression log's head (services/suppression_log.py): verification checks the log still passes through it.
+        "suppressions": {"length": head.length if head else 0, "head_hash": head.head_hash if head else None},
     }
     jws = signer.sign(payload, typ=TYP)
     await session.execute(
@@ -82,7 +86,7 @@ async def verify(
         token = checkpoint.jws if checkpoint else None
     else:
         token, checkpoint = saved_jws, None
-    signed_root = None
+    signed_root = signed_suppressions = None
     if token is not None:
         try:
             payload = signer.verify(token, typ=TYP)
@@ -93,12 +97,14 @@ async def verify(
             if payload.get("tenant") != tenant:
                 raise NotFound("checkpoint of this tenant", str(payload.get("checkpoint_id")))
             signed_root = payload["root"]
+            signed_suppressions = payload.get("suppressions")  # absent from checkpoints signed before the log
             if checkpoint is None:
                 checkpoint = await stored(database, tenant=tenant, checkpoint_id=int(payload["checkpoint_id"]))
                 if checkpoint is None:
                     problems.append(_checkpoint_problem(f"checkpoint {payload['checkpoint_id']} is missing from the database"))
     result = await verification.verify(
-        database, tenant=tenant, checkpoint=checkpoint, signed_root=signed_root, incremental=incremental
+        database, tenant=tenant, checkpoint=checkpoint, signed_root=signed_root, incremental=incremental,
+        signed_suppressions=signed_suppressions,
     )
     result.problems[:0] = problems
     result.problems_total += len(problems)

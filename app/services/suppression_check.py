@@ -18,8 +18,11 @@ _LOG_COLUMNS = ("seq", "tenant_id", "chain_index", "action", "id_hash", "channel
 Report = Callable[[str], None]
 
 
-async def check(query: Query, *, tenant: str, report: Report) -> None:
-    """Report every way the tenant's suppressions disagree with their log (`report(detail)` once for each)."""
+async def check(query: Query, *, tenant: str, report: Report, signed: dict[str, Any] | None = None) -> None:
+    """Report every way the tenant's suppressions disagree with their log (`report(detail)` once for each).
+
+    `signed`: the log's head as a signed checkpoint states it ({length, head_hash}): the log must still pass
+    through it, which catches a log rewritten with every hash recomputed."""
     log, listed, heads = SuppressionEvent.__table__, Suppression.__table__, SuppressionChain.__table__
     head = [row async for row in await query(sa.select(heads.c.length, heads.c.head_hash).where(heads.c.tenant_id == tenant))]
     length, head_hash = (head[0]["length"], head[0]["head_hash"]) if head else (0, None)
@@ -31,7 +34,11 @@ async def check(query: Query, *, tenant: str, report: Report) -> None:
             index = row["chain_index"]
         if event_hash(row) != row["hash"]:
             report(f"suppression log entry {row['chain_index']} no longer gives its hash: it was changed")
+        if signed and row["chain_index"] == signed["length"] and row["hash"] != signed["head_hash"]:
+            report(f"the suppression log up to entry {signed['length']} is not the one the signed checkpoint holds: rewritten")
         prev = row["hash"]
+    if signed and index < signed["length"]:
+        report(f"the signed checkpoint saw {signed['length']} suppression log entries, the log holds {index}")
     if index != length or (length and prev != head_hash):
         report(f"the suppression log ends at entry {index}, its head says {length}: entries were removed or added")
 

@@ -63,11 +63,13 @@ async def verify(
     checkpoint: AuditCheckpoint | None,
     signed_root: str | None = None,
     incremental: bool = False,
+    signed_suppressions: dict[str, Any] | None = None,
 ) -> VerifyOut:
     """Check every event of the tenant, each chain's head, and the chains against `checkpoint`'s heads.
 
     `signed_root`: the root of the checkpoint as its signature states it (verified by the caller); the
     heads stored for the checkpoint must hash to it, else the checkpoint itself was tampered with.
+    `signed_suppressions`: the suppression log's head as the checkpoint's signature states it.
     `incremental`: read only the chains that moved since the checkpoint (the others' heads are still compared);
     an old event altered without touching its chain's head is then found only by a full verification.
     """
@@ -105,7 +107,8 @@ async def verify(
             if row["event_id"] not in problems.named:
                 problems.add(row["event_id"], "deleted", "a consent state stands on this event, which is missing")
         await suppression_check.check(
-            query, tenant=tenant, report=lambda detail: problems.add(None, "suppression_mismatch", detail)
+            query, tenant=tenant, report=lambda detail: problems.add(None, "suppression_mismatch", detail),
+            signed=signed_suppressions,
         )
     if checkpoint is not None and signed_root is not None and root.hexdigest() != signed_root:
         problems.add(None, "rewritten", f"the heads stored for checkpoint {checkpoint.id} are not the ones its signature covers")

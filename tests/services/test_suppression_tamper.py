@@ -8,6 +8,18 @@ from app.services import verification
 from tests.support.api import check, record
 
 PHONE = {"phone": "07911 123456"}
+SQLITE_TRIGGER = (
+    "CREATE TRIGGER suppression_events_no_delete BEFORE DELETE ON suppression_events "
+    "BEGIN SELECT RAISE(ABORT, 'suppression_events is append-only'); END"
+)
+
+
+def _unguarded(backend) -> tuple[str, str]:
+    """Statements that lift and restore the log's guard against DELETE (what an intruder with DDL rights does)."""
+    if backend.name == "postgres":
+        return ("ALTER TABLE suppression_events DISABLE TRIGGER suppression_events_append_only",
+                "ALTER TABLE suppression_events ENABLE TRIGGER suppression_events_append_only")
+    return "DROP TRIGGER suppression_events_no_delete", SQLITE_TRIGGER
 
 
 async def _suppressed(client) -> None:
@@ -69,14 +81,41 @@ async def test_the_log_refuses_changes_and_a_rewritten_log_is_found(backend, cli
         with pytest.raises(sa.exc.DBAPIError):
             await _sql(backend, statement, t=tenant)
     # Someone who could drop the triggers and delete the last entry (the release) is found too.
-    if backend.name == "postgres":
-        await _sql(backend, "ALTER TABLE suppression_events DISABLE TRIGGER suppression_events_append_only")
-    else:
-        await _sql(backend, "DROP TRIGGER suppression_events_no_delete")
-    await _sql(backend, "DELETE FROM suppression_events WHERE tenant_id = :t AND action = 'remove'", t=tenant)
+    disable, enable = _unguarded(backend)
+    await _sql(backend, disable)
     try:
+        await _sql(backend, "DELETE FROM suppression_events WHERE tenant_id = :t AND action = 'remove'", t=tenant)
         problems = await _problems(backend, tenant)
     finally:
-        if backend.name == "postgres":
-            await _sql(backend, "ALTER TABLE suppression_events ENABLE TRIGGER suppression_events_append_only")
+        await _sql(backend, enable)
     assert problems and set(problems) == {"suppression_mismatch"}
+
+
+async def test_a_log_rewritten_to_match_the_list_is_found_by_a_signed_checkpoint(backend, client, tenant):
+    """Take back the release everywhere (list, log and head agree again): only the checkpoint's signature shows it."""
+    from app.security import Signer
+    from app.services import checkpoints
+
+    await _suppressed(client)
+    async with backend.database.transaction() as session:
+        taken = await checkpoints.create(session, Signer(backend.settings), tenant=tenant)
+    disable, enable = _unguarded(backend)
+    await _sql(backend, disable)
+    try:
+        await _sql(backend, "DELETE FROM suppression_events WHERE tenant_id = :t AND action = 'remove'", t=tenant)
+        await _sql(
+            backend,
+            "UPDATE suppression_chains SET length = length - 1, head_hash = (SELECT hash FROM suppression_events "
+            "WHERE tenant_id = :t ORDER BY chain_index DESC LIMIT 1) WHERE tenant_id = :t", t=tenant,
+        )
+        await _sql(
+            backend,
+            "INSERT INTO suppressions (tenant_id, id_hash, channel, type, value_sealed, reason, actor, created_at) "
+            "SELECT tenant_id, id_hash, 'email', type, value_sealed, reason, actor, created_at FROM suppressions "
+            "WHERE tenant_id = :t AND type = 'email' AND channel = 'phone'", t=tenant,
+        )
+    finally:
+        await _sql(backend, enable)
+    assert await _problems(backend, tenant) == []  # consistent: without the signature nothing shows
+    result = await checkpoints.verify(backend.database, Signer(backend.settings), tenant=tenant, saved_jws=taken.jws)
+    assert [p.problem for p in result.problems] == ["suppression_mismatch"]
