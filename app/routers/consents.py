@@ -13,7 +13,10 @@ from app.services import consents, imports
 router = APIRouter(prefix="/v1/consents", tags=["consents"])
 
 
-@router.post("", status_code=201, response_model=ConsentRecordOut)
+@router.post(
+    "", status_code=201, response_model=ConsentRecordOut,
+    responses=problem_responses(409),  # an Idempotency-Key used with another body; an identifier of another subject
+)
 async def record_consents(
     body: ConsentRecordIn,
     session: SessionDep,

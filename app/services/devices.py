@@ -2,6 +2,8 @@
 
 import uuid
 
+import orjson
+
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,6 +63,15 @@ async def link(
     return DeviceLinkOut(subject_id=subject_id, merged_subject_id=holder, events_merged=copied)
 
 
+def _origin(row) -> str:  # noqa: ANN001 - a row of consent_events
+    """The event a decision was first recorded as: itself, or for a copy the original it was copied from."""
+    evidence = orjson.loads(row["evidence"]) if isinstance(row["evidence"], str) else row["evidence"]
+    merged = (evidence or {}).get("merged_from") if row["method"] == LINK else None
+    if not isinstance(merged, dict):
+        return str(row["event_id"])
+    return str(merged.get("origin") or merged["event_id"])
+
+
 async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID, target: uuid.UUID, actor: str) -> int:
     events = ConsentEvent.__table__
     rows = (
@@ -68,6 +79,18 @@ async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID
             select(events).where(events.c.tenant_id == tenant, events.c.subject_id == source).order_by(events.c.seq)
         )
     ).mappings().all()
+    # A decision the target already holds (itself or a copy of it) is not copied again: devices linked back and
+    # forth between two people would otherwise double their histories on every link.
+    held = {
+        _origin(row)
+        for row in (
+            await session.execute(
+                select(events.c.event_id, events.c.method, events.c.evidence)
+                .where(events.c.tenant_id == tenant, events.c.subject_id == target)
+            )
+        ).mappings()
+    }
+    rows = [row for row in rows if _origin(row) not in held]
     if not rows:
         return 0
     rules = await purposes.rules(session, tenant=tenant, keys={row["purpose"] for row in rows})
@@ -81,7 +104,10 @@ async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID
             rules=rules, captured_at=row["captured_at"], recorded_at=now, source=row["source"], method=LINK,
             policy_version=row["policy_version"], collection_point=row["collection_point"], actor=actor,
             evidence={
-                "merged_from": {"event_id": str(row["event_id"]), "subject_id": str(source), "method": row["method"]},
+                "merged_from": {
+                    "event_id": str(row["event_id"]), "subject_id": str(source), "method": row["method"],
+                    "origin": _origin(row),
+                },
                 "original_evidence": row["evidence"],
             },
         )

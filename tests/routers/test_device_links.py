@@ -136,3 +136,21 @@ async def test_concurrent_banner_writes_and_link_lose_nothing(pg_backend, tenant
         newest = max((r for r in on_person), key=lambda r: (r.captured_at, r.seq))
         answer = await check(client, {"email": "lee@example.com"}, "cookies_analytics")
         assert answer["consent"]["status"] == newest.status
+
+
+async def test_devices_linked_back_and_forth_do_not_multiply_the_history(client):
+    """Found by a long schemathesis run: each link copied every copy again, doubling the history until a link took
+    longer than the database timeout (503). A decision the target already holds is not copied again."""
+    first = await record(client, {"device_id": "ping-device-0001"}, ("cookies_analytics", None, "granted"))
+    second = await record(client, {"device_id": "pong-device-0001"}, ("cookies_advertising", None, "withdrawn"))
+    merged = await link(client, second["subject_id"], "ping-device-0001")
+    assert merged["events_merged"] == 1
+    # The first subject (now without identifiers) gets a device of the second's: only what it lacks is copied.
+    back = await link(client, first["subject_id"], "pong-device-0001")
+    assert back["events_merged"] == 1
+    for _ in range(6):
+        again = await link(client, second["subject_id"], "pong-device-0001")
+        assert again["events_merged"] == 0
+    history = (await client.get(f"/v1/subjects/{first['subject_id']}/history")).json()["events"]
+    assert len(history) == 2
+    assert (await check(client, {"device_id": "pong-device-0001"}, "cookies_advertising"))["reason"] == "withdrawn"
