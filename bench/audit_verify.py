@@ -10,16 +10,19 @@
    app.services.chains.event_hash (the service's canonical hashing; one subject is checked against
    chains.chain_events too), so that every event verifies. The events are written in rounds (every subject's 1st
    event, then every 2nd, ...), so a subject's events lie far apart in the table, as in a ledger written over time.
-   consent_state is not loaded (verification does not need it: its orphan query then reads nothing). The load is
-   timed apart and is not part of any other figure.
+   consent_state is then filled from the events in one INSERT ... SELECT DISTINCT ON (the newest event of each
+   (subject, purpose, channel) by captured_at, then seq, as the service moves it), so that verification's state
+   comparison reads and compares real rows. The load is timed apart and is not part of any other figure.
 2. Times verification.verify(tenant=bench, checkpoint=None) over the whole ledger in this process: events/s, wall
    seconds, this process's CPU and that of its PostgreSQL backend, and this process's RSS before, after and at its
    peak (sampled every 50 ms). Then changes three events with raw SQL, in three different subjects (as
    tests/services/test_tamper.py does): an UPDATE of the status of one, a DELETE of another (mid-chain), an INSERT
-   of a copy of a third under a new event_id; verifies again and says whether exactly those three were named
-   (changed, deleted, inserted).
+   of a copy of a third under a new event_id; and flips a withdrawn consent_state row of a fourth subject to
+   granted; verifies again and says whether exactly those four were named (changed, deleted, inserted,
+   state_mismatch).
 3. Before the tampering: when app.security has a Signer, times checkpoints.create (in database.transaction()) and
-   checkpoints.verify(database, signer, tenant=bench) (the full verification against that latest checkpoint);
+   checkpoints.verify(database, signer, tenant=bench) (the full verification against that latest checkpoint) and
+   the same with incremental=True (every chain unchanged: the heads and the state rows are compared);
    after the tampering, checkpoints.verify again. Without a Signer it prints a note and skips this.
 4. Starts `consentd serve --no-access-log` on the database and streams GET /v1/audit/events over the whole period
    (format=ndjson, then format=csv) with an audit:read token, counting lines and bytes: rows/s, MB/s, time to the
@@ -78,6 +81,15 @@ DECISIONS = (
 )
 SOURCES = ("web-signup", "crm-sync", "banner", "call-centre")
 METHODS = ("api", "import", "banner", "api")
+# The newest event of each (subject, purpose, channel) by captured_at, then seq: the state the service moves to
+# (consents.append). Computed by PostgreSQL, apart from the Python the verification compares it with.
+FILL_STATES = """
+INSERT INTO consent_state (tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at, event_seq, event_id,
+                           purpose_version, policy_version, feed_position)
+SELECT DISTINCT ON (subject_id, purpose, channel) tenant_id, subject_id, purpose, channel, status, captured_at,
+       recorded_at, seq, event_id, purpose_version, policy_version, 0
+FROM consent_events WHERE tenant_id = $1 ORDER BY subject_id, purpose, channel, captured_at DESC, seq DESC
+"""
 EVENT_COLUMNS = [
     "seq", "event_id", "tenant_id", "subject_id", "purpose", "purpose_version", "channel", "status", "captured_at",
     "recorded_at", "source", "method", "policy_version", "collection_point", "actor", "evidence", "chain_index",
@@ -129,10 +141,13 @@ class Load:
     subjects: int
     generate_s: float = 0.0  # building rows and hashing them in Python
     copy_s: float = 0.0  # COPY into the indexed tables
+    states_s: float = 0.0  # consent_state filled from the events
+    states: int = 0
     vacuum_s: float = 0.0  # VACUUM ANALYZE
     total_s: float = 0.0
     chain_events_agrees: bool = False
-    # Three events in three different subjects, for the tampering (event ids as strings).
+    # Three events in three different subjects, and a withdrawn state's event in a fourth, for the tampering
+    # (event ids as strings).
     targets: dict[str, str] = field(default_factory=dict)
 
 
@@ -244,9 +259,13 @@ async def load_ledger(database: BenchDatabase, events: int, seed: int) -> Load:
             result.copy_s += time.perf_counter() - t1
             # The ledger's sequence continues after the explicit seqs (the INSERT of the tampering takes the next).
             await connection.execute("SELECT setval(pg_get_serial_sequence('consent_events', 'seq'), $1)", events)
+            t0 = time.perf_counter()
+            result.states = int((await connection.execute(FILL_STATES, TENANT)).split()[-1])
+            result.states_s = time.perf_counter() - t0
+            print(f"  consent_state: {result.states:,} rows from the events ({result.states_s:.1f} s)", flush=True)
 
         t0 = time.perf_counter()
-        await connection.execute("VACUUM (ANALYZE) subjects, consent_events, ledger_chains")
+        await connection.execute("VACUUM (ANALYZE) subjects, consent_events, ledger_chains, consent_state")
         result.vacuum_s = time.perf_counter() - t0
 
         # The same chain from the service's own function for a chain of an older ledger.
@@ -261,7 +280,8 @@ async def load_ledger(database: BenchDatabase, events: int, seed: int) -> Load:
 
 
 async def pick_targets(connection: asyncpg.Connection, lengths: list[int], subject_ids: list[uuid.UUID]) -> dict:
-    """One event in the middle of a chain of at least 3, in each of three different subjects."""
+    """One event in the middle of a chain of at least 3, in each of three different subjects; the event of a
+    withdrawn state of a fourth."""
     long = [i for i, n in enumerate(lengths) if n >= 3]
     if len(long) < 3:
         raise RuntimeError("too few events to tamper with three chains of three events or more")
@@ -271,6 +291,10 @@ async def pick_targets(connection: asyncpg.Connection, lengths: list[int], subje
         targets[what] = str(await connection.fetchval(
             "SELECT event_id FROM consent_events WHERE subject_id = $1 AND chain_index = 2", subject_ids[i]
         ))
+    targets["state"] = str(await connection.fetchval(
+        "SELECT event_id FROM consent_state WHERE tenant_id = $1 AND status = 'withdrawn' AND subject_id <> ALL($2::uuid[])"
+        " ORDER BY subject_id, purpose, channel LIMIT 1", TENANT, [subject_ids[i] for i in picks],
+    ))
     return targets
 
 
@@ -337,7 +361,7 @@ def print_verification(v: Verification) -> None:
 
 
 async def tamper(database: Database, targets: dict[str, str]) -> str:
-    """The three changes of tests/services/test_tamper.py, by raw SQL; the forged copy's event id."""
+    """The three changes of tests/services/test_tamper.py and a state flipped, by raw SQL; the forged copy's event id."""
     forged = str(uuid.uuid4())
     columns = (
         "tenant_id, subject_id, purpose, purpose_version, channel, status, captured_at, recorded_at, source, method, "
@@ -353,6 +377,8 @@ async def tamper(database: Database, targets: dict[str, str]) -> str:
             f"INSERT INTO consent_events (event_id, {columns}) SELECT $1, {columns} FROM consent_events WHERE event_id = $2",
             uuid.UUID(forged), uuid.UUID(targets["copy"]),
         )
+        # A withdrawal made an allowance: what a check reads (tests/services/test_state_tamper.py).
+        await connection.execute("UPDATE consent_state SET status = 'granted' WHERE event_id = $1", uuid.UUID(targets["state"]))
     return forged
 
 
@@ -381,6 +407,7 @@ class CheckpointFigures:
     chains: int = 0
     events: int = 0
     verify: Verification | None = None
+    verify_incremental: Verification | None = None
     verify_after_tamper: Verification | None = None
 
 
@@ -417,18 +444,27 @@ async def verify_phase(database: BenchDatabase, load: Load, profile: bool) -> di
                 lambda: checkpoints.verify(app_db, signer, tenant=TENANT),
             )
             print_verification(cp.verify)
+            cp.verify_incremental, _ = await timed(
+                "checkpoints.verify incremental (clean)", database.name,
+                lambda: checkpoints.verify(app_db, signer, tenant=TENANT, incremental=True),
+            )
+            print_verification(cp.verify_incremental)
         figures["checkpoint"] = cp
 
         forged = await tamper(app_db, load.targets)
-        expected = sorted([(load.targets["update"], "changed"), (load.targets["delete"], "deleted"), (forged, "inserted")])
+        expected = sorted([
+            (load.targets["update"], "changed"), (load.targets["delete"], "deleted"), (forged, "inserted"),
+            (load.targets["state"], "state_mismatch"),
+        ])
         print(f"  tampered: UPDATE status of {load.targets['update']}, DELETE {load.targets['delete']},"
-              f" INSERT copy of {load.targets['copy']} as {forged}", flush=True)
+              f" INSERT copy of {load.targets['copy']} as {forged}, consent_state of {load.targets['state']}"
+              " withdrawn -> granted", flush=True)
         tampered, _ = await timed(
             "verify (tampered)", database.name, lambda: verification.verify(app_db, tenant=TENANT, checkpoint=None)
         )
         print_verification(tampered)
         exact = tampered.named == expected
-        print(f"  exactly the three tampered events named: {'yes' if exact else 'NO'}")
+        print(f"  exactly the four tampered rows named: {'yes' if exact else 'NO'}")
         if not exact:
             print(f"    expected {expected}\n    named    {tampered.named[:20]}")
         figures["tampered"] = tampered
@@ -592,7 +628,7 @@ def print_table(load: Load, figures: dict, exports: list[Export], events: int) -
         print(f"{'checkpoints: skipped':<44} {cp.skipped}")
     else:
         print(f"{f'checkpoints.create ({cp.chains:,} heads)':<44} {cp.create_s:>8.1f} {cp.events / cp.create_s:>10,.0f}")
-        rows.append(cp.verify)
+        rows += [cp.verify, cp.verify_incremental]
     rows.append(figures["tampered"])
     if cp.verify_after_tamper:
         rows.append(cp.verify_after_tamper)
@@ -612,7 +648,7 @@ def print_table(load: Load, figures: dict, exports: list[Export], events: int) -
     print(f"\n  verification of {events:,} events: {clean.seconds:.1f} s, expected < {budget:.0f} s:"
           f" {'MET' if clean.seconds < budget else 'NOT MET'}; memory grew by"
           f" {clean.rss_peak_mb - clean.rss_before_mb:.0f} MB at its peak")
-    print(f"  tampering: exactly the three events named: {'yes' if figures['tamper_exact'] else 'NO'}")
+    print(f"  tampering: exactly the four rows named: {'yes' if figures['tamper_exact'] else 'NO'}")
 
 
 # --------------------------------------------------------------------------------------------------------- main
