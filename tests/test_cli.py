@@ -148,6 +148,27 @@ def test_audit_checkpoint_and_verify(consentd, tmp_path):
     consentd("audit", "verify", "--tenant", "nobody", ok=False)
 
 
+def test_audit_verify_exits_1_for_a_state_mismatch(consentd, tmp_path):
+    """A withdrawal turned into a grant in consent_state (what checks read): full and incremental verification fail."""
+    import sqlite3
+
+    consentd("tenants", "create", "acme")
+    consentd("purposes", "load", "--tenant", "acme", str(_catalogue(tmp_path)))
+    lines = [{"subject": {"external_id": "C-1"}, "decisions": [{"purpose": "newsletter", "channel": "email", "status": s}]}
+             for s in ("granted", "withdrawn")]
+    (tmp_path / "records.ndjson").write_text("\n".join(json.dumps(line) for line in lines))
+    consentd("import", str(tmp_path / "records.ndjson"), "--tenant", "acme")
+    consentd("audit", "checkpoint", "--tenant", "acme")
+    with sqlite3.connect(tmp_path / "cli.db") as db:
+        event_id = db.execute("SELECT event_id FROM consent_state WHERE status = 'withdrawn'").fetchone()[0]
+        db.execute("UPDATE consent_state SET status = 'granted' WHERE event_id = ?", (event_id,))
+    for flags in ((), ("--incremental",)):
+        failed = consentd("audit", "verify", "--tenant", "acme", *flags, ok=False)
+        assert failed.returncode == 1 and "1 problem(s)" in failed.stderr
+        found = json.loads(failed.stdout)
+        assert [(p["event_id"].replace("-", ""), p["problem"]) for p in found["problems"]] == [(event_id, "state_mismatch")]
+
+
 def test_audit_verify_exits_2_when_it_cannot_run(tmp_path):
     env = os.environ | {"CONSENTD_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none", "CONSENTD_DB_TIMEOUT": "2"}
     done = subprocess.run([sys.executable, "-m", "app.cli", "audit", "verify", "--tenant", "acme"], env=env,

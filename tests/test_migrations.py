@@ -100,6 +100,15 @@ async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_o
                         {"event": _native(url, uuid.uuid4()), "subject": _native(url, subject), "at": at,
                          "evidence": f'{{"n": {n}}}'},
                     )
+                # The states the service of that time moved along (equal captured_at: the later seq stands), which
+                # verification compares with the events.
+                await connection.execute(sa.text(
+                    "INSERT INTO consent_state (tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at,"
+                    " event_seq, event_id, purpose_version, policy_version, feed_position)"
+                    " SELECT tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at, seq, event_id,"
+                    " purpose_version, policy_version, 0 FROM consent_events e"
+                    " WHERE seq = (SELECT max(seq) FROM consent_events l WHERE l.subject_id = e.subject_id)"
+                ))
             await engine.dispose()
             await upgrade(url)
             database = await Database.open(settings_for(url))
