@@ -9,7 +9,7 @@ from tests.support.api import check, record
 
 PHONE = {"phone": "07911 123456"}
 SQLITE_TRIGGER = (
-    "CREATE TRIGGER suppression_events_no_delete BEFORE DELETE ON suppression_events "
+    "CREATE TRIGGER IF NOT EXISTS suppression_events_no_delete BEFORE DELETE ON suppression_events "
     "BEGIN SELECT RAISE(ABORT, 'suppression_events is append-only'); END"
 )
 
@@ -19,7 +19,7 @@ def _unguarded(backend) -> tuple[str, str]:
     if backend.name == "postgres":
         return ("ALTER TABLE suppression_events DISABLE TRIGGER suppression_events_append_only",
                 "ALTER TABLE suppression_events ENABLE TRIGGER suppression_events_append_only")
-    return "DROP TRIGGER suppression_events_no_delete", SQLITE_TRIGGER
+    return "DROP TRIGGER IF EXISTS suppression_events_no_delete", SQLITE_TRIGGER
 
 
 async def _suppressed(client) -> None:
