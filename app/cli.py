@@ -22,7 +22,7 @@ from app.config import ConfigError, get_settings, trusted_proxies
 from app.db import Database
 from app.errors import AppError
 from app.security import TENANT_KEY, mint_token
-from app.services.banners import DEMO_TENANT
+from app.services.banner import DEMO_TENANT
 
 cli = typer.Typer(help="consentd: a consent and preferences service.", no_args_is_help=True, add_completion=False)
 tenants_cli = typer.Typer(help="Manage tenants.", no_args_is_help=True)
@@ -158,7 +158,7 @@ def create_tenant(key: str, name: Annotated[str | None, typer.Option(help="displ
 @purposes_cli.command("load")
 def load_purposes(file: Path, tenant: Annotated[str, typer.Option(help="tenant key")]) -> None:
     """Create or update the purposes listed in a YAML or JSON file."""
-    from app.services import catalogue
+    from app.services.purposes import catalogue
 
     try:
         entries = catalogue.read(file)
@@ -177,7 +177,7 @@ async def _require_tenant(session: AsyncSession, tenant: str) -> None:
 
 
 async def _load_for_existing_tenant(session: AsyncSession, tenant: str, entries: list) -> list:
-    from app.services import catalogue
+    from app.services.purposes import catalogue
 
     await _require_tenant(session, tenant)
     return await catalogue.load(session, tenant=tenant, entries=entries)
@@ -186,7 +186,9 @@ async def _load_for_existing_tenant(session: AsyncSession, tenant: str, entries:
 @cli.command()
 def demo(ttl: Annotated[int, typer.Option(help="token lifetime in seconds")] = 86_400) -> None:
     """Create the demo tenant with the default purpose catalogue (idempotent) and print an admin token."""
-    from app.services import banners, catalogue, tenants
+    from app.services.banner import banners
+    from app.services.purposes import catalogue
+    from app.services import tenants
 
     async def seed(session: AsyncSession) -> None:
         await tenants.ensure(session, key=DEMO_TENANT, name="Demo shop")
@@ -261,7 +263,7 @@ def create_banner_key(
     origin: Annotated[list[str], typer.Option(help="an origin the banner runs on, e.g. https://shop.example (repeat for more)")],
 ) -> None:
     """Print a new publishable key (pk_...) for the cookie banner, valid only from the given origins."""
-    from app.services import banners
+    from app.services.banner import banners
 
     _check_tenant_key(tenant)
     try:
@@ -279,7 +281,7 @@ def create_banner_key(
 @banner_keys_cli.command("list")
 def list_banner_keys(tenant: Annotated[str, typer.Option(help="tenant key")]) -> None:
     """List a tenant's publishable keys with their origins, newest first."""
-    from app.services import banners
+    from app.services.banner import banners
 
     _check_tenant_key(tenant)
     for key in _in_transaction(lambda session: banners.list_keys(session, tenant=tenant)):
@@ -290,7 +292,7 @@ def list_banner_keys(tenant: Annotated[str, typer.Option(help="tenant key")]) ->
 @banner_keys_cli.command("revoke")
 def revoke_banner_key(key: str) -> None:
     """Stop a publishable key (servers stop accepting it within seconds)."""
-    from app.services import banners
+    from app.services.banner import banners
 
     if not _in_transaction(lambda session: banners.revoke_key(session, key=key)):
         _fail("no such active key")
@@ -311,7 +313,7 @@ def audit_verify(
     Exits 1 when an event was changed, deleted, inserted or reordered behind the service's back, 2 when the
     verification itself could not run (no database, say)."""
     from app.security import Signer
-    from app.services import checkpoints
+    from app.services.audit import checkpoints
 
     _check_tenant_key(tenant)
     saved = checkpoint.read_text().strip() if checkpoint else None
@@ -343,7 +345,7 @@ def audit_checkpoint(
     """Sign the heads of every chain of the tenant and print the checkpoint (a JWS): keep it outside the database,
     and verify against it later with `consentd audit verify --checkpoint FILE`."""
     from app.security import Signer
-    from app.services import checkpoints
+    from app.services.audit import checkpoints
 
     _check_tenant_key(tenant)
     signer = Signer(get_settings())

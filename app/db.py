@@ -80,7 +80,7 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
     pool: asyncpg.Pool | None
     timeout: float
-    # PostgreSQL: where long reads (services/snapshots.py) open connections of their own; None on SQLite.
+    # PostgreSQL: where long reads (services/kit/snapshots.py) open connections of their own; None on SQLite.
     dsn: str | None = None
     # Long reads at once in this process; the next waits its turn.
     long_reads: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(4))

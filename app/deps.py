@@ -17,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.security import SCOPES, Principal, Signer
-from app.services.access_log import AccessLog
-from app.services.banners import KeyGrant, normalise_origin
+from app.services.audit import AccessLog
+from app.services.banner import KeyGrant, normalise_origin
 from app.services.checks import Checker
-from app.services.identifiers import IdentifierKeys
+from app.services.subjects import IdentifierKeys
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -20,9 +20,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from app.config import Settings
 from app.db import Database
 from app.errors import Conflict, Unprocessable
-from app.services import imports, purposes
-from app.services.decision import Rule
-from app.services.identifiers import IdentifierKeys
+from app.services.ledger import imports
+from app.services import purposes
+from app.services.purposes import Rule
+from app.services.subjects import IdentifierKeys
 
 # A chunk that lost a race for a new identifier to a concurrent writer is tried again this many times.
 RETRIES = 3

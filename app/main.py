@@ -15,13 +15,13 @@ from app.middleware import BodyLimit, PublicCors, RequestMetrics, ResponseHeader
 from app.models.common import problem_responses
 from app.routers import audit, banner, changes, checks, consents, ops, public, purposes, receipts, subjects, suppressions
 from app.security import Signer, TokenVerifier
-from app.services.check_readers import PostgresReader, SqlReader
-from app.services.access_log import AccessLog
-from app.services.banners import KeyDirectory, ViewCache
+from app.services.checks import PostgresReader, SqlReader
+from app.services.audit import AccessLog
+from app.services.banner import KeyDirectory, ViewCache
 from app.services.checks import Checker
-from app.services.identifiers import IdentifierKeys
+from app.services.subjects import IdentifierKeys
 from app.services.tenants import TenantDirectory
-from app.services.throttle import Throttle
+from app.services.banner import Throttle
 
 log = logging.getLogger("consentd")
 DOCS_ASSETS = "/docs/assets"

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.errors import PayloadTooLarge
 from app.handlers import database_unavailable
-from app.services.streams import ChunkFailed
+from app.services.checks import ChunkFailed
 
 log = logging.getLogger("consentd")
 

@@ -7,7 +7,7 @@
 1. Creates its own database `consentd_bench_audit_<hex>` (migrated, tenant `bench` with the default catalogue) and
    COPies --events consent_events into it (asyncpg copy_records_to_table), with their subjects and ledger_chains
    heads: 1 to 7 events a subject (4 on average, so ~250k subjects for 1M), chained in Python with
-   app.services.chains.event_hash (the service's canonical hashing; one subject is checked against
+   app.services.ledger.chains.event_hash (the service's canonical hashing; one subject is checked against
    chains.chain_events too), so that every event verifies. The events are written in rounds (every subject's 1st
    event, then every 2nd, ...), so a subject's events lie far apart in the table, as in a ledger written over time.
    consent_state is then filled from the events in one INSERT ... SELECT DISTINCT ON (the newest event of each
@@ -66,7 +66,9 @@ from harness import (
 
 # After harness, which puts the checkout on sys.path.
 from app.db import Database
-from app.services import chains, checkpoints, verification
+from app.services.ledger import chains
+from app.services.audit import checkpoints
+from app.services.audit import verification
 from bench.check_throughput import postgres_cpu_seconds
 
 TENANT = "bench"

@@ -4,7 +4,7 @@
     .venv/bin/python bench/banner_endpoints.py --duration 5 --devices 2000
 
 1. Creates (or reuses) the database `consentd_bench_banner`: tenant `bench` with the default catalogue and a
-   publishable key for the origin https://shop.example (app.services.banners.create_key). The database carries a
+   publishable key for the origin https://shop.example (app.services.banner.banners.create_key). The database carries a
    comment naming the seed; later runs reuse it and its key (--reseed rebuilds it, a different --devices too).
 2. Starts `consentd serve --no-access-log` with CONSENTD_PUBLIC_RATE_PER_IP / _PER_KEY set far above what the
    load reaches (the default limits would answer 429 after a few hundred requests). On a fresh database it seeds
@@ -42,8 +42,8 @@ from harness import HOST, RESULTS, BenchDatabase, Server, run_main, start_consen
 
 from app.db import Database  # noqa: E402 - after harness, which puts the checkout on sys.path
 from app.migrations import upgrade  # noqa: E402
-from app.services import banners  # noqa: E402
-from app.services.identifiers import IdentifierKeys  # noqa: E402
+from app.services.banner import banners
+from app.services.subjects.identifiers import IdentifierKeys  # noqa: E402
 from bench.check_throughput import postgres_cpu_seconds, wrk  # noqa: E402
 
 DB_NAME = "consentd_bench_banner"

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from app.config import Settings
 from app.db import _keep_session, asyncpg_dsn
-from app.services.identifiers import IdentifierKeys
+from app.services.subjects.identifiers import IdentifierKeys
 
 TENANT = "bench"
 LOOKUP = "SELECT subject_id FROM subject_identifiers WHERE tenant_id = $1 AND id_hash = $2"

@@ -35,7 +35,7 @@ from harness import HOST, BenchDatabase, mint_token, percentile, run_main, start
 
 import asyncpg  # noqa: E402 - after harness, which puts the checkout on sys.path
 
-from app.services.changes import encode_cursor  # noqa: E402
+from app.services.changes.feed import encode_cursor  # noqa: E402
 
 DB_NAME = "consentd_changes_bench"
 SEED_VERSION = 1

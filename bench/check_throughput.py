@@ -47,8 +47,9 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import Database, asyncpg_dsn  # noqa: E402
 from app.migrations import upgrade  # noqa: E402
-from app.services import catalogue, tenants  # noqa: E402
-from app.services.identifiers import IdentifierKeys, normalise  # noqa: E402
+from app.services.purposes import catalogue
+from app.services import tenants
+from app.services.subjects.identifiers import IdentifierKeys, normalise  # noqa: E402
 
 HOST = "127.0.0.1"
 TENANT = "bench"

@@ -25,7 +25,8 @@ import asyncpg  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import Database, asyncpg_dsn  # noqa: E402
 from app.migrations import upgrade  # noqa: E402
-from app.services import catalogue, tenants  # noqa: E402
+from app.services.purposes import catalogue
+from app.services import tenants
 from bench import check_throughput  # noqa: E402
 from bench.check_throughput import HOST, RESULTS, Server, free_port  # noqa: E402
 

@@ -7,7 +7,7 @@
    `subject<N>@bench.example` with a marketing/email consent state each.
 2. Writes a CSV (`email` header) of --lines addresses: distinct seeded ones (a few in upper case), a share of
    unknown ones (--unknown) and a few invalid ones (--invalid).
-3. Times e-mail normalisation alone over the list (app.services.identifiers.normalise, cache cleared), then the
+3. Times e-mail normalisation alone over the list (app.services.subjects.identifiers.normalise, cache cleared), then the
    blind indexes as the app computes them (IdentifierKeys.lookup_hash: normalise + HMAC).
 4. The raw baseline, with those blind indexes: asyncpg COPYs (line, blind index) into a temporary table, LEFT JOINs
    subject_identifiers / subjects / consent_state (marketing/email) and reads every row through a cursor; then the
@@ -39,8 +39,8 @@ from harness import HOST, RssSampler, mib, mint_token, run_main, seed_check_data
 
 import asyncpg  # noqa: E402 - after harness, which puts the checkout on sys.path
 
-from app.services import identifiers  # noqa: E402
-from app.services.identifiers import IdentifierKeys, InvalidIdentifier, normalise  # noqa: E402
+from app.services.subjects import identifiers
+from app.services.subjects.identifiers import IdentifierKeys, InvalidIdentifier, normalise  # noqa: E402
 from bench.check_throughput import TENANT, _machine_seconds, postgres_cpu_seconds, email_of  # noqa: E402
 
 PURPOSE, CHANNEL = "marketing", "email"

@@ -24,7 +24,8 @@ from app.db import Database
 from app.main import create_app
 from app.migrations import upgrade
 from app.security import mint_token
-from app.services import catalogue, tenants
+from app.services.purposes import catalogue
+from app.services import tenants
 from tests.support import postgres
 
 T = TypeVar("T")

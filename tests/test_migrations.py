@@ -17,7 +17,7 @@ from app.db import Database
 from app.migrations import upgrade
 from app.models import ConsentChange, Tenant, metadata
 from app.models.base import UTCDateTime
-from app.services import verification
+from app.services.audit import verification
 from tests.conftest import settings_for
 from tests.support import postgres
 

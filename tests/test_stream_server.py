@@ -21,7 +21,7 @@ from tests.conftest import bearer, migrated_database
 from tests.test_server import REQUEST_TIMEOUT, Server, assert_jwt, consentd_env, run_consentd, start_server
 
 POOL_SIZE = 10  # CONSENTD_DB_POOL_SIZE of the server under test
-CHUNK_LINES = 5_000  # app.services.streams.CHUNK_LINES: the server answers this many lines at a time
+CHUNK_LINES = 5_000  # app.services.checks.streams.CHUNK_LINES: the server answers this many lines at a time
 STREAM_TIMEOUT = 60
 GRANTED_EVERY = 997  # person i has granted marketing by email when i % GRANTED_EVERY == 0
 

@@ -13,7 +13,7 @@ from app.models.base import BigSerial, UTCDateTime
 class LedgerChain(SQLModel, table=True):
     """The head of one subject's hash chain: how many events it holds and the hash of the last.
 
-    Its row is also the lock that orders writers of one subject (services/chains.py); writers of different
+    Its row is also the lock that orders writers of one subject (services/ledger/chains.py); writers of different
     subjects never wait for each other.
     """
 
@@ -38,7 +38,7 @@ class AuditCheckpoint(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime)
     chains: int
     events: int
-    # SHA-256 over the sorted heads (services/checkpoints.py), chained to the previous checkpoint's root.
+    # SHA-256 over the sorted heads (services/audit/checkpoints.py), chained to the previous checkpoint's root.
     root: str = Field(max_length=64)
     previous_root: str | None = Field(default=None, max_length=64)
     jws: str = Field(sa_type=sa.Text)

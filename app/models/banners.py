@@ -37,7 +37,7 @@ class Banner(SQLModel, table=True):
     policy_version: str = Field(max_length=64)
     texts: dict = Field(default_factory=dict, sa_type=sa.JSON)
     privacy_policy_url: str | None = Field(default=None, max_length=2000)
-    # Purposes a GPC signal withdraws when not explicitly granted; None: chosen by category (services/banners.py).
+    # Purposes a GPC signal withdraws when not explicitly granted; None: chosen by category (services/banner/banners.py).
     gpc_purposes: list[str] | None = Field(default=None, sa_type=sa.JSON)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 

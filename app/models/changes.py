@@ -15,7 +15,7 @@ ChangeKind = Literal["consent", "suppression", "subject"]
 
 
 class ConsentChange(SQLModel, table=True):
-    """A change of what checks answer. Read in (position, seq) order; see services/changes.py for why."""
+    """A change of what checks answer. Read in (position, seq) order; see services/changes/feed.py for why."""
 
     __tablename__ = "consent_changes"
     __table_args__ = (sa.Index("ix_consent_changes_feed", "tenant_id", "position", "seq"),)

@@ -42,7 +42,7 @@ class ConsentEvent(SQLModel, table=True):
     collection_point: str | None = Field(default=None, max_length=200)
     actor: str = Field(max_length=200)
     evidence: dict | None = Field(default=None, sa_type=sa.JSON)
-    # The subject's hash chain (services/chains.py): position in it (1, 2, ...), the event before, and the
+    # The subject's hash chain (services/ledger/chains.py): position in it (1, 2, ...), the event before, and the
     # SHA-256 of this event's canonical bytes, which include the previous hash. Null only on a row written
     # behind the service's back, which verification reports.
     chain_index: int | None = None
@@ -67,7 +67,7 @@ class ConsentState(SQLModel, table=True):
     event_id: uuid.UUID
     purpose_version: int
     policy_version: str | None = Field(default=None, max_length=64)
-    # The change feed's position of the change that set this state (services/changes.py).
+    # The change feed's position of the change that set this state (services/changes/feed.py).
     feed_position: int = Field(default=0, sa_type=sa.BigInteger)
 
 

@@ -21,7 +21,7 @@ class Purpose(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=64)
     version: int = Field(default=1)
     # Grants given under an earlier version stop counting (checks answer reconsent_required): raised by a change of
-    # third_party or a PUT with "reconsent": true (services/purposes.py).
+    # third_party or a PUT with "reconsent": true (services/purposes/store.py).
     consent_from_version: int = Field(default=1)
     title: str = Field(max_length=200)
     description: str = Field(default="", sa_type=sa.Text)

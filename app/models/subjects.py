@@ -18,7 +18,7 @@ class Subject(SQLModel, table=True):
     flags: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     # Set when this subject's device was linked to a known person: its history was copied there (devices.link).
     merged_into: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
-    # The change feed's position of the last change of its flags (services/changes.py).
+    # The change feed's position of the last change of its flags (services/changes/feed.py).
     feed_position: int = Field(default=0, sa_type=sa.BigInteger)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 

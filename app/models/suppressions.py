@@ -32,7 +32,7 @@ class Suppression(SQLModel, table=True):
 class SuppressionEvent(SQLModel, table=True):
     """One change the API made to a tenant's suppression list. Never updated, never deleted (the database refuses).
 
-    The tenant's changes form one hash chain (services/suppression_log.py): replaying them gives the list exactly,
+    The tenant's changes form one hash chain (services/suppressions/log.py): replaying them gives the list exactly,
     so a suppression added, changed or removed behind the service's back is found (`suppression_mismatch`).
     """
 
@@ -61,7 +61,7 @@ class SuppressionChain(SQLModel, table=True):
     tenant_id: str = Field(primary_key=True, foreign_key="tenants.key", max_length=64)
     length: int = 0
     head_hash: str | None = Field(default=None, max_length=64)
-    # The change feed's position of the last suppression change (services/changes.py).
+    # The change feed's position of the last suppression change (services/changes/feed.py).
     feed_position: int = Field(default=0, sa_type=sa.BigInteger)
 
 

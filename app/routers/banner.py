@@ -3,7 +3,7 @@ from fastapi import APIRouter, Request
 from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes
 from app.models.banners import BannerIn, BannerOut
 from app.security import Principal
-from app.services import banners
+from app.services.banner import banners
 
 router = APIRouter(prefix="/v1/banner", tags=["cookie banner"])
 

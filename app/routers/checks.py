@@ -10,8 +10,8 @@ from app.models.checks import BatchCheckIn, BatchCheckOut, CheckIn, SignedCheckO
 from app.models.common import PURPOSE_KEY, Channel, problem_responses
 from app.responses import DuplexStream, body_chunks, json_response, ndjson_guarded
 from app.security import Principal
-from app.services import receipts
-from app.services.streams import CheckStream, Limits
+from app.services.audit import receipts
+from app.services.checks import CheckStream, Limits
 
 router = APIRouter(prefix="/v1/checks", tags=["checks"])
 SCOPE = "checks:read"

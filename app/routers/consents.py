@@ -8,7 +8,8 @@ from app.errors import UnsupportedMediaType
 from app.models.common import problem_responses
 from app.models.consents import ConsentRecordIn, ConsentRecordOut, ImportResult
 from app.security import Principal
-from app.services import consents, imports
+from app.services.ledger import consents
+from app.services.ledger import imports
 
 router = APIRouter(prefix="/v1/consents", tags=["consents"])
 

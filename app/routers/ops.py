@@ -5,7 +5,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from app import metrics as prometheus
 from app.deps import DatabaseDep, metrics_access
 from app.models.common import problem_responses
-from app.services import health
+from app.services.kit import health
 
 router = APIRouter(tags=["operations"])
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from app.services.chains import event_hash
+from app.services.ledger.chains import event_hash
 from tests.conftest import assert_problem, bearer, stored_id
 from tests.support.api import record
 

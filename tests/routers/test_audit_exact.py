@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from app.services.cursors import pack
+from app.services.kit.cursors import pack
 from tests.conftest import assert_problem
 from tests.support.api import consent_body, iso, record
 

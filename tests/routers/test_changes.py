@@ -3,7 +3,7 @@
 import random
 from datetime import UTC, datetime, timedelta
 
-from app.services.cursors import pack as b64
+from app.services.kit.cursors import pack as b64
 from tests.conftest import assert_problem, bearer
 from tests.support.api import consent_body, iso, record
 from tests.support.feed import feed_page, follow

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from app.models import SubjectIdentifier
 from app.models.banners import DEVICE_ID
-from app.services.identifiers import DEVICE_PREFIX
+from app.services.subjects.identifiers import DEVICE_PREFIX
 from tests.conftest import Backend, assert_problem
 from tests.routers.test_public_banner import ALL_OFF, ALL_ON, device_events, issued, new_key, post_choices, standing
 from tests.routers.test_public_banner import key, visitor  # noqa: F401 - the banner's fixtures

@@ -5,7 +5,7 @@ import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from app.services.cursors import pack
+from app.services.kit.cursors import pack
 from tests.conftest import assert_problem, bearer
 from tests.support.api import iso, record
 

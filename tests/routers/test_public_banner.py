@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from app.main import create_app
 from app.models import ConsentEvent
-from app.services import banners
+from app.services.banner import banners
 from tests.conftest import Backend, assert_problem, settings_for
 from tests.support.api import iso, record
 
@@ -352,7 +352,8 @@ async def test_banner_script(anonymous):
 
 
 async def test_demo_page(backend, anonymous):
-    from app.services import catalogue, tenants
+    from app.services.purposes import catalogue
+    from app.services import tenants
 
     async with backend.database.transaction() as session:
         await tenants.ensure(session, key="demo", name="Demo shop")

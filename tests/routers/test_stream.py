@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from app.main import create_app
-from app.services import streams
+from app.services.checks import streams
 from tests.conftest import Backend, TokenFactory, assert_problem, bearer, settings_for
 from tests.support.api import check, record
 from tests.test_fault import TcpProxy

@@ -6,7 +6,7 @@ import orjson
 import sqlalchemy as sa
 
 from app.models import Subject
-from app.services.cursors import pack as b64
+from app.services.kit.cursors import pack as b64
 from tests.conftest import assert_problem, bearer
 from tests.support.api import check, consent_body, record
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
-from app.services.chains import CANONICAL_FIELDS, FORMAT, GENESIS, canonical_bytes, canonical_values, event_hash
+from app.services.ledger.chains import CANONICAL_FIELDS, FORMAT, GENESIS, canonical_bytes, canonical_values, event_hash
 
 EVENT = {
     "tenant_id": "acme", "subject_id": uuid.UUID("6f1c1c2e-0000-4000-8000-000000000001"), "chain_index": 2,

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.errors import Unprocessable
-from app.services.decision import Rule, Standing, check_status, decide, expires_at, is_effective, storage_channel
+from app.services.purposes.rules import Rule, check_status, storage_channel
+from app.services.checks.decision import Standing, decide, expires_at, is_effective
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 MARKETING = Rule("marketing", "consent", ("email", "sms"), 365, None, 1, 1)

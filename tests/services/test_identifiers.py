@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.models.banners import DEVICE_ID
-from app.services.identifiers import ISSUED_DEVICE_ID, IdentifierKeys, InvalidIdentifier, normalise
+from app.services.subjects.identifiers import ISSUED_DEVICE_ID, IdentifierKeys, InvalidIdentifier, normalise
 
 KEYS = IdentifierKeys("k" * 40, "GB")
 

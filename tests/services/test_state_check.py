@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from app.services import state_check
-from app.services.state_check import COPIED, KEY, against_own_event, check, standing
+from app.services.audit import state_check
+from app.services.audit.state_check import COPIED, KEY, against_own_event, check, standing
 
 SUBJECT = uuid.UUID("6f1c1c2e-0000-4000-8000-000000000001")
 AT = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)

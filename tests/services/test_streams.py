@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.services.streams import TOO_LONG, split_lines
+from app.services.checks.streams import TOO_LONG, split_lines
 
 LIMIT = 16
 

@@ -4,7 +4,7 @@ found by verification (`suppression_mismatch`); so is an edited suppression log.
 import pytest
 import sqlalchemy as sa
 
-from app.services import verification
+from app.services.audit import verification
 from tests.support.api import check, record
 
 PHONE = {"phone": "07911 123456"}
@@ -94,7 +94,7 @@ async def test_the_log_refuses_changes_and_a_rewritten_log_is_found(backend, cli
 async def test_a_log_rewritten_to_match_the_list_is_found_by_a_signed_checkpoint(backend, client, tenant):
     """Take back the release everywhere (list, log and head agree again): only the checkpoint's signature shows it."""
     from app.security import Signer
-    from app.services import checkpoints
+    from app.services.audit import checkpoints
 
     await _suppressed(client)
     async with backend.database.transaction() as session:

@@ -6,7 +6,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from app.services import verification
+from app.services.audit import verification
 from tests.conftest import stored_id
 from tests.support.api import record
 

@@ -7,12 +7,52 @@ Create Date: 2026-11-22 06:09:59.588084
 
 from collections.abc import Sequence
 
+import hashlib
+from datetime import UTC, datetime
+
+import orjson
 import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
 import app.models.base
-from app.services.chains import EMPTY, extend
+
+# The canonical form of consentd-event-v1 as this revision computed it, frozen here: a migration must give the
+# same hashes whatever the live code (app/services/ledger/chains.py) later becomes.
+_FORMAT = "consentd-event-v1"
+_GENESIS = "0" * 64
+EMPTY = (0, None, None)
+
+
+def _timestamp(value: datetime | str) -> str:
+    if isinstance(value, str):
+        return value
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def _event_hash(event: dict) -> str:
+    prev_event_id, evidence = event["prev_event_id"], event["evidence"]
+    values = [
+        event["tenant_id"], str(event["subject_id"]), event["chain_index"],
+        None if prev_event_id is None else str(prev_event_id), event["prev_hash"], str(event["event_id"]),
+        event["purpose"], event["purpose_version"], event["channel"] or None,
+        event["status"], _timestamp(event["captured_at"]), _timestamp(event["recorded_at"]), event["source"],
+        event["method"], event["policy_version"], event["collection_point"], event["actor"],
+        orjson.loads(evidence) if isinstance(evidence, str) else evidence,
+    ]
+    return hashlib.sha256(orjson.dumps([_FORMAT, *values], option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def extend(head: tuple, event: dict) -> tuple:
+    """Put `event` after `head` (length, last event id, last hash): its chain fields and hash; the new head."""
+    length, head_event_id, head_hash = head
+    event["chain_index"] = length + 1
+    event["prev_event_id"] = head_event_id
+    event["prev_hash"] = head_hash or _GENESIS
+    event["hash"] = _event_hash(event)
+    return length + 1, event["event_id"], event["hash"]
 
 
 revision: str = '20261122_0004'

@@ -1,0 +1,1 @@
+"""The rules and the queries, one package per domain (docs/architecture.md): no FastAPI imports."""

@@ -1,0 +1,273 @@
+"""What a check reads, fetched in as few round trips as possible: asyncpg on PostgreSQL, SQLAlchemy Core on SQLite.
+
+Both readers return the same plain values; the decision itself is `decision.decide`, shared by both.
+"""
+
+import uuid
+from dataclasses import dataclass, field
+
+import asyncpg
+import orjson
+from sqlalchemy import and_, select
+
+from app.db import Database, acquire
+from app.models import ConsentState, Purpose, Subject, SubjectIdentifier, Suppression
+from app.services.purposes import Rule
+from app.services.checks.decision import Standing
+from app.services.kit import in_slices
+
+# Lookup keys: ("hash", blind index) for identifiers, ("id", uuid) for subject ids.
+LookupKey = tuple[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A single check's facts: the purpose rule (None: unknown purpose), the subject and its standing decision."""
+
+    rule: Rule | None
+    subject_id: uuid.UUID | None = None
+    flags: list[str] = field(default_factory=list)
+    standing: Standing | None = None
+    suppressed: bool = False
+
+
+@dataclass
+class FoundMany:
+    """A batch's facts: rules by purpose, subject ids by lookup key, flags by subject, standings by state key."""
+
+    rules: dict[str, Rule]
+    subjects: dict[LookupKey, uuid.UUID]
+    flags: dict[uuid.UUID, list[str]]
+    standings: dict[tuple[uuid.UUID, str, str], Standing]
+    # (blind index, channel) and (subject id, channel) pairs under a suppression.
+    suppressed: set[tuple[object, str]] = field(default_factory=set)
+
+    def one(self, lookup: LookupKey, purpose: str, channel: str) -> Found:
+        """The facts of one check among the batch's (`channel` as stored; rule None: unknown purpose)."""
+        rule = self.rules.get(purpose)
+        if rule is None:
+            return Found(rule=None)
+        suppressed = self.is_suppressed(lookup, channel)
+        subject_id = self.subjects.get(lookup)
+        if subject_id is None:
+            return Found(rule=rule, suppressed=suppressed)
+        return Found(
+            rule=rule, subject_id=subject_id, flags=self.flags.get(subject_id, []),
+            standing=self.standings.get((subject_id, purpose, channel)), suppressed=suppressed,
+        )
+
+    def is_suppressed(self, lookup: LookupKey, channel: str) -> bool:
+        """Whether the identifier looked up, or any identifier of the subject it names, is suppressed on `channel`."""
+        if not channel or not self.suppressed:
+            return False
+        subject_id = self.subjects.get(lookup)
+        return (lookup[1], channel) in self.suppressed or (subject_id is not None and (subject_id, channel) in self.suppressed)
+
+
+def _rule(key: str, row) -> Rule:  # noqa: ANN001 - an asyncpg Record or a SQLAlchemy RowMapping
+    channels = row["channels"]
+    if isinstance(channels, str):
+        channels = orjson.loads(channels)
+    return Rule(
+        key, row["legal_basis"], tuple(channels), row["lifespan_days"], row["reconfirm_days"], row["version"],
+        row["consent_from_version"],
+    )
+
+
+def _standing(row) -> Standing:  # noqa: ANN001
+    return Standing(row["event_id"], row["status"], row["captured_at"], row["policy_version"], row["purpose_version"])
+
+
+def _flags(value) -> list[str]:  # noqa: ANN001
+    return orjson.loads(value) if isinstance(value, str) else list(value or [])
+
+
+# Suppressed: the identifier looked up, or any identifier of the subject found. Two EXISTS, each an index
+# probe: an OR inside one would make PostgreSQL scan the tenant's whole suppression list (millions for TPS).
+_PG_SELECT = """
+SELECT p.legal_basis, p.channels, p.lifespan_days, p.reconfirm_days, p.version, p.consent_from_version,
+       s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version, cs.purpose_version,
+       $4 <> '' AND ({own_hash}EXISTS (
+           SELECT 1 FROM subject_identifiers si2
+           JOIN suppressions sp ON sp.tenant_id = si2.tenant_id AND sp.id_hash = si2.id_hash AND sp.channel = $4
+           WHERE si2.tenant_id = $1 AND si2.subject_id = s.id
+       )) AS suppressed
+FROM purposes p
+{subject_join}
+LEFT JOIN consent_state cs
+       ON cs.tenant_id = p.tenant_id AND cs.subject_id = s.id AND cs.purpose = p.key AND cs.channel = $4
+WHERE p.tenant_id = $1 AND p.key = $2
+"""
+PG_ONE_BY_HASH = _PG_SELECT.format(
+    own_hash="EXISTS (SELECT 1 FROM suppressions sp WHERE sp.tenant_id = $1 AND sp.id_hash = $3 AND sp.channel = $4)"
+    " OR ",
+    subject_join="LEFT JOIN subject_identifiers si ON si.tenant_id = p.tenant_id AND si.id_hash = $3\n"
+    "LEFT JOIN subjects s ON s.id = si.subject_id",
+)
+PG_ONE_BY_ID = _PG_SELECT.format(
+    own_hash="", subject_join="LEFT JOIN subjects s ON s.tenant_id = p.tenant_id AND s.id = $3::uuid"
+)
+# Suppressions of the identifiers looked up, and of any identifier of the subjects found.
+PG_SUPPRESSED = """
+SELECT sp.id_hash AS key, sp.channel FROM suppressions sp
+WHERE sp.tenant_id = $1 AND sp.channel = ANY($2::text[]) AND sp.id_hash = ANY($3::text[])
+UNION
+SELECT si.subject_id::text AS key, sp.channel FROM subject_identifiers si
+JOIN suppressions sp ON sp.tenant_id = si.tenant_id AND sp.id_hash = si.id_hash
+WHERE si.tenant_id = $1 AND si.subject_id = ANY($4::uuid[]) AND sp.channel = ANY($2::text[])
+"""
+
+
+def _found(key: str, row) -> Found:  # noqa: ANN001
+    if row is None:
+        return Found(rule=None)
+    rule = _rule(key, row)
+    standing = None
+    if row["status"] is not None:
+        standing = _standing(row)
+    return Found(
+        rule=rule, subject_id=row["subject_id"], flags=_flags(row["flags"]), standing=standing,
+        suppressed=bool(row["suppressed"]),
+    )
+
+
+class PostgresReader:
+    """Reads through the asyncpg pool: a single check is one round trip, a batch four set-based queries."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def one(self, tenant: str, lookup: LookupKey, purpose: str, channel: str) -> Found:
+        query = PG_ONE_BY_HASH if lookup[0] == "hash" else PG_ONE_BY_ID
+        async with acquire(self.pool) as connection:
+            row = await connection.fetchrow(query, tenant, purpose, lookup[1], channel)
+        return _found(purpose, row)
+
+    async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str], channels: set[str]) -> FoundMany:
+        hashes = [value for kind, value in lookups if kind == "hash"]
+        ids = [value for kind, value in lookups if kind == "id"]
+        channels = [channel for channel in channels if channel]
+        async with acquire(self.pool) as connection:
+            purpose_rows = await connection.fetch(
+                "SELECT key, legal_basis, channels, lifespan_days, reconfirm_days, version, consent_from_version FROM purposes"
+                " WHERE tenant_id = $1 AND key = ANY($2::text[])",
+                tenant,
+                list(purposes),
+            )
+            holders = await connection.fetch(
+                "SELECT id_hash, subject_id FROM subject_identifiers WHERE tenant_id = $1 AND id_hash = ANY($2::text[])",
+                tenant,
+                hashes,
+            )
+            subject_rows = await connection.fetch(
+                "SELECT id, flags FROM subjects WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+                tenant,
+                ids + [row["subject_id"] for row in holders],
+            )
+            state_rows = await connection.fetch(
+                "SELECT subject_id, purpose, channel, event_id, status, captured_at, policy_version, purpose_version"
+                " FROM consent_state"
+                " WHERE tenant_id = $1 AND subject_id = ANY($2::uuid[]) AND purpose = ANY($3::text[])",
+                tenant,
+                [row["id"] for row in subject_rows],
+                list(purposes),
+            )
+            suppressed_rows = []
+            if channels:
+                suppressed_rows = await connection.fetch(
+                    PG_SUPPRESSED, tenant, channels, hashes, [row["id"] for row in subject_rows]
+                )
+        found = _assemble(purpose_rows, holders, subject_rows, state_rows)
+        found.suppressed = _suppressed(suppressed_rows)
+        return found
+
+
+def _assemble(purpose_rows, holders, subject_rows, state_rows) -> FoundMany:  # noqa: ANN001
+    flags = {row["id"]: _flags(row["flags"]) for row in subject_rows}
+    found = {("hash", row["id_hash"]): row["subject_id"] for row in holders}
+    found.update({("id", subject_id): subject_id for subject_id in flags})
+    return FoundMany(
+        rules={row["key"]: _rule(row["key"], row) for row in purpose_rows},
+        subjects=found,
+        flags=flags,
+        standings={
+            (row["subject_id"], row["purpose"], row["channel"]): _standing(row)
+            for row in state_rows
+        },
+    )
+
+
+def _suppressed(rows) -> set[tuple[object, str]]:  # noqa: ANN001
+    """Keys are blind indexes (64 hex characters) or subject ids (as UUIDs)."""
+    return {(row["key"] if len(row["key"]) == 64 else uuid.UUID(row["key"]), row["channel"]) for row in rows}
+
+
+class SqlReader:
+    """Reads through SQLAlchemy Core (the SQLite backend); the same facts as PostgresReader."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def one(self, tenant: str, lookup: LookupKey, purpose: str, channel: str) -> Found:
+        return (await self.many(tenant, {lookup}, {purpose}, {channel})).one(lookup, purpose, channel)
+
+    async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str], channels: set[str]) -> FoundMany:
+        p, si, s, cs = Purpose.__table__, SubjectIdentifier.__table__, Subject.__table__, ConsentState.__table__
+        sp = Suppression.__table__
+        hashes = [value for kind, value in lookups if kind == "hash"]
+        ids = [value for kind, value in lookups if kind == "id"]
+        channels = [channel for channel in channels if channel]
+        async with self.database.reading() as connection:
+            purpose_rows = (
+                await connection.execute(
+                    select(
+                        p.c.key, p.c.legal_basis, p.c.channels, p.c.lifespan_days, p.c.reconfirm_days, p.c.version,
+                        p.c.consent_from_version,
+                    )
+                    .where(p.c.tenant_id == tenant, p.c.key.in_(purposes))
+                )
+            ).mappings().all()
+            holders = []
+            for chunk in in_slices(hashes):
+                holders += (
+                    await connection.execute(
+                        select(si.c.id_hash, si.c.subject_id).where(si.c.tenant_id == tenant, si.c.id_hash.in_(chunk))
+                    )
+                ).mappings().all()
+            subject_rows, state_rows = [], []
+            for chunk in in_slices(ids + [row["subject_id"] for row in holders]):
+                subject_rows += (
+                    await connection.execute(select(s.c.id, s.c.flags).where(s.c.tenant_id == tenant, s.c.id.in_(chunk)))
+                ).mappings().all()
+            for chunk in in_slices([row["id"] for row in subject_rows]):
+                state_rows += (
+                    await connection.execute(
+                        select(
+                            cs.c.subject_id, cs.c.purpose, cs.c.channel, cs.c.event_id, cs.c.status,
+                            cs.c.captured_at, cs.c.policy_version, cs.c.purpose_version,
+                        ).where(and_(cs.c.tenant_id == tenant, cs.c.subject_id.in_(chunk), cs.c.purpose.in_(purposes)))
+                    )
+                ).mappings().all()
+            suppressed_rows = []
+            for chunk in in_slices(hashes) if channels else []:
+                suppressed_rows += (
+                    await connection.execute(
+                        select(sp.c.id_hash.label("key"), sp.c.channel).where(
+                            sp.c.tenant_id == tenant, sp.c.channel.in_(channels), sp.c.id_hash.in_(chunk)
+                        )
+                    )
+                ).mappings().all()
+            for chunk in in_slices([row["id"] for row in subject_rows]) if channels else []:
+                suppressed_rows += [
+                    {"key": str(row["subject_id"]), "channel": row["channel"]}
+                    for row in (
+                        await connection.execute(
+                            select(si.c.subject_id, sp.c.channel)
+                            .join(sp, and_(sp.c.tenant_id == si.c.tenant_id, sp.c.id_hash == si.c.id_hash))
+                            .where(si.c.tenant_id == tenant, si.c.subject_id.in_(chunk), sp.c.channel.in_(channels))
+                        )
+                    ).mappings()
+                ]
+        found = _assemble(purpose_rows, holders, subject_rows, state_rows)
+        found.suppressed = _suppressed(suppressed_rows)
+        return found

@@ -1,0 +1,19 @@
+"""No domain knowledge: dialect helpers (sql), keyset cursors, long reads on a private connection (snapshots), health."""
+
+from . import cursors, health, snapshots
+from .snapshots import END, Query, Rows
+from .sql import columns, in_slices, is_postgres, raw_connection, upsert
+
+__all__ = [
+    "cursors",
+    "health",
+    "snapshots",
+    "END",
+    "Query",
+    "Rows",
+    "columns",
+    "in_slices",
+    "is_postgres",
+    "raw_connection",
+    "upsert",
+]

@@ -1,0 +1,40 @@
+"""Small SQL helpers that differ by dialect."""
+
+import asyncpg
+from sqlalchemy import Table, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+def upsert(session: AsyncSession, table: Table):
+    """The dialect's INSERT that supports ON CONFLICT (both PostgreSQL and SQLite have it)."""
+    dialect = session.bind.dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.bind.dialect.name == "postgresql"
+
+
+# SQLite's default limit on bound parameters is 32,766: an IN list is sent in slices well below it.
+IN_SLICE = 5_000
+
+
+def in_slices(values: list) -> list[list]:
+    """`values` cut into slices of at most IN_SLICE, for `column.in_(slice)` (none for no values)."""
+    return [values[i : i + IN_SLICE] for i in range(0, len(values), IN_SLICE)]
+
+
+async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session, inside the session's transaction."""
+    connection = await session.connection()
+    raw = (await connection.get_raw_connection()).driver_connection
+    if not raw.is_in_transaction():
+        # SQLAlchemy begins lazily, on its first statement: make it begin before writing behind its back.
+        await session.execute(text("SELECT 1"))
+    return raw
+
+
+def columns(rows: list[dict], names: list[str]) -> list[list]:
+    """Rows as one list per column, for array parameters (unnest)."""
+    return [[row[name] for row in rows] for name in names]

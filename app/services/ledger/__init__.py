@@ -1,0 +1,18 @@
+"""The append-only consent ledger: a consent write (consents), hash chains, imports, reads (as_of, history)."""
+
+from . import bulk, chains, consents, imports, reads
+from .chains import CANONICAL_FIELDS, EMPTY, GENESIS, canonical_values, event_hash, extend
+
+__all__ = [
+    "bulk",
+    "chains",
+    "consents",
+    "imports",
+    "reads",
+    "CANONICAL_FIELDS",
+    "EMPTY",
+    "GENESIS",
+    "canonical_values",
+    "event_hash",
+    "extend",
+]

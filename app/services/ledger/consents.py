@@ -1,0 +1,257 @@
+"""Recording consent decisions: append events, move the state projection, honour Idempotency-Key."""
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import orjson
+from pydantic import BaseModel
+from sqlalchemy import and_, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, Unprocessable
+from app.models import ConsentEvent, ConsentState, IdempotencyRecord
+from app.models.base import utcnow
+from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordOut
+from app.services.ledger import chains
+from app.services import changes
+from app.services.ledger import bulk as pg_bulk
+from app.services import purposes
+from app.services import subjects
+from app.services.purposes import Rule, api_channel, check_status, grant_expiry, storage_channel
+from app.services.subjects import IdentifierKeys
+from app.services.kit import is_postgres, upsert
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+STATE_KEY = ["tenant_id", "subject_id", "purpose", "channel"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status_code: int
+    body: dict
+    replayed: bool = False
+
+
+def moment_of_capture(captured_at: datetime | None, *, now: datetime, loc: list[str | int]) -> datetime | None:
+    """The captured_at to store; None for "the moment the ledger records it" (chains.link stamps it).
+
+    A client's clock may run up to MAX_CLOCK_SKEW ahead: such a moment is taken as the recording moment, so that no
+    decision can outrank one recorded after it (a grant dated five minutes ahead would otherwise beat every
+    withdrawal made in those five minutes, for good). Further ahead is a 422.
+    """
+    if captured_at is None:
+        return None
+    if captured_at > now + MAX_CLOCK_SKEW:
+        raise Unprocessable("captured_at may not be more than 5 minutes in the future", loc=loc)
+    return None if captured_at > now else captured_at
+
+
+def request_hash(body: BaseModel, *, extra: dict | None = None) -> str:
+    """A digest of the request's meaning (not its bytes): key order and spacing do not matter.
+
+    `extra`: what else the answer depends on (a header, say).
+    """
+    meaning = {"body": body.model_dump(mode="json"), **(extra or {})} if extra else body.model_dump(mode="json")
+    return hashlib.sha256(orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def event_out(event: dict) -> ConsentEventOut:
+    return ConsentEventOut.model_validate({**event, "channel": api_channel(event["channel"])})
+
+
+async def claim_idempotency_key(session: AsyncSession, *, tenant: str, key: str, digest: str) -> Outcome | None:
+    """Claim the key for this request; the stored answer when a completed request holds it; 409 on another body."""
+    # A concurrent request with the same key waits here until the first one commits or rolls back.
+    await session.execute(
+        upsert(session, IdempotencyRecord.__table__)
+        .values(tenant_id=tenant, key=key, request_hash=digest, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
+    )
+    held = (
+        await session.execute(
+            select(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant, IdempotencyRecord.key == key)
+        )
+    ).scalar_one()
+    if held.request_hash != digest:
+        raise Conflict("this Idempotency-Key was used with another request body")
+    if held.status_code is None:
+        return None
+    return Outcome(held.status_code, held.response, replayed=True)
+
+
+async def store_idempotent_answer(session: AsyncSession, *, tenant: str, key: str, outcome: Outcome) -> None:
+    record = (
+        await session.execute(
+            select(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant, IdempotencyRecord.key == key)
+        )
+    ).scalar_one()
+    record.status_code, record.response = outcome.status_code, outcome.body
+    session.add(record)
+    await session.flush()
+
+
+async def record(
+    session: AsyncSession,
+    keys: IdentifierKeys,
+    *,
+    tenant: str,
+    actor: str,
+    body: ConsentRecordIn,
+    idempotency_key: str | None = None,
+) -> Outcome:
+    """Store every decision of `body` or none; the answer is replayed for a retry with the same key."""
+    if idempotency_key is not None:
+        replay = await claim_idempotency_key(session, tenant=tenant, key=idempotency_key, digest=request_hash(body))
+        if replay is not None:
+            return replay
+    captured_at = moment_of_capture(body.captured_at, now=utcnow(), loc=["body", "captured_at"])
+    rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for d in body.decisions})
+    channels = []
+    for index, decision in enumerate(body.decisions):
+        rule = rules.get(decision.purpose)
+        if rule is None:
+            raise Unprocessable(f"unknown purpose '{decision.purpose}'", loc=["body", "decisions", index, "purpose"])
+        channels.append(storage_channel(rule, decision.channel, loc=["body", "decisions", index, "channel"]))
+        check_status(rule, decision.status, loc=["body", "decisions", index, "status"])
+
+    subject_id = await subjects.resolve(session, keys, tenant=tenant, ref=body.subject, identifiers=body.identifiers)
+    # chains.link stamps it again after the wait for the chain's lock.
+    recorded_at = utcnow()
+
+    events = new_events(
+        tenant=tenant, subject_id=subject_id,
+        decisions=[(d.purpose, channel, d.status) for d, channel in zip(body.decisions, channels, strict=True)],
+        rules=rules, captured_at=captured_at, recorded_at=recorded_at, source=body.source, method="api",
+        policy_version=body.policy_version, collection_point=body.collection_point, actor=actor, evidence=body.evidence,
+    )
+    await append(session, events, rules)
+    outcome = Outcome(
+        201,
+        ConsentRecordOut(subject_id=subject_id, events=[event_out(e) for e in events]).model_dump(mode="json"),
+    )
+    if idempotency_key is not None:
+        await store_idempotent_answer(session, tenant=tenant, key=idempotency_key, outcome=outcome)
+    return outcome
+
+
+def new_events(
+    *,
+    tenant: str,
+    subject_id: uuid.UUID,
+    decisions: list[tuple[str, str, str]],
+    rules: dict[str, Rule],
+    captured_at: datetime | None,
+    recorded_at: datetime,
+    source: str,
+    method: str,
+    policy_version: str | None,
+    collection_point: str | None,
+    actor: str,
+    evidence: dict | None,
+) -> list[dict]:
+    """One ledger event for each (purpose, stored channel, status) of a record, as `append` takes them.
+
+    `captured_at` None: the moment the ledger records it (set by chains.link after the chain's lock)."""
+    return [
+        {
+            "event_id": uuid.uuid4(),
+            "tenant_id": tenant,
+            "subject_id": subject_id,
+            "purpose": purpose,
+            "purpose_version": rules[purpose].version,
+            "channel": channel,
+            "status": status,
+            "captured_at": captured_at,
+            "recorded_at": recorded_at,
+            "source": source,
+            "method": method,
+            "policy_version": policy_version,
+            "collection_point": collection_point,
+            "actor": actor,
+            "evidence": evidence,
+        }
+        for purpose, channel, status in decisions
+    ]
+
+
+async def append(session: AsyncSession, events: list[dict], rules: Mapping[str, Rule]) -> None:
+    """Append events to the ledger and move the state projection, in the caller's transaction.
+
+    Each event joins its subject's hash chain (which orders writers of one subject), then gets its ledger `seq`. The state of a (subject, purpose, channel) moves only to a decision
+    that is newer by (captured_at, seq): a late-arriving older decision enters the history and nothing else.
+    Every state that moved is a change in the feed, with the grant's expiry under `rules` (the events' purposes).
+    """
+    await chains.link(session, events)
+    expiries = {
+        e["event_id"]: expiry
+        for e in events
+        if (expiry := grant_expiry(rules[e["purpose"]], e["status"], e["captured_at"])) is not None
+    }
+    if is_postgres(session):
+        await _append_pg(session, events, expiries)
+        return
+    table = ConsentEvent.__table__
+    seqs = await session.execute(insert(table).returning(table.c.seq, sort_by_parameter_order=True), events)
+    for event, seq in zip(events, seqs.scalars(), strict=True):
+        event["seq"] = seq
+    ordered = _newest_by_state(events)
+    state = ConsentState.__table__
+    rows = [
+        {
+            "tenant_id": e["tenant_id"],
+            "subject_id": e["subject_id"],
+            "purpose": e["purpose"],
+            "channel": e["channel"],
+            "status": e["status"],
+            "captured_at": e["captured_at"],
+            "recorded_at": e["recorded_at"],
+            "event_seq": e["seq"],
+            "event_id": e["event_id"],
+            "purpose_version": e["purpose_version"],
+            "policy_version": e["policy_version"],
+            # SQLite's writers queue, so its feed needs no positions (changes.py).
+            "feed_position": 0,
+        }
+        for e in ordered
+    ]
+    # Executed as one executemany: SQLAlchemy sends it as multi-row statements sized for the driver's limits.
+    statement = upsert(session, state)
+    incoming = statement.excluded
+    moved = await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=STATE_KEY,
+            set_={column: incoming[column] for column in state.columns.keys() if column not in STATE_KEY},
+            where=or_(
+                incoming.captured_at > state.c.captured_at,
+                and_(incoming.captured_at == state.c.captured_at, incoming.event_seq > state.c.event_seq),
+            ),
+        ).returning(*(state.c[column] for column in changes.STATE_COLUMNS)),
+        rows,
+    )
+    # Only the states that moved come back: a late-arriving older decision is history, not a change.
+    await changes.append(session, [dict(row) for row in moved.mappings()], expiries)
+
+
+async def _append_pg(session: AsyncSession, events: list[dict], expiries: dict) -> None:
+    """The same on PostgreSQL, in three statements with array parameters (see pg_bulk)."""
+    await pg_bulk.take_seqs(session, events)
+    await pg_bulk.insert_events(session, events)
+    await pg_bulk.move_states(session, _newest_by_state(events), expiries)
+
+
+def _newest_by_state(events: list[dict]) -> list[dict]:
+    """The newest event of each state key, in key order: concurrent requests touching the same states lock them
+    in one order and cannot deadlock."""
+    newest: dict[tuple, dict] = {}
+    for event in events:
+        key = (event["subject_id"], event["purpose"], event["channel"])
+        if key not in newest or _order(event) > _order(newest[key]):
+            newest[key] = event
+    return sorted(newest.values(), key=lambda e: (str(e["subject_id"]), e["purpose"], e["channel"]))
+
+
+def _order(event: dict) -> tuple[datetime, int]:
+    return event["captured_at"], event["seq"]

@@ -1,0 +1,22 @@
+"""Subjects and their identifiers: normalisation, blind index and sealing (identifiers), find/resolve/flags (store), bulk writes."""
+
+from . import bulk, identifiers
+from .identifiers import IdentifierKeys, normalise
+from .store import DEVICE, Naming, find, get, lookup, naming, require, resolve, resolve_many, set_flag
+
+__all__ = [
+    "bulk",
+    "identifiers",
+    "DEVICE",
+    "IdentifierKeys",
+    "Naming",
+    "find",
+    "get",
+    "lookup",
+    "naming",
+    "normalise",
+    "require",
+    "resolve",
+    "resolve_many",
+    "set_flag",
+]

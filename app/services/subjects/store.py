@@ -1,0 +1,319 @@
+"""Subjects and their identifiers: resolve, create, attach, read."""
+
+import uuid
+from dataclasses import dataclass, replace
+
+import sqlalchemy as sa
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, NotFound
+from app.models import Subject, SubjectIdentifier
+from app.models.base import utcnow
+from app.models.common import Identifiers, SubjectRef
+from app.models.subjects import IdentifierOut, SubjectOut
+from app.services.subjects.identifiers import IdentifierKeys, normalise
+from app.services import changes
+from app.services.subjects import bulk as pg_bulk
+from app.services.kit import in_slices, is_postgres, upsert
+
+DEVICE = "device_id"
+
+
+async def _owner(session: AsyncSession, *, tenant: str, id_hash: str, lock: bool = False) -> uuid.UUID | None:
+    """The subject holding an identifier. `lock`: hold the identifier (FOR SHARE) so that it cannot move to
+    another subject (devices.link) before this transaction ends; a move under way is waited for, then seen."""
+    query = select(SubjectIdentifier.subject_id).where(
+        SubjectIdentifier.tenant_id == tenant, SubjectIdentifier.id_hash == id_hash
+    )
+    if lock:
+        query = query.with_for_update(read=True)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def find(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, ref: SubjectRef, loc: tuple[str, ...] = ("body",)
+) -> uuid.UUID | None:
+    """The id of the subject `ref` names, or None when the tenant has no such subject."""
+    if ref.subject_id is not None:
+        found = await session.execute(
+            select(Subject.id).where(Subject.tenant_id == tenant, Subject.id == ref.subject_id)
+        )
+        return found.scalar_one_or_none()
+    kind, value = ref.kind_and_value()
+    return await _owner(session, tenant=tenant, id_hash=keys.lookup_hash(tenant, kind, value, loc=loc))
+
+
+@dataclass(frozen=True)
+class _Claim:
+    kind: str
+    normal: str
+    id_hash: str
+    loc: tuple[str, ...]
+    # The encrypted value, when sealed ahead (imports seal in their worker processes).
+    sealed: str | None = None
+
+
+def _claim_for(keys: IdentifierKeys, tenant: str, kind: str, value: str, loc: tuple[str, ...]) -> _Claim:
+    normal = normalise(kind, value, region=keys.region, loc=loc)
+    return _Claim(kind, normal, keys.blind_index(tenant, kind, normal), (*loc, kind))
+
+
+async def _claim_all(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID, claims: list[_Claim]
+) -> dict[str, uuid.UUID]:
+    """Attach each identifier to `subject_id` unless another subject holds it; the holder of each, by id_hash.
+
+    Claimed in blind-index order: two requests that name the same identifiers in another order queue
+    behind each other instead of deadlocking. ON CONFLICT DO NOTHING waits for a concurrent claim of the
+    same identifier, then yields to it.
+    """
+    table = SubjectIdentifier.__table__
+    for claim in sorted(claims, key=lambda c: c.id_hash):
+        await session.execute(
+            upsert(session, table)
+            .values(tenant_id=tenant, id_hash=claim.id_hash, subject_id=subject_id, type=claim.kind,
+                    value_sealed=keys.seal(claim.normal))
+            .on_conflict_do_nothing(index_elements=["tenant_id", "id_hash"])
+        )
+    return await _holders(session, tenant=tenant, hashes=[c.id_hash for c in claims])
+
+
+async def resolve(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, ref: SubjectRef, identifiers: Identifiers | None
+) -> uuid.UUID:
+    """The body's `subject`, created when its identifier is new, with the body's `identifiers` attached.
+
+    404 for an unknown subject_id; 409 when one of `identifiers` belongs to another subject.
+    """
+    extra = [_claim_for(keys, tenant, kind, value, ("body", "identifiers")) for kind, value in (identifiers or Identifiers()).items()]
+    if ref.subject_id is not None:
+        subject_id = await find(session, keys, tenant=tenant, ref=ref, loc=("body", "subject"))
+        if subject_id is None:
+            raise NotFound("subject", ref.subject_id)
+        own = None
+    else:
+        own = _claim_for(keys, tenant, *ref.kind_and_value(), ("body", "subject"))
+        # Only devices move between subjects (devices.link): writing for one holds it where it is.
+        subject_id = await _owner(session, tenant=tenant, id_hash=own.id_hash, lock=own.kind == DEVICE)
+    if subject_id is not None:
+        holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject_id, claims=extra) if extra else {}
+    else:
+        subject = Subject(tenant_id=tenant)
+        session.add(subject)
+        await session.flush()
+        holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject.id, claims=[own, *extra])
+        subject_id = holders[own.id_hash]
+        if subject_id != subject.id:
+            # A concurrent request created the same person first: move what we claimed to theirs, drop ours
+            # (never committed, so nobody else has seen it).
+            await session.execute(
+                update(SubjectIdentifier).where(SubjectIdentifier.subject_id == subject.id).values(subject_id=subject_id)
+            )
+            await session.execute(delete(Subject).where(Subject.id == subject.id))
+            holders = {h: subject_id if holder == subject.id else holder for h, holder in holders.items()}
+    for claim in extra:
+        if holders[claim.id_hash] != subject_id:
+            raise Conflict(f"that {claim.kind} belongs to another subject", errors=[{"loc": list(claim.loc), "msg": "taken"}])
+    return subject_id
+
+
+async def lookup(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, ref: SubjectRef) -> SubjectOut:
+    """The subject `ref` names, with its identifiers; 404 when the tenant has none."""
+    subject_id = await find(session, keys, tenant=tenant, ref=ref)
+    if subject_id is None:
+        raise NotFound("subject")
+    return await get(session, keys, tenant=tenant, subject_id=subject_id)
+
+
+async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID) -> SubjectOut:
+    """A subject with its identifiers (unsealed), or 404."""
+    subject = (
+        await session.execute(select(Subject).where(Subject.tenant_id == tenant, Subject.id == subject_id))
+    ).scalar_one_or_none()
+    if subject is None:
+        raise NotFound("subject", subject_id)
+    rows = await session.execute(
+        select(SubjectIdentifier.type, SubjectIdentifier.value_sealed)
+        .where(SubjectIdentifier.tenant_id == tenant, SubjectIdentifier.subject_id == subject_id)
+        .order_by(SubjectIdentifier.type, SubjectIdentifier.created_at)
+    )
+    identifiers = [IdentifierOut(type=kind, value=keys.unseal(sealed)) for kind, sealed in rows]
+    return SubjectOut(
+        subject_id=subject.id, identifiers=identifiers, created_at=subject.created_at, flags=subject.flags,
+        merged_into=subject.merged_into,
+    )
+
+
+async def require(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID) -> None:
+    """404 unless the tenant has this subject."""
+    found = await session.execute(select(Subject.id).where(Subject.tenant_id == tenant, Subject.id == subject_id))
+    if found.scalar_one_or_none() is None:
+        raise NotFound("subject", subject_id)
+
+
+@dataclass(frozen=True)
+class Naming:
+    """How one record of a bulk write names its subject (by id or by an identifier), with identifiers to attach."""
+
+    subject_id: uuid.UUID | None
+    own: _Claim | None
+    extra: tuple[_Claim, ...]
+
+
+def naming(
+    keys: IdentifierKeys, *, tenant: str, ref: SubjectRef, identifiers: Identifiers | None, loc: tuple[str | int, ...]
+) -> Naming:
+    """Normalise a record's subject reference and identifiers, and seal them; raises InvalidIdentifier."""
+
+    def sealed(claim: _Claim) -> _Claim:
+        return replace(claim, sealed=keys.seal(claim.normal))
+
+    extra = tuple(
+        sealed(_claim_for(keys, tenant, kind, value, (*loc, "identifiers")))
+        for kind, value in (identifiers or Identifiers()).items()
+    )
+    if ref.subject_id is not None:
+        return Naming(ref.subject_id, None, extra)
+    return Naming(None, sealed(_claim_for(keys, tenant, *ref.kind_and_value(), (*loc, "subject"))), extra)
+
+
+async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, uuid.UUID]:
+    if is_postgres(session):
+        return await pg_bulk.holders(session, tenant=tenant, hashes=hashes)
+    table = SubjectIdentifier.__table__
+    found = {}
+    for chunk in in_slices(hashes):
+        rows = await session.execute(
+            select(table.c.id_hash, table.c.subject_id).where(table.c.tenant_id == tenant, table.c.id_hash.in_(chunk))
+        )
+        found.update(dict(rows.all()))
+    return found
+
+
+async def resolve_many(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, namings: list[Naming]
+) -> tuple[list[uuid.UUID | None], list[dict]]:
+    """Subjects for many records at once, as if each record were written in turn with `resolve`.
+
+    Returns the subject of each record (None where it failed) and the failures as errors with their index
+    (`{"index", "loc", "msg"}`): an unknown subject_id, or an identifier that belongs to another subject.
+    A concurrent writer that claims one of these identifiers between our read and our write makes this raise
+    Conflict: the caller's transaction rolls back and the request can be retried.
+    """
+    ids = sorted({n.subject_id for n in namings if n.subject_id is not None}, key=str)
+    existing: set[uuid.UUID] = set()
+    for chunk in in_slices(ids):  # few: imports name people by identifier, seldom by id
+        rows = await session.execute(select(Subject.id).where(Subject.tenant_id == tenant, Subject.id.in_(chunk)))
+        existing.update(rows.scalars())
+    claims = [c for n in namings for c in ((n.own,) if n.own else ()) + n.extra]
+    holder = await _holders(session, tenant=tenant, hashes=sorted({c.id_hash for c in claims}))
+    new_subjects: list[uuid.UUID] = []
+    new_claims: dict[str, tuple[_Claim, uuid.UUID]] = {}
+    results: list[uuid.UUID | None] = []
+    errors: list[dict] = []
+    for index, named in enumerate(namings):
+        if named.subject_id is not None:
+            subject_id = named.subject_id if named.subject_id in existing else None
+            if subject_id is None:
+                errors.append({"index": index, "loc": ["subject", "subject_id"], "msg": "subject not found"})
+                results.append(None)
+                continue
+        else:
+            subject_id = holder.get(named.own.id_hash)
+            if subject_id is None:
+                subject_id = uuid.uuid4()
+                new_subjects.append(subject_id)
+                holder[named.own.id_hash] = subject_id
+                new_claims[named.own.id_hash] = (named.own, subject_id)
+        taken = [c for c in named.extra if holder.get(c.id_hash, subject_id) != subject_id]
+        if taken:
+            errors += [
+                {"index": index, "loc": list(c.loc[-2:]), "msg": f"that {c.kind} belongs to another subject"} for c in taken
+            ]
+            results.append(None)
+            continue
+        for claim in named.extra:
+            if claim.id_hash not in holder:
+                holder[claim.id_hash] = subject_id
+                new_claims[claim.id_hash] = (claim, subject_id)
+        results.append(subject_id)
+    if errors:
+        return results, errors
+    await _insert_claims(session, keys, tenant=tenant, subjects=new_subjects, claims=new_claims)
+    return results, []
+
+
+async def _insert_claims(
+    session: AsyncSession,
+    keys: IdentifierKeys,
+    *,
+    tenant: str,
+    subjects: list[uuid.UUID],
+    claims: dict[str, tuple[_Claim, uuid.UUID]],
+) -> None:
+    """Create the new subjects and attach the new identifiers, in blind-index order; Conflict if beaten to one."""
+    now = utcnow()
+    table = SubjectIdentifier.__table__
+    ordered = sorted(claims)
+    rows = [
+        {
+            "tenant_id": tenant, "id_hash": id_hash, "subject_id": claims[id_hash][1], "type": claims[id_hash][0].kind,
+            "value_sealed": claims[id_hash][0].sealed or keys.seal(claims[id_hash][0].normal), "created_at": now,
+        }
+        for id_hash in ordered
+    ]
+    if is_postgres(session):
+        if subjects:
+            await pg_bulk.insert_subjects(session, tenant=tenant, ids=subjects, created_at=now)
+        if rows:
+            await pg_bulk.claim_identifiers(session, tenant=tenant, rows=rows, created_at=now)
+    else:
+        if subjects:
+            await session.execute(
+                insert(Subject.__table__), [{"id": i, "tenant_id": tenant, "flags": [], "created_at": now} for i in subjects]
+            )
+        if rows:
+            await session.execute(upsert(session, table).on_conflict_do_nothing(index_elements=["tenant_id", "id_hash"]), rows)
+    holders = await _holders(session, tenant=tenant, hashes=ordered)
+    if any(holders.get(id_hash) != claims[id_hash][1] for id_hash in ordered):
+        raise Conflict("a concurrent request attached one of these identifiers first; retry")
+
+
+FLAG_STATUS = {("restricted", True): "restricted", ("restricted", False): "unrestricted", ("erased", True): "erased"}
+
+
+async def set_flag(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID, flag: str, on: bool) -> bool:
+    """Set or clear a standing flag (`restricted`; `erased`, which is never cleared) and put the change in the feed
+    (kind `subject`); False when the subject already stood so. 404 for an unknown subject."""
+    status = FLAG_STATUS.get((flag, on))
+    if status is None:
+        raise ValueError(f"the flag {flag!r} cannot be {'set' if on else 'cleared'}")
+    table = Subject.__table__
+    row = (
+        await session.execute(
+            select(table.c.flags, table.c.feed_position)
+            .where(table.c.tenant_id == tenant, table.c.id == subject_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFound("subject", subject_id)
+    flags = list(row.flags or [])
+    if (flag in flags) == on:
+        return False
+    flags = sorted({*flags, flag}) if on else [f for f in flags if f != flag]
+    # Held under the row lock taken above: a later change of this subject's flags sorts after this one (changes.py).
+    position = (
+        sa.text(changes.PG_POSITION.format(after=":previous")).bindparams(previous=row.feed_position)
+        if is_postgres(session) else sa.literal(0)
+    )
+    moved = await session.execute(
+        update(table).where(table.c.tenant_id == tenant, table.c.id == subject_id)
+        .values(flags=flags, feed_position=position).returning(table.c.feed_position)
+    )
+    await changes.record(session, [{
+        "tenant_id": tenant, "position": moved.scalar_one(), "kind": "subject", "subject_id": subject_id,
+        "status": status, "captured_at": utcnow(),
+    }])
+    return True
