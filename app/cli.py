@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import asyncpg
 import typer
 import uvicorn
 from pydantic import ValidationError
-import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -186,9 +186,9 @@ async def _load_for_existing_tenant(session: AsyncSession, tenant: str, entries:
 @cli.command()
 def demo(ttl: Annotated[int, typer.Option(help="token lifetime in seconds")] = 86_400) -> None:
     """Create the demo tenant with the default purpose catalogue (idempotent) and print an admin token."""
+    from app.services import tenants
     from app.services.banner import banners
     from app.services.purposes import catalogue
-    from app.services import tenants
 
     async def seed(session: AsyncSession) -> None:
         await tenants.ensure(session, key=DEMO_TENANT, name="Demo shop")
@@ -350,7 +350,7 @@ def audit_checkpoint(
     _check_tenant_key(tenant)
     signer = Signer(get_settings())
 
-    async def take(session: AsyncSession):  # noqa: ANN202
+    async def take(session: AsyncSession):
         await _require_tenant(session, tenant)
         return await checkpoints.create(session, signer, tenant=tenant)
 

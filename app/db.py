@@ -17,7 +17,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     """WAL for concurrent readers; BEGIN IMMEDIATE so that two writers queue instead of failing mid-transaction."""
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:  # noqa: ANN001 - SQLAlchemy's callback signature
+    def _on_connect(dbapi_connection, _record) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON"):
@@ -25,7 +25,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection) -> None:  # noqa: ANN001
+    def _on_begin(connection) -> None:
         # Readers that never write (checks) ask for a deferred transaction and do not queue behind writers.
         deferred = connection.get_execution_options().get("sqlite_deferred", False)
         connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
@@ -67,7 +67,7 @@ async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     async with pool.acquire() as connection:
         try:
             yield connection
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             connection.terminate()
             raise
 

@@ -20,8 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from app.config import Settings
 from app.db import Database
 from app.errors import Conflict, Unprocessable
-from app.services.ledger import imports
 from app.services import purposes
+from app.services.ledger import imports
 from app.services.purposes import Rule
 from app.services.subjects import IdentifierKeys
 

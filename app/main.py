@@ -13,15 +13,25 @@ from app.config import Settings, get_settings
 from app.db import Database
 from app.middleware import BodyLimit, PublicCors, RequestMetrics, ResponseHeaders
 from app.models.common import problem_responses
-from app.routers import audit, banner, changes, checks, consents, ops, public, purposes, receipts, subjects, suppressions
+from app.routers import (
+    audit,
+    banner,
+    changes,
+    checks,
+    consents,
+    ops,
+    public,
+    purposes,
+    receipts,
+    subjects,
+    suppressions,
+)
 from app.security import Signer, TokenVerifier
-from app.services.checks import PostgresReader, SqlReader
 from app.services.audit import AccessLog
-from app.services.banner import KeyDirectory, ViewCache
-from app.services.checks import Checker
+from app.services.banner import KeyDirectory, Throttle, ViewCache
+from app.services.checks import Checker, PostgresReader, SqlReader
 from app.services.subjects import IdentifierKeys
 from app.services.tenants import TenantDirectory
-from app.services.banner import Throttle
 
 log = logging.getLogger("consentd")
 DOCS_ASSETS = "/docs/assets"
@@ -36,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verifier = TokenVerifier(settings)
         try:
             await verifier.load_jwks()
-        except Exception as exc:  # noqa: BLE001 - start anyway; tokens are refused until keys load
+        except Exception as exc:
             log.warning("could not load the JWKS: %s", type(exc).__name__)
         keys = IdentifierKeys(settings.identifier_key, settings.default_region)
         reader = PostgresReader(database.pool) if database.pool is not None else SqlReader(database)

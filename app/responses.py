@@ -118,7 +118,7 @@ async def ndjson_guarded(answers: AsyncIterator[bytes], *, what: str) -> AsyncIt
             yield chunk
     except ClientDisconnect:
         return
-    except Exception as exc:  # noqa: BLE001 - the status line is sent; the stream is the only place left to tell
+    except Exception as exc:
         stopped = {"line": exc.line} if isinstance(exc, ChunkFailed) else {}
         cause = exc.__cause__ if isinstance(exc, ChunkFailed) and exc.__cause__ is not None else exc
         if database_unavailable(cause):

@@ -66,9 +66,8 @@ from harness import (
 
 # After harness, which puts the checkout on sys.path.
 from app.db import Database
+from app.services.audit import checkpoints, verification
 from app.services.ledger import chains
-from app.services.audit import checkpoints
-from app.services.audit import verification
 from bench.check_throughput import postgres_cpu_seconds
 
 TENANT = "bench"
@@ -388,14 +387,14 @@ def make_signer(database: BenchDatabase):
     """app.security.Signer(settings), or None (with the reason) where it does not exist yet."""
     try:
         from app import security
-    except Exception as exc:  # noqa: BLE001 - app/ is being edited: any import failure means "not there"
+    except Exception as exc:
         return None, f"app.security does not import ({type(exc).__name__}: {exc})"
     signer_class = getattr(security, "Signer", None)
     if signer_class is None:
         return None, "app.security has no Signer yet"
     try:
         signer = signer_class(database.settings)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return None, f"Signer(settings) failed ({type(exc).__name__}: {exc})"
     if not (callable(getattr(signer, "sign", None)) and callable(getattr(signer, "verify", None))):
         return None, "the Signer has no sign()/verify()"
@@ -737,7 +736,7 @@ def main() -> int:
             try:
                 asyncio.run(asyncio.wait_for(drop(database, args.drop_timeout), args.drop_timeout + 5))
                 print(f"dropped {database.name} ({time.perf_counter() - t0:.1f} s)")
-            except BaseException as exc:  # noqa: BLE001 - report and go on exiting
+            except BaseException as exc:
                 print(f"WARNING: could not drop {database.name}: {type(exc).__name__}: {exc}")
 
 

@@ -37,14 +37,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-
 from harness import HOST, RESULTS, BenchDatabase, Server, run_main, start_consentd, write_results
 
-from app.db import Database  # noqa: E402 - after harness, which puts the checkout on sys.path
-from app.migrations import upgrade  # noqa: E402
+from app.db import Database
+from app.migrations import upgrade
 from app.services.banner import banners
-from app.services.subjects.identifiers import IdentifierKeys  # noqa: E402
-from bench.check_throughput import postgres_cpu_seconds, wrk  # noqa: E402
+from app.services.subjects.identifiers import IdentifierKeys
+from bench.check_throughput import postgres_cpu_seconds, wrk
 
 DB_NAME = "consentd_bench_banner"
 SEED_VERSION = 2  # 2: device ids issued by consentd (v1's uuid4 hex ids are refused now)

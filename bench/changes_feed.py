@@ -29,13 +29,11 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import orjson
-
 from harness import HOST, BenchDatabase, mint_token, percentile, run_main, start_consentd, write_results
 
-import asyncpg  # noqa: E402 - after harness, which puts the checkout on sys.path
-
-from app.services.changes.feed import encode_cursor  # noqa: E402
+from app.services.changes.feed import encode_cursor
 
 DB_NAME = "consentd_changes_bench"
 SEED_VERSION = 1
@@ -114,7 +112,7 @@ async def load(connection: asyncpg.Connection, changes: int, other_share: float)
           f" 1..{span:,} (about {total / span:,.0f} a position)", flush=True)
     began = time.perf_counter()
 
-    async def rows():  # noqa: ANN202
+    async def rows():
         bench_subjects, start_second = subjects[TENANT], int(created.timestamp()) + 86_400
         other_subjects = [subjects[key] for key in OTHER_TENANTS]
         stamp_second, stamp = -1, ""

@@ -41,15 +41,15 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import asyncpg
+from sqlalchemy.engine import make_url
 
-from app.config import Settings  # noqa: E402
-from app.db import Database, asyncpg_dsn  # noqa: E402
-from app.migrations import upgrade  # noqa: E402
-from app.services.purposes import catalogue
+from app.config import Settings
+from app.db import Database, asyncpg_dsn
+from app.migrations import upgrade
 from app.services import tenants
-from app.services.subjects.identifiers import IdentifierKeys, normalise  # noqa: E402
+from app.services.purposes import catalogue
+from app.services.subjects.identifiers import IdentifierKeys, normalise
 
 HOST = "127.0.0.1"
 TENANT = "bench"
@@ -534,7 +534,7 @@ def main() -> int:
     env = {**os.environ, "CONSENTD_DATABASE_URL": app_url, "CONSENTD_ENV": "development", "PYTHONPATH": python_path}
     settings = Settings(database_url=app_url, env="development")
 
-    def interrupted(_signum, _frame) -> None:  # noqa: ANN001
+    def interrupted(_signum, _frame) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)

@@ -20,15 +20,15 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
+import asyncpg
 
-from app.config import Settings  # noqa: E402
-from app.db import Database, asyncpg_dsn  # noqa: E402
-from app.migrations import upgrade  # noqa: E402
-from app.services.purposes import catalogue
+from app.config import Settings
+from app.db import Database, asyncpg_dsn
+from app.migrations import upgrade
 from app.services import tenants
-from bench import check_throughput  # noqa: E402
-from bench.check_throughput import HOST, RESULTS, Server, free_port  # noqa: E402
+from app.services.purposes import catalogue
+from bench import check_throughput
+from bench.check_throughput import HOST, RESULTS, Server, free_port
 
 __all__ = [
     "HOST", "RESULTS", "ROOT", "BenchDatabase", "RssSampler", "Server", "consentd_command", "free_port",
@@ -52,7 +52,7 @@ class BenchDatabase:
             **os.environ, "CONSENTD_DATABASE_URL": self.app_url, "CONSENTD_ENV": "development", "PYTHONPATH": python_path,
         }
 
-    async def _admin(self, work: Callable[[asyncpg.Connection], Awaitable]):  # noqa: ANN202
+    async def _admin(self, work: Callable[[asyncpg.Connection], Awaitable]):
         connection = await asyncpg.connect(self.admin_url)
         try:
             return await work(connection)
@@ -200,7 +200,7 @@ def run_main(main: Callable[[], int]) -> None:
     interrupt it as KeyboardInterrupt, which exits 130 once its `finally` clauses have stopped the servers."""
     import signal
 
-    def interrupted(_signum, _frame) -> None:  # noqa: ANN001
+    def interrupted(_signum, _frame) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)

@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-
 from harness import RESULTS, BenchDatabase, RssSampler, consentd_command, mib, run_main, write_results
 
 DB_NAME = "consentd_import_bench"

@@ -33,15 +33,13 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import asyncpg
 import orjson
-
 from harness import HOST, RssSampler, mib, mint_token, run_main, seed_check_database, start_consentd, write_results
 
-import asyncpg  # noqa: E402 - after harness, which puts the checkout on sys.path
-
 from app.services.subjects import identifiers
-from app.services.subjects.identifiers import IdentifierKeys, InvalidIdentifier, normalise  # noqa: E402
-from bench.check_throughput import TENANT, _machine_seconds, postgres_cpu_seconds, email_of  # noqa: E402
+from app.services.subjects.identifiers import IdentifierKeys, InvalidIdentifier, normalise
+from bench.check_throughput import TENANT, _machine_seconds, email_of, postgres_cpu_seconds
 
 PURPOSE, CHANNEL = "marketing", "email"
 STREAM_PATH = f"/v1/checks/stream?purpose={PURPOSE}&channel={CHANNEL}"
@@ -287,7 +285,7 @@ def verify(answers: Path, data: Input) -> tuple[int, list[str], Counter]:
     return count, problems, reasons
 
 
-def run_stream(database, data: Input, scratch: Path, token: str) -> Stream:  # noqa: ANN001
+def run_stream(database, data: Input, scratch: Path, token: str) -> Stream:
     server = start_consentd(database, "stream", "consentd POST /v1/checks/stream", STREAM_PATH)
     try:
         answers = scratch / "answers.ndjson"
@@ -332,7 +330,7 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def print_report(  # noqa: ANN001
+def print_report(
     args, data: Input, normalise_s: float, hash_s: float, rounds: list[dict], settings: str
 ) -> dict:
     n = len(data.values)

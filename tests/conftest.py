@@ -11,9 +11,9 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -24,8 +24,8 @@ from app.db import Database
 from app.main import create_app
 from app.migrations import upgrade
 from app.security import mint_token
-from app.services.purposes import catalogue
 from app.services import tenants
+from app.services.purposes import catalogue
 from tests.support import postgres
 
 T = TypeVar("T")

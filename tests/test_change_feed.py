@@ -13,8 +13,8 @@ import sqlalchemy as sa
 
 from app.models.base import utcnow
 from app.models.consents import NO_CHANNEL
-from app.services.ledger import consents
 from app.services import purposes
+from app.services.ledger import consents
 from app.services.purposes.rules import api_channel
 from tests.support.api import consent_body, iso, record
 

@@ -11,7 +11,6 @@ from jose import jwt
 
 from tests.conftest import TEST_IDENTIFIER_KEY, TEST_SECRET
 
-
 REPO = Path(__file__).resolve().parent.parent
 
 

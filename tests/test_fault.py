@@ -47,7 +47,7 @@ class TcpProxy:
         self._writers.add(client_writer)
         try:
             upstream_reader, upstream_writer = await asyncio.wait_for(asyncio.open_connection(*self.upstream), 5)
-        except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, OSError, asyncio.CancelledError):
             # A cancelled handler is not an error: asyncio would log it as one.
             self._close(client_writer)
             return
@@ -145,12 +145,12 @@ CHECK = {"subject": SUBJECT, "purpose": "marketing", "channel": "email"}
 CONSENT = {"subject": SUBJECT, "decisions": [{"purpose": "marketing", "channel": "email", "status": "granted"}]}
 
 
-async def bounded(request, limit: float = REQUEST_BOUND) -> httpx.Response:  # noqa: ANN001 - a coroutine
+async def bounded(request, limit: float = REQUEST_BOUND) -> httpx.Response:
     """One request, which must answer (not raise) within `limit` seconds."""
     started = time.monotonic()
     try:
         response = await asyncio.wait_for(request, REQUEST_BOUND)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pytest.fail(f"no answer within {REQUEST_BOUND} s while the database is unreachable")
     elapsed = time.monotonic() - started
     path = response.request.url.path

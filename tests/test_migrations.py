@@ -23,7 +23,7 @@ from tests.support import postgres
 
 
 async def test_migrated_schema_matches_the_models(backend):
-    def diff(connection) -> list:  # noqa: ANN001
+    def diff(connection) -> list:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         return compare_metadata(context, metadata)
 

@@ -47,7 +47,7 @@ async def upgrade(database_url: str, revision: str = "head") -> Migrated:
         await engine.dispose()
 
 
-def _run(connection, database_url: str, revision: str) -> Migrated:  # noqa: ANN001
+def _run(connection, database_url: str, revision: str) -> Migrated:
     before = MigrationContext.configure(connection).get_current_revision()
     config = alembic_config(database_url)
     config.attributes["connection"] = connection

@@ -12,9 +12,7 @@ from app.models.base import utcnow
 from app.models.common import PURPOSE_KEY, Timestamp
 from app.responses import ndjson_guarded
 from app.security import Principal
-from app.services.audit import access_log
-from app.services.audit import checkpoints
-from app.services.audit import exports
+from app.services.audit import access_log, checkpoints, exports
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 Auditor = require_scopes("audit:read")
@@ -50,7 +48,7 @@ async def export_events(
         Literal["captured_at", "recorded_at"],
         Query(description="the period is of captured_at (when the decision was made) or recorded_at (when consentd stored it)"),
     ] = "captured_at",
-    format: Literal["ndjson", "csv"] = "ndjson",  # noqa: A002 - the contract's name
+    format: Literal["ndjson", "csv"] = "ndjson",
     principal: Principal = Auditor,
 ) -> StreamingResponse:
     """Every consent event captured (or, `by=recorded_at`, recorded) in [from, to), optionally of one purpose,

@@ -8,8 +8,7 @@ from app.errors import UnsupportedMediaType
 from app.models.common import problem_responses
 from app.models.consents import ConsentRecordIn, ConsentRecordOut, ImportResult
 from app.security import Principal
-from app.services.ledger import consents
-from app.services.ledger import imports
+from app.services.ledger import consents, imports
 
 router = APIRouter(prefix="/v1/consents", tags=["consents"])
 

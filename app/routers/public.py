@@ -10,8 +10,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from app.deps import KeysDep, PublicAccess, ReadSessionDep, SessionDep
 from app.models.banners import DEVICE_ID, CookieConsentIn, CookieConsentsOut, CookieConsentsRecorded, PublicBannerOut
-from app.services.banner import banners
-from app.services.banner import cookie_consents
+from app.services.banner import banners, cookie_consents
 
 router = APIRouter(prefix="/v1/public", tags=["cookie banner"])
 DeviceIdPath = Annotated[str, Path(pattern=DEVICE_ID, description="the device id consentd issued to the browser")]

@@ -4,12 +4,11 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from app.deps import AccessLogDep, ReadSessionDep, SignerDep, require_scopes
-from app.models.receipts import ConsentReceiptOut, Jwks
 from app.models.common import problem_responses
+from app.models.receipts import ConsentReceiptOut, Jwks
 from app.responses import json_response
 from app.security import Principal
-from app.services.audit import access_log
-from app.services.audit import receipts
+from app.services.audit import access_log, receipts
 
 router = APIRouter(prefix="/v1/events", tags=["audit"])
 well_known = APIRouter(tags=["audit"])

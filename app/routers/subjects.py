@@ -9,10 +9,10 @@ from app.models.common import PURPOSE_KEY, SubjectRef, Timestamp
 from app.models.consents import HistoryOut, SubjectConsentsOut
 from app.models.subjects import SubjectOut
 from app.security import Principal
+from app.services import subjects
 from app.services.audit import access_log
 from app.services.banner import devices
 from app.services.ledger import reads as ledger
-from app.services import subjects
 
 router = APIRouter(prefix="/v1/subjects", tags=["subjects"])
 Reader = require_scopes("consents:read")

@@ -18,7 +18,6 @@ from tests.support.server import COMMAND_TIMEOUT, CONSENTD, stop, wait_until_hea
 from tests.test_server import consentd_env
 
 
-
 @dataclass
 class Consentd:
     """A running `consentd serve`, its environment and an admin token of the demo tenant."""
@@ -98,7 +97,7 @@ class StaticSite:
         pages = self.pages
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 page = pages.get(self.path.split("?", 1)[0])
                 body = (page() if page else "not found").encode()
                 self.send_response(200 if page else 404)

@@ -14,7 +14,7 @@ def test_docs_render_offline(api: Consentd, new_context: NewContext):
     requested: list[str] = []
     refused: list[str] = []
 
-    def only_loopback(route) -> None:  # noqa: ANN001 (playwright's Route)
+    def only_loopback(route) -> None:
         url = route.request.url
         requested.append(url)
         if urlsplit(url).hostname in LOOPBACK or url.startswith(("data:", "blob:")):

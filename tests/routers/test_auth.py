@@ -102,12 +102,11 @@ async def test_rs256_verification_refuses_hs256(backend, tenant):
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
     app = create_app(settings_for(backend.url, jwt_public_key=public_pem))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            good = jwt.encode(claims(tenant), private_pem, algorithm="RS256")
-            assert (await http.post("/v1/checks", json=CHECK, headers=bearer(good))).status_code == 200
-            hs = jwt.encode(claims(tenant), TEST_SECRET, algorithm="HS256")
-            assert_problem(await http.post("/v1/checks", json=CHECK, headers=bearer(hs)), 401)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        good = jwt.encode(claims(tenant), private_pem, algorithm="RS256")
+        assert (await http.post("/v1/checks", json=CHECK, headers=bearer(good))).status_code == 200
+        hs = jwt.encode(claims(tenant), TEST_SECRET, algorithm="HS256")
+        assert_problem(await http.post("/v1/checks", json=CHECK, headers=bearer(hs)), 401)
 
 
 @pytest.fixture
@@ -120,7 +119,7 @@ def jwks_server():
     keys: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             body = json.dumps({"keys": keys}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -154,17 +153,16 @@ async def test_jwks_es256_with_rotation(backend, tenant, jwks_server):
     first_pem, first_jwk = es256_key("k1")
     keys.append(first_jwk)
     app = create_app(settings_for(backend.url, jwks_url=url, jwks_min_refresh_seconds=0))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            signed = jwt.encode(claims(tenant), first_pem, algorithm="ES256", headers={"kid": "k1"})
-            assert (await http.post("/v1/checks", json=CHECK, headers=bearer(signed))).status_code == 200
-            # The provider rotates to a new key: the first token naming it triggers a fetch of the JWKS.
-            second_pem, second_jwk = es256_key("k2")
-            keys.append(second_jwk)
-            rotated = jwt.encode(claims(tenant), second_pem, algorithm="ES256", headers={"kid": "k2"})
-            assert (await http.post("/v1/checks", json=CHECK, headers=bearer(rotated))).status_code == 200
-            stranger_pem, _ = es256_key("k3")
-            unknown = jwt.encode(claims(tenant), stranger_pem, algorithm="ES256", headers={"kid": "k3"})
-            assert_problem(await http.post("/v1/checks", json=CHECK, headers=bearer(unknown)), 401)
-            forged = jwt.encode(claims(tenant), stranger_pem, algorithm="ES256", headers={"kid": "k1"})
-            assert_problem(await http.post("/v1/checks", json=CHECK, headers=bearer(forged)), 401)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        signed = jwt.encode(claims(tenant), first_pem, algorithm="ES256", headers={"kid": "k1"})
+        assert (await http.post("/v1/checks", json=CHECK, headers=bearer(signed))).status_code == 200
+        # The provider rotates to a new key: the first token naming it triggers a fetch of the JWKS.
+        second_pem, second_jwk = es256_key("k2")
+        keys.append(second_jwk)
+        rotated = jwt.encode(claims(tenant), second_pem, algorithm="ES256", headers={"kid": "k2"})
+        assert (await http.post("/v1/checks", json=CHECK, headers=bearer(rotated))).status_code == 200
+        stranger_pem, _ = es256_key("k3")
+        unknown = jwt.encode(claims(tenant), stranger_pem, algorithm="ES256", headers={"kid": "k3"})
+        assert_problem(await http.post("/v1/checks", json=CHECK, headers=bearer(unknown)), 401)
+        forged = jwt.encode(claims(tenant), stranger_pem, algorithm="ES256", headers={"kid": "k1"})
+        assert_problem(await http.post("/v1/checks", json=CHECK, headers=bearer(forged)), 401)

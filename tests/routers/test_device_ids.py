@@ -11,8 +11,17 @@ from app.models import SubjectIdentifier
 from app.models.banners import DEVICE_ID
 from app.services.subjects.identifiers import DEVICE_PREFIX
 from tests.conftest import Backend, assert_problem
-from tests.routers.test_public_banner import ALL_OFF, ALL_ON, device_events, issued, new_key, post_choices, standing
-from tests.routers.test_public_banner import key, visitor  # noqa: F401 - the banner's fixtures
+from tests.routers.test_public_banner import (  # noqa: F401 - the banner's fixtures
+    ALL_OFF,
+    ALL_ON,
+    device_events,
+    issued,
+    key,
+    new_key,
+    post_choices,
+    standing,
+    visitor,
+)
 from tests.support.api import check, record
 
 URL = "/v1/public/cookie-consents"

@@ -352,8 +352,8 @@ async def test_banner_script(anonymous):
 
 
 async def test_demo_page(backend, anonymous):
-    from app.services.purposes import catalogue
     from app.services import tenants
+    from app.services.purposes import catalogue
 
     async with backend.database.transaction() as session:
         await tenants.ensure(session, key="demo", name="Demo shop")
@@ -372,22 +372,21 @@ async def test_banner_views_are_cached_and_dropped_on_change(backend, tenant, to
     """With a cache (the default 5 s), a change through this process shows at once; through another, after it."""
     app = create_app(settings_for(backend.url, banner_key_cache_seconds=60))
     admin = {"Authorization": f"Bearer {token('admin')}"}
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            async def version() -> str:
-                response = await http.get("/v1/public/banner", params={"key": key}, headers={"Origin": SHOP})
-                return response.json()["policy_version"]
-
-            assert await version() == "1"
-            assert (await http.put("/v1/banner", json={"policy_version": "2"}, headers=admin)).status_code == 200
-            assert await version() == "2"
-            # Changed through another process (the shared test app): this one still shows what it cached.
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=backend.app), base_url="http://t") as other:
-                assert (await other.put("/v1/banner", json={"policy_version": "3"}, headers=admin)).status_code == 200
-            assert await version() == "2"
-            # A new cookie purpose through this process is a new category at once.
-            purpose = {"title": "Social media cookies", "legal_basis": "consent", "category": "cookies"}
-            assert (await http.put("/v1/purposes/cookies_social", json=purpose, headers=admin)).status_code == 200
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        async def version() -> str:
             response = await http.get("/v1/public/banner", params={"key": key}, headers={"Origin": SHOP})
-            assert response.json()["policy_version"] == "3"
-            assert "cookies_social" in {c["key"] for c in response.json()["categories"]}
+            return response.json()["policy_version"]
+
+        assert await version() == "1"
+        assert (await http.put("/v1/banner", json={"policy_version": "2"}, headers=admin)).status_code == 200
+        assert await version() == "2"
+        # Changed through another process (the shared test app): this one still shows what it cached.
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=backend.app), base_url="http://t") as other:
+            assert (await other.put("/v1/banner", json={"policy_version": "3"}, headers=admin)).status_code == 200
+        assert await version() == "2"
+        # A new cookie purpose through this process is a new category at once.
+        purpose = {"title": "Social media cookies", "legal_basis": "consent", "category": "cookies"}
+        assert (await http.put("/v1/purposes/cookies_social", json=purpose, headers=admin)).status_code == 200
+        response = await http.get("/v1/public/banner", params={"key": key}, headers={"Origin": SHOP})
+        assert response.json()["policy_version"] == "3"
+        assert "cookies_social" in {c["key"] for c in response.json()["categories"]}

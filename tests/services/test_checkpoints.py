@@ -11,8 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from app.errors import NotFound
 from app.models import ConsentEvent, LedgerChain
 from app.security import Signer
-from app.services.audit import checkpoints
-from app.services.audit import verification
+from app.services.audit import checkpoints, verification
 from app.services.ledger.chains import chain_events
 from tests.conftest import settings_for, stored_id
 from tests.support.api import record

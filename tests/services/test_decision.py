@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.errors import Unprocessable
-from app.services.purposes.rules import Rule, check_status, storage_channel
 from app.services.checks.decision import Standing, decide, expires_at, is_effective
+from app.services.purposes.rules import Rule, check_status, storage_channel
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 MARKETING = Rule("marketing", "consent", ("email", "sms"), 365, None, 1, 1)

@@ -9,8 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import sqlalchemy as sa
 
-from app.services.audit import checkpoints
-from app.services.audit import verification
+from app.services.audit import checkpoints, verification
 from tests.conftest import stored_id
 from tests.routers.test_device_links import link, visitor_for
 from tests.routers.test_public_banner import ALL_ON, new_key, post_choices

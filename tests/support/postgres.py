@@ -1,6 +1,5 @@
 """Finding a PostgreSQL server for the tests, or starting a throwaway cluster from the installed binaries."""
 
-import asyncio
 import glob
 import os
 import shutil
@@ -27,7 +26,7 @@ def free_port() -> int:
 async def answers(url: str) -> bool:
     try:
         connection = await asyncpg.connect(asyncpg_dsn(url), timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await connection.close()
     return True

@@ -4,6 +4,7 @@ from . import access_log, checkpoints, exports, receipts, state_check, suppressi
 from .access_log import AccessLog
 
 __all__ = [
+    "AccessLog",
     "access_log",
     "checkpoints",
     "exports",
@@ -11,5 +12,4 @@ __all__ = [
     "state_check",
     "suppression_check",
     "verification",
-    "AccessLog",
 ]

@@ -102,7 +102,7 @@ def _intact(events: Sequence[Row], head: Head | None, checkpoint: Head | None) -
     )
 
 
-def _walk(head: Head, by_id: dict, intact: dict, report) -> list[Row]:  # noqa: ANN001
+def _walk(head: Head, by_id: dict, intact: dict, report) -> list[Row]:
     """The chain as written, oldest first, reporting missing events and broken links on the way."""
     by_index: dict[int, list[Row]] = {}
     for event in by_id.values():
@@ -143,7 +143,7 @@ def _walk(head: Head, by_id: dict, intact: dict, report) -> list[Row]:  # noqa: 
     return walk
 
 
-def _order(walk: list[Row], report) -> None:  # noqa: ANN001
+def _order(walk: list[Row], report) -> None:
     """Events whose ledger position (seq) disagrees with their chain position.
 
     Two readings of one disorder: the events whose rank differs (exactly the two of a swap), or the events off
@@ -179,7 +179,7 @@ def _longest_increasing(values: list[int]) -> set[int]:
     return chosen
 
 
-def _exchanged_timestamps(walk: list[Row], intact: dict, report) -> None:  # noqa: ANN001
+def _exchanged_timestamps(walk: list[Row], intact: dict, report) -> None:
     """Two changed events that verify once a timestamp is exchanged back were reordered, not rewritten."""
     broken = [e for e in walk if not intact[e["event_id"]]]
     if len(broken) > _MAX_PAIRED:
@@ -196,7 +196,7 @@ def _exchanged_timestamps(walk: list[Row], intact: dict, report) -> None:  # noq
                     report(second["event_id"], "reordered", detail % first["event_id"])
 
 
-def _against_checkpoint(walk: list[Row], checkpoint: Head, report) -> None:  # noqa: ANN001
+def _against_checkpoint(walk: list[Row], checkpoint: Head, report) -> None:
     at = next((e for e in walk if e["event_id"] == checkpoint.event_id), None)
     if at is None:
         report(checkpoint.event_id, "deleted", f"the signed checkpoint saw this event at position {checkpoint.length}")

@@ -7,14 +7,15 @@ before it, so the checkpoints form a chain of their own.
 """
 
 import hashlib
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Database
 from app.errors import NotFound
 from app.models import AuditCheckpoint, CheckpointHead, LedgerChain, SuppressionChain
 from app.models.audit import VerifyOut, VerifyProblem
 from app.models.base import utcnow
-from app.db import Database
 from app.security import Signer
 from app.services.audit import verification
 

@@ -11,9 +11,9 @@ from app.errors import Conflict, NotFound
 from app.models import ConsentEvent, PurposeVersion, Tenant
 from app.models.receipts import CONFORMS_TO, RECEIPT_SCHEMA_VERSION, ConsentReceipt, Controller, ReceiptPurpose
 from app.security import Signer
+from app.services.checks import Standing, expires_at
 from app.services.ledger import event_hash
 from app.services.purposes import Rule, api_channel
-from app.services.checks import Standing, expires_at
 
 CONSENT_RECEIPT = "consent-receipt+jwt"
 CHECK_RECEIPT = "check-receipt+jwt"

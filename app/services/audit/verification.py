@@ -14,12 +14,10 @@ from sqlalchemy.sql import Select
 from app.db import Database
 from app.models import AuditCheckpoint, CheckpointHead, ConsentEvent, ConsentState, LedgerChain
 from app.models.audit import CheckpointRef, VerifyOut, VerifyProblem
+from app.services.audit import state_check, suppression_check
 from app.services.audit.chain_check import Head, check
-from app.services.kit import snapshots
-from app.services.audit import state_check
-from app.services.audit import suppression_check
+from app.services.kit import END, snapshots
 from app.services.ledger import CANONICAL_FIELDS
-from app.services.kit import END
 
 _EVENT_COLUMNS = ("seq", "hash", *CANONICAL_FIELDS)
 _HEAD_COLUMNS = ("subject_id", "length", "head_event_id", "head_hash")

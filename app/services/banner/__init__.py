@@ -5,13 +5,13 @@ from .banners import DEMO_TENANT, KeyDirectory, KeyGrant, ViewCache, normalise_o
 from .throttle import Throttle
 
 __all__ = [
-    "banners",
-    "cookie_consents",
-    "devices",
     "DEMO_TENANT",
     "KeyDirectory",
     "KeyGrant",
     "Throttle",
     "ViewCache",
+    "banners",
+    "cookie_consents",
+    "devices",
     "normalise_origin",
 ]

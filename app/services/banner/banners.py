@@ -16,9 +16,8 @@ from app.errors import Conflict, Unprocessable
 from app.models import Banner, BannerKey, BannerPolicy, Purpose
 from app.models.banners import BannerIn, BannerOut, CategoryOut, PolicyOut, PublicBannerOut
 from app.models.base import utcnow
-from app.services.purposes import Rule
-from app.services.purposes import to_rule
 from app.services.kit import upsert
+from app.services.purposes import Rule, to_rule
 
 V = TypeVar("V")
 COOKIES = "cookies"

@@ -15,10 +15,10 @@ from app.models.banners import CookieConsentIn, CookieConsentsOut, CookieConsent
 from app.models.base import utcnow
 from app.models.common import SubjectRef
 from app.models.consents import NO_CHANNEL
-from app.services.banner import banners
-from app.services.ledger import consents
 from app.services import subjects
+from app.services.banner import banners
 from app.services.checks import Standing, expires_at, is_effective
+from app.services.ledger import consents
 from app.services.purposes import check_status
 from app.services.subjects import IdentifierKeys
 

@@ -3,7 +3,6 @@
 import uuid
 
 import orjson
-
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -11,11 +10,10 @@ from app.errors import Conflict
 from app.models import ConsentEvent, Subject, SubjectIdentifier
 from app.models.banners import DeviceLinkOut
 from app.models.base import utcnow
-from app.services.ledger import consents
-from app.services import purposes
-from app.services import subjects
-from app.services.subjects import IdentifierKeys, normalise
+from app.services import purposes, subjects
 from app.services.kit import upsert
+from app.services.ledger import consents
+from app.services.subjects import IdentifierKeys, normalise
 
 DEVICE = subjects.DEVICE
 LINK = "link"
@@ -65,7 +63,7 @@ async def link(
     return DeviceLinkOut(subject_id=subject_id, merged_subject_id=holder, events_merged=copied)
 
 
-def _origin(row) -> str:  # noqa: ANN001 - a row of consent_events
+def _origin(row) -> str:
     """The event a decision was first recorded as: itself, or for a copy the original it was copied from."""
     evidence = orjson.loads(row["evidence"]) if isinstance(row["evidence"], str) else row["evidence"]
     merged = (evidence or {}).get("merged_from") if row["method"] == LINK else None

@@ -7,7 +7,6 @@ from .readers import PostgresReader, SqlReader
 from .streams import CheckStream, ChunkFailed, Limits
 
 __all__ = [
-    "streams",
     "CheckStream",
     "Checker",
     "ChunkFailed",
@@ -17,4 +16,5 @@ __all__ = [
     "Standing",
     "expires_at",
     "is_effective",
+    "streams",
 ]

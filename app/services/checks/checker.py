@@ -8,8 +8,8 @@ from app.metrics import check_decision
 from app.models.checks import BatchCheckIn, CheckIn
 from app.models.common import SubjectRef
 from app.models.consents import NO_CHANNEL
-from app.services.checks.readers import Found, LookupKey, PostgresReader, SqlReader
 from app.services.checks.decision import Decision, decide, expires_at
+from app.services.checks.readers import Found, LookupKey, PostgresReader, SqlReader
 from app.services.purposes import storage_channel
 from app.services.subjects import IdentifierKeys
 

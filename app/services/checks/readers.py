@@ -12,9 +12,9 @@ from sqlalchemy import and_, select
 
 from app.db import Database, acquire
 from app.models import ConsentState, Purpose, Subject, SubjectIdentifier, Suppression
-from app.services.purposes import Rule
 from app.services.checks.decision import Standing
 from app.services.kit import in_slices
+from app.services.purposes import Rule
 
 # Lookup keys: ("hash", blind index) for identifiers, ("id", uuid) for subject ids.
 LookupKey = tuple[str, object]
@@ -64,7 +64,7 @@ class FoundMany:
         return (lookup[1], channel) in self.suppressed or (subject_id is not None and (subject_id, channel) in self.suppressed)
 
 
-def _rule(key: str, row) -> Rule:  # noqa: ANN001 - an asyncpg Record or a SQLAlchemy RowMapping
+def _rule(key: str, row) -> Rule:
     channels = row["channels"]
     if isinstance(channels, str):
         channels = orjson.loads(channels)
@@ -74,11 +74,11 @@ def _rule(key: str, row) -> Rule:  # noqa: ANN001 - an asyncpg Record or a SQLAl
     )
 
 
-def _standing(row) -> Standing:  # noqa: ANN001
+def _standing(row) -> Standing:
     return Standing(row["event_id"], row["status"], row["captured_at"], row["policy_version"], row["purpose_version"])
 
 
-def _flags(value) -> list[str]:  # noqa: ANN001
+def _flags(value) -> list[str]:
     return orjson.loads(value) if isinstance(value, str) else list(value or [])
 
 
@@ -118,7 +118,7 @@ WHERE si.tenant_id = $1 AND si.subject_id = ANY($4::uuid[]) AND sp.channel = ANY
 """
 
 
-def _found(key: str, row) -> Found:  # noqa: ANN001
+def _found(key: str, row) -> Found:
     if row is None:
         return Found(rule=None)
     rule = _rule(key, row)
@@ -182,7 +182,7 @@ class PostgresReader:
         return found
 
 
-def _assemble(purpose_rows, holders, subject_rows, state_rows) -> FoundMany:  # noqa: ANN001
+def _assemble(purpose_rows, holders, subject_rows, state_rows) -> FoundMany:
     flags = {row["id"]: _flags(row["flags"]) for row in subject_rows}
     found = {("hash", row["id_hash"]): row["subject_id"] for row in holders}
     found.update({("id", subject_id): subject_id for subject_id in flags})
@@ -197,7 +197,7 @@ def _assemble(purpose_rows, holders, subject_rows, state_rows) -> FoundMany:  # 
     )
 
 
-def _suppressed(rows) -> set[tuple[object, str]]:  # noqa: ANN001
+def _suppressed(rows) -> set[tuple[object, str]]:
     """Keys are blind indexes (64 hex characters) or subject ids (as UUIDs)."""
     return {(row["key"] if len(row["key"]) == 64 else uuid.UUID(row["key"]), row["channel"]) for row in rows}
 

@@ -18,8 +18,8 @@ from pydantic import ValidationError
 from app.errors import AppError, NotFound, Unprocessable
 from app.metrics import check_decision
 from app.models.common import SubjectRef
-from app.services.checks.readers import FoundMany, LookupKey
 from app.services.checks.checker import Checker, decision
+from app.services.checks.readers import FoundMany, LookupKey
 from app.services.purposes import Rule, storage_channel
 
 CSV_COLUMNS = ("email", "phone", "external_id", "subject_id", "device_id")
@@ -230,7 +230,7 @@ class CheckStream:
             if stop is not None:
                 await queue.put(stop)
             await queue.put(None)
-        except Exception as exc:  # noqa: BLE001 - handed to the answering side, which raises it in the stream
+        except Exception as exc:
             await queue.put(exc)
 
     async def _queue_chunk(self, queue: asyncio.Queue, raw: list[tuple[int, bytes | _TooLong]]) -> None:

@@ -5,15 +5,15 @@ from .snapshots import END, Query, Rows
 from .sql import columns, in_slices, is_postgres, raw_connection, upsert
 
 __all__ = [
-    "cursors",
-    "health",
-    "snapshots",
     "END",
     "Query",
     "Rows",
     "columns",
+    "cursors",
+    "health",
     "in_slices",
     "is_postgres",
     "raw_connection",
+    "snapshots",
     "upsert",
 ]

@@ -4,15 +4,15 @@ from . import bulk, chains, consents, imports, reads
 from .chains import CANONICAL_FIELDS, EMPTY, GENESIS, canonical_values, event_hash, extend
 
 __all__ = [
-    "bulk",
-    "chains",
-    "consents",
-    "imports",
-    "reads",
     "CANONICAL_FIELDS",
     "EMPTY",
     "GENESIS",
+    "bulk",
     "canonical_values",
+    "chains",
+    "consents",
     "event_hash",
     "extend",
+    "imports",
+    "reads",
 ]

@@ -84,7 +84,7 @@ async def move_states(session: AsyncSession, newest: list[dict], expiries: dict)
     await db.execute(MOVE_STATES, *columns(newest, [name for name, _ in _STATE_COLUMNS]), expires)
 
 
-async def claim_digests(session: AsyncSession, *, tenant: str, digests: list[str], at) -> set[str]:  # noqa: ANN001
+async def claim_digests(session: AsyncSession, *, tenant: str, digests: list[str], at) -> set[str]:
     """Insert the digests (in the given order); the ones that were not there before."""
     db = await raw_connection(session)
     rows = await db.fetch(

@@ -15,14 +15,12 @@ from app.errors import Conflict, Unprocessable
 from app.models import ConsentEvent, ConsentState, IdempotencyRecord
 from app.models.base import utcnow
 from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordOut
-from app.services.ledger import chains
-from app.services import changes
+from app.services import changes, purposes, subjects
+from app.services.kit import is_postgres, upsert
 from app.services.ledger import bulk as pg_bulk
-from app.services import purposes
-from app.services import subjects
+from app.services.ledger import chains
 from app.services.purposes import Rule, api_channel, check_status, grant_expiry, storage_channel
 from app.services.subjects import IdentifierKeys
-from app.services.kit import is_postgres, upsert
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 STATE_KEY = ["tenant_id", "subject_id", "purpose", "channel"]

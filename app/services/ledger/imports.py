@@ -16,13 +16,12 @@ from app.errors import AppError, Unprocessable
 from app.models import ImportedRecord
 from app.models.base import utcnow
 from app.models.consents import ConsentRecordIn, ImportResult
-from app.services.ledger import consents
+from app.services import purposes, subjects
+from app.services.kit import is_postgres, upsert
 from app.services.ledger import bulk as pg_bulk
-from app.services import purposes
-from app.services import subjects
+from app.services.ledger import consents
 from app.services.purposes import Rule, check_status, storage_channel
 from app.services.subjects import IdentifierKeys
-from app.services.kit import is_postgres, upsert
 
 # At most this many errors are listed per line: enough to fix it, bounded for a line full of mistakes.
 ERRORS_PER_LINE = 5

@@ -10,12 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import ConsentEvent, ConsentState
 from app.models.base import utcnow
 from app.models.consents import ConsentStateOut, HistoryOut, SubjectConsentsOut
+from app.services import purposes, subjects
+from app.services.checks import Standing, expires_at, is_effective
 from app.services.kit import cursors
-from app.services import purposes
-from app.services import subjects
 from app.services.ledger.consents import event_out
 from app.services.purposes import Rule, api_channel
-from app.services.checks import Standing, expires_at, is_effective
 
 EVENT_COLUMNS = [c for c in ConsentEvent.__table__.columns if c.name not in ("tenant_id", "evidence")]
 

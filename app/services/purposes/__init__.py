@@ -1,17 +1,25 @@
 """Purposes: their definitions (store), the decision's view of one (rules.Rule and its channel/status rules), the default catalogue."""
 
 from . import catalogue, store
-from .rules import CONSENT_BASED, LEGITIMATE_INTEREST, OWN_BASIS, Rule, api_channel, check_status, grant_expiry, storage_channel
+from .rules import (
+    CONSENT_BASED,
+    LEGITIMATE_INTEREST,
+    OWN_BASIS,
+    Rule,
+    api_channel,
+    check_status,
+    grant_expiry,
+    storage_channel,
+)
 from .store import get, list_all, put, rules, to_out, to_rule
 
 __all__ = [
-    "catalogue",
-    "store",
     "CONSENT_BASED",
     "LEGITIMATE_INTEREST",
     "OWN_BASIS",
     "Rule",
     "api_channel",
+    "catalogue",
     "check_status",
     "get",
     "grant_expiry",
@@ -19,6 +27,7 @@ __all__ = [
     "put",
     "rules",
     "storage_channel",
+    "store",
     "to_out",
     "to_rule",
 ]

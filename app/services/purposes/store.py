@@ -7,8 +7,8 @@ from app.errors import NotFound, Unprocessable
 from app.models import Purpose, PurposeVersion
 from app.models.base import utcnow
 from app.models.purposes import PurposeIn, PurposeOut, PurposeWrite
-from app.services.purposes.rules import Rule
 from app.services.kit import upsert
+from app.services.purposes.rules import Rule
 
 DEFINITION_FIELDS = tuple(PurposeIn.model_fields)
 

@@ -5,13 +5,13 @@ from .identifiers import IdentifierKeys, normalise
 from .store import DEVICE, Naming, find, get, lookup, naming, require, resolve, resolve_many, set_flag
 
 __all__ = [
-    "bulk",
-    "identifiers",
     "DEVICE",
     "IdentifierKeys",
     "Naming",
+    "bulk",
     "find",
     "get",
+    "identifiers",
     "lookup",
     "naming",
     "normalise",

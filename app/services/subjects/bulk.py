@@ -5,7 +5,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.services.kit import columns, raw_connection
 
 
-async def insert_subjects(session: AsyncSession, *, tenant: str, ids: list, created_at) -> None:  # noqa: ANN001
+async def insert_subjects(session: AsyncSession, *, tenant: str, ids: list, created_at) -> None:
     db = await raw_connection(session)
     await db.execute(
         "INSERT INTO subjects (id, tenant_id, flags, created_at) SELECT id, $2, '[]'::json, $3 FROM unnest($1::uuid[]) id",
@@ -13,7 +13,7 @@ async def insert_subjects(session: AsyncSession, *, tenant: str, ids: list, crea
     )
 
 
-async def claim_identifiers(session: AsyncSession, *, tenant: str, rows: list[dict], created_at) -> None:  # noqa: ANN001
+async def claim_identifiers(session: AsyncSession, *, tenant: str, rows: list[dict], created_at) -> None:
     """Attach identifiers in the given (blind-index) order; one another subject holds already is left alone."""
     db = await raw_connection(session)
     await db.execute(

@@ -12,10 +12,10 @@ from app.models import Subject, SubjectIdentifier
 from app.models.base import utcnow
 from app.models.common import Identifiers, SubjectRef
 from app.models.subjects import IdentifierOut, SubjectOut
-from app.services.subjects.identifiers import IdentifierKeys, normalise
 from app.services import changes
-from app.services.subjects import bulk as pg_bulk
 from app.services.kit import in_slices, is_postgres, upsert
+from app.services.subjects import bulk as pg_bulk
+from app.services.subjects.identifiers import IdentifierKeys, normalise
 
 DEVICE = "device_id"
 

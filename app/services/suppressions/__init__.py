@@ -5,12 +5,12 @@ from .log import ADD, GENESIS, event_hash
 from .store import MAX_PAGE, add, page, remove
 
 __all__ = [
-    "log",
     "ADD",
     "GENESIS",
     "MAX_PAGE",
     "add",
     "event_hash",
+    "log",
     "page",
     "remove",
 ]

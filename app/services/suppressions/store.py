@@ -13,10 +13,9 @@ from app.models import SubjectIdentifier, Suppression
 from app.models.base import utcnow
 from app.models.suppressions import SuppressionsIn, SuppressionsRemoveIn, SuppressionsResult
 from app.services import changes
-from app.services.kit import cursors
-from app.services.suppressions import log as suppression_log
+from app.services.kit import cursors, in_slices, upsert
 from app.services.subjects import IdentifierKeys, normalise
-from app.services.kit import in_slices, upsert
+from app.services.suppressions import log as suppression_log
 
 MAX_PAGE = 1_000
 # What _encode writes: a blind index (hex SHA-256) and a channel. Anything else is refused before it reaches SQL
