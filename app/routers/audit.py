@@ -39,6 +39,7 @@ def _period(start: datetime | None, end: datetime | None) -> tuple[datetime, dat
 
 @router.get("/events", response_class=StreamingResponse, openapi_extra=_EXPORT_OPENAPI)
 async def export_events(
+    principal: Annotated[Principal, Auditor],
     database: DatabaseDep,
     log: AccessLogDep,
     start: From = None,
@@ -49,7 +50,6 @@ async def export_events(
         Query(description="the period is of captured_at (when the decision was made) or recorded_at (when consentd stored it)"),
     ] = "captured_at",
     format: Literal["ndjson", "csv"] = "ndjson",
-    principal: Principal = Auditor,
 ) -> StreamingResponse:
     """Every consent event captured (or, `by=recorded_at`, recorded) in [from, to), optionally of one purpose,
     streamed in constant memory: `by=recorded_at` finds what was imported today with old timestamps.
@@ -75,10 +75,10 @@ async def export_events(
 
 @router.get("/verify", response_model=VerifyOut)
 async def verify(
+    principal: Annotated[Principal, Auditor],
     database: DatabaseDep,
     signer: SignerDep,
     incremental: Annotated[bool, Query(description="read only the chains that moved since the latest checkpoint")] = False,
-    principal: Principal = Auditor,
 ) -> VerifyOut:
     """Check every event of the ledger against its hash chain, each chain's head, and the latest signed checkpoint:
     `problems` names each event changed, deleted, inserted or reordered behind the service's back."""
@@ -87,13 +87,13 @@ async def verify(
 
 @router.get("/access-log", response_model=AccessLogPage)
 async def read_access_log(
+    principal: Annotated[Principal, Auditor],
     session: ReadSessionDep,
     start: From = None,
     end: To = None,
     subject_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] = None,
-    principal: Principal = Auditor,
 ) -> AccessLogPage:
     """Who (which client) read or exported which subject's data, and when, oldest first. Append-only: nothing in
     the API writes to it."""

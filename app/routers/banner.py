@@ -1,3 +1,5 @@
+from typing import Annotated
+
 from fastapi import APIRouter, Request
 
 from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes
@@ -9,14 +11,17 @@ router = APIRouter(prefix="/v1/banner", tags=["cookie banner"])
 
 
 @router.get("", response_model=BannerOut)
-async def get_banner_settings(session: ReadSessionDep, principal: AnyPrincipal) -> BannerOut:
+async def get_banner_settings(principal: AnyPrincipal, session: ReadSessionDep) -> BannerOut:
     """The tenant's cookie banner: texts, privacy-policy link, GPC coverage and every policy version published."""
     return await banners.settings(session, tenant=principal.tenant)
 
 
 @router.put("", response_model=BannerOut, responses={409: {"description": "That policy version was published before"}})
 async def put_banner_settings(
-    request: Request, body: BannerIn, session: SessionDep, principal: Principal = require_scopes("purposes:write")
+    principal: Annotated[Principal, require_scopes("purposes:write")],
+    request: Request,
+    body: BannerIn,
+    session: SessionDep,
 ) -> BannerOut:
     """Change the banner. A new `policy_version` is published; `material: true` asks every visitor again."""
     changed = await banners.put(session, tenant=principal.tenant, body=body)

@@ -14,10 +14,10 @@ router = APIRouter(prefix="/v1/changes", tags=["changes"])
 
 @router.get("", response_model=ChangesOut)
 async def list_changes(
+    principal: Annotated[Principal, require_scopes("consents:read")],
     database: DatabaseDep,
     after: Annotated[str | None, Query(min_length=1, max_length=64, description="A cursor this feed returned")] = None,
     limit: Annotated[int, Query(ge=1, le=changes.MAX_PAGE)] = 1_000,
-    principal: Principal = require_scopes("consents:read"),
 ) -> Response:
     """Every change of consent state, in the order to apply it. Follow `next_cursor`: no change is missed,
     even one committed late by a slower writer."""

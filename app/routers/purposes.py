@@ -14,11 +14,11 @@ KeyPath = Annotated[str, Path(pattern=PURPOSE_KEY)]
 
 @router.put("/{key}", response_model=PurposeOut)
 async def put_purpose(
+    principal: Annotated[Principal, require_scopes("purposes:write")],
     request: Request,
     key: KeyPath,
     body: PurposeWrite,
     session: SessionDep,
-    principal: Principal = require_scopes("purposes:write"),
 ) -> PurposeOut:
     """Create or change a purpose; `version` goes up by one on every change. A new `third_party`, or `"reconsent":
     true` (a material change), raises `consent_from_version` to the new version: earlier grants stop counting and
@@ -29,13 +29,13 @@ async def put_purpose(
 
 
 @router.get("", response_model=PurposeList)
-async def list_purposes(session: ReadSessionDep, principal: AnyPrincipal) -> PurposeList:
+async def list_purposes(principal: AnyPrincipal, session: ReadSessionDep) -> PurposeList:
     """Every purpose of the tenant (any scope may read)."""
     found = await purposes.list_all(session, tenant=principal.tenant)
     return PurposeList(purposes=[purposes.to_out(p) for p in found])
 
 
 @router.get("/{key}", response_model=PurposeOut)
-async def get_purpose(key: KeyPath, session: ReadSessionDep, principal: AnyPrincipal) -> PurposeOut:
+async def get_purpose(principal: AnyPrincipal, key: KeyPath, session: ReadSessionDep) -> PurposeOut:
     """One purpose (any scope may read)."""
     return purposes.to_out(await purposes.get(session, tenant=principal.tenant, key=key))

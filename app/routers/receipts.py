@@ -1,4 +1,5 @@
 import uuid
+from typing import Annotated
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -16,11 +17,11 @@ well_known = APIRouter(tags=["audit"])
 
 @router.get("/{event_id}/receipt", response_model=ConsentReceiptOut, responses=problem_responses(409))
 async def get_receipt(
+    principal: Annotated[Principal, require_scopes("audit:read")],
     event_id: uuid.UUID,
     session: ReadSessionDep,
     signer: SignerDep,
     log: AccessLogDep,
-    principal: Principal = require_scopes("audit:read"),
 ) -> Response:
     """A consent event as a signed consent receipt (ISO/IEC TS 27560 record fields); verify `jws` with the keys of
     /.well-known/jwks.json. Recorded in the access log."""

@@ -20,7 +20,11 @@ Reader = require_scopes("consents:read")
 
 @router.post("/lookup", response_model=SubjectOut, responses={404: {"description": "No such subject"}})
 async def lookup_subject(
-    ref: SubjectRef, session: ReadSessionDep, keys: KeysDep, log: AccessLogDep, principal: Principal = Reader
+    principal: Annotated[Principal, Reader],
+    ref: SubjectRef,
+    session: ReadSessionDep,
+    keys: KeysDep,
+    log: AccessLogDep,
 ) -> SubjectOut:
     """Find a subject by one identifier (sent in the body, never in the URL). Recorded in the access log."""
     found = await subjects.lookup(session, keys, tenant=principal.tenant, ref=ref)
@@ -30,7 +34,11 @@ async def lookup_subject(
 
 @router.get("/{subject_id}", response_model=SubjectOut)
 async def get_subject(
-    subject_id: uuid.UUID, session: ReadSessionDep, keys: KeysDep, log: AccessLogDep, principal: Principal = Reader
+    principal: Annotated[Principal, Reader],
+    subject_id: uuid.UUID,
+    session: ReadSessionDep,
+    keys: KeysDep,
+    log: AccessLogDep,
 ) -> SubjectOut:
     """A subject with its identifiers and flags. Recorded in the access log."""
     found = await subjects.get(session, keys, tenant=principal.tenant, subject_id=subject_id)
@@ -40,6 +48,7 @@ async def get_subject(
 
 @router.get("/{subject_id}/consents", response_model=SubjectConsentsOut)
 async def get_consents(
+    principal: Annotated[Principal, Reader],
     subject_id: uuid.UUID,
     session: ReadSessionDep,
     log: AccessLogDep,
@@ -47,7 +56,6 @@ async def get_consents(
     known_at: Annotated[
         Timestamp | None, Query(description="count only decisions recorded by this instant: what the ledger said then")
     ] = None,
-    principal: Principal = Reader,
 ) -> SubjectConsentsOut:
     """The decision standing per purpose and channel, now or as of a past instant, with expiry considered.
 
@@ -62,14 +70,13 @@ async def get_consents(
 
 @router.get("/{subject_id}/history", response_model=HistoryOut)
 async def get_history(
+    principal: Annotated[Principal, Reader],
     subject_id: uuid.UUID,
     session: ReadSessionDep,
+    log: AccessLogDep,
     purpose: Annotated[str | None, Query(pattern=PURPOSE_KEY)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] = None,
-    *,
-    log: AccessLogDep,
-    principal: Principal = Reader,
 ) -> HistoryOut:
     """Every consent event of the subject, oldest first; follow `next_cursor` for the next page. Recorded in the
     access log."""
@@ -82,11 +89,11 @@ async def get_history(
 
 @router.post("/{subject_id}/identifiers", response_model=DeviceLinkOut, responses={409: {"description": "The device belongs to another person"}})
 async def link_identifier(
+    principal: Annotated[Principal, require_scopes("consents:write")],
     subject_id: uuid.UUID,
     body: DeviceLinkIn,
     session: SessionDep,
     keys: KeysDep,
-    principal: Principal = require_scopes("consents:write"),
 ) -> DeviceLinkOut:
     """Link a browser's device to this person (after a login): the device's cookie history joins theirs, the
     newest decision per purpose stands, and from then on the banner and checks read one history."""

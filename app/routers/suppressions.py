@@ -15,7 +15,10 @@ router = APIRouter(prefix="/v1/suppressions", tags=["suppressions"])
 
 @router.put("", response_model=SuppressionsResult)
 async def add_suppressions(
-    body: SuppressionsIn, session: SessionDep, keys: KeysDep, principal: Principal = require_scopes("consents:write")
+    principal: Annotated[Principal, require_scopes("consents:write")],
+    body: SuppressionsIn,
+    session: SessionDep,
+    keys: KeysDep,
 ) -> SuppressionsResult:
     """Suppress identifiers on channels: checks answer `suppressed` for them, whatever their consents."""
     return await suppressions.add(session, keys, tenant=principal.tenant, actor=principal.client, body=body)
@@ -23,7 +26,10 @@ async def add_suppressions(
 
 @router.post("/remove", response_model=SuppressionsResult)
 async def remove_suppressions(
-    body: SuppressionsRemoveIn, session: SessionDep, keys: KeysDep, principal: Principal = require_scopes("consents:write")
+    principal: Annotated[Principal, require_scopes("consents:write")],
+    body: SuppressionsRemoveIn,
+    session: SessionDep,
+    keys: KeysDep,
 ) -> SuppressionsResult:
     """Lift suppressions of identifiers on channels."""
     return await suppressions.remove(session, keys, tenant=principal.tenant, actor=principal.client, body=body)
@@ -31,12 +37,12 @@ async def remove_suppressions(
 
 @router.get("", response_model=SuppressionPage)
 async def list_suppressions(
+    principal: Annotated[Principal, require_scopes("consents:read")],
     session: ReadSessionDep,
     keys: KeysDep,
     cursor: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=suppressions.MAX_PAGE)] = 100,
     channel: Channel | None = None,
-    principal: Principal = require_scopes("consents:read"),
 ) -> Response:
     """Suppressed identifiers, page by page, each as PUT takes it (identifier, channels, reason)."""
     return json_response(
