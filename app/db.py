@@ -38,7 +38,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
             settings.database_url,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_pool_size,
-            pool_pre_ping=True,
+            # No pre-ping: it is a round trip before every transaction. A connection that died is invalidated by
+            # the error it raises (answered 503, fail closed), and the next checkout opens a new one.
             # Bound values may carry personal data (evidence, sealed identifiers): keep them out of error messages.
             hide_parameters=True,
             pool_timeout=settings.db_timeout,

@@ -30,6 +30,7 @@ from app.security import Signer, TokenVerifier
 from app.services.audit import AccessLog
 from app.services.banner import KeyDirectory, Throttle, ViewCache
 from app.services.checks import Checker, PostgresReader, SqlReader
+from app.services.purposes import RuleCache
 from app.services.subjects import IdentifierKeys
 from app.services.tenants import TenantDirectory
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.identifier_keys = keys
         app.state.checker = Checker(reader, keys)
         app.state.access_log = AccessLog(database)
+        app.state.rule_cache = RuleCache()
         app.state.tenants = TenantDirectory(database)
         app.state.banner_keys = KeyDirectory(database, ttl=settings.banner_key_cache_seconds)
         app.state.banner_views = ViewCache(ttl=settings.banner_key_cache_seconds)

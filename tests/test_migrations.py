@@ -55,7 +55,9 @@ async def test_the_feed_starts_with_the_states_that_stood_before_it_existed(tmp_
             subject, event = uuid.uuid4(), uuid.uuid4()
             at = datetime(2025, 5, 1, tzinfo=UTC)
             async with engine.begin() as connection:
-                await connection.execute(insert(Tenant.__table__).values(key="old", name="old", created_at=at))
+                await connection.execute(
+                    sa.text("INSERT INTO tenants (key, name, created_at) VALUES ('old', 'old', :at)"), {"at": at}
+                )
                 await connection.execute(
                     insert(_OLD_SUBJECTS).values(id=subject, tenant_id="old", flags=[], created_at=at)
                 )
@@ -84,7 +86,9 @@ async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_o
             at = datetime(2025, 5, 1, tzinfo=UTC)
             subjects = [uuid.uuid4(), uuid.uuid4()]
             async with engine.begin() as connection:
-                await connection.execute(insert(Tenant.__table__).values(key="old", name="old", created_at=at))
+                await connection.execute(
+                    sa.text("INSERT INTO tenants (key, name, created_at) VALUES ('old', 'old', :at)"), {"at": at}
+                )
                 for subject in subjects:
                     await connection.execute(
                         insert(_OLD_SUBJECTS).values(id=subject, tenant_id="old", flags=[], created_at=at)

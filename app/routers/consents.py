@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import KeysDep, SessionDep, line_format, require_scopes
+from app.deps import DatabaseDep, KeysDep, RuleCacheDep, SessionDep, line_format, require_scopes
 from app.errors import UnsupportedMediaType
 from app.models.common import problem_responses
 from app.models.consents import ConsentRecordIn, ConsentRecordOut, ImportResult
@@ -18,16 +18,18 @@ router = APIRouter(prefix="/v1/consents", tags=["consents"])
     responses=problem_responses(409),  # an Idempotency-Key used with another body; an identifier of another subject
 )
 async def record_consents(
+    principal: Annotated[Principal, require_scopes("consents:write")],
     body: ConsentRecordIn,
-    session: SessionDep,
+    database: DatabaseDep,
     keys: KeysDep,
+    rule_cache: RuleCacheDep,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")] = None,
-    principal: Principal = require_scopes("consents:write"),
 ) -> JSONResponse:
     """Record decisions for a subject (created when unknown): all of them or none."""
     outcome = await consents.record(
-        session,
+        database,
         keys,
+        rule_cache,
         tenant=principal.tenant,
         actor=principal.client,
         body=body,
@@ -53,7 +55,10 @@ _IMPORT_OPENAPI = {
 
 @router.post("/import", response_model=ImportResult, openapi_extra=_IMPORT_OPENAPI, responses=problem_responses(415))
 async def import_consents(
-    request: Request, session: SessionDep, keys: KeysDep, principal: Principal = require_scopes("consents:write")
+    principal: Annotated[Principal, require_scopes("consents:write")],
+    request: Request,
+    session: SessionDep,
+    keys: KeysDep,
 ) -> ImportResult:
     """Import consent records with their original captured_at: every line or none. A 422 lists every bad line
     by number. Records imported before (same content) are skipped, so a re-run stores nothing twice."""

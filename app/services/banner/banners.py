@@ -17,7 +17,7 @@ from app.models import Banner, BannerKey, BannerPolicy, Purpose
 from app.models.banners import BannerIn, BannerOut, CategoryOut, PolicyOut, PublicBannerOut
 from app.models.base import utcnow
 from app.services.kit import upsert
-from app.services.purposes import Rule, to_rule
+from app.services.purposes import Rule, bump, to_rule
 
 V = TypeVar("V")
 COOKIES = "cookies"
@@ -171,6 +171,7 @@ async def put(session: AsyncSession, *, tenant: str, body: BannerIn) -> BannerOu
     banner.gpc_purposes = body.gpc_purposes
     banner.updated_at = utcnow()
     session.add(banner)
+    await bump(session, tenant=tenant)
     await session.flush()
     return _settings_out(banner, await policies(session, tenant=tenant))
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Database
 from app.errors import Conflict, Unprocessable
 from app.models import ConsentEvent, ConsentState, IdempotencyRecord
 from app.models.base import utcnow
@@ -18,9 +19,9 @@ from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordO
 from app.services import changes, purposes, subjects
 from app.services.kit import is_postgres, upsert
 from app.services.ledger import bulk as pg_bulk
-from app.services.ledger import chains
-from app.services.purposes import Rule, api_channel, check_status, grant_expiry, storage_channel
-from app.services.subjects import IdentifierKeys
+from app.services.ledger import chains, pg_write
+from app.services.purposes import Rule, RuleCache, api_channel, check_status, grant_expiry, storage_channel
+from app.services.subjects import IdentifierKeys, InvalidIdentifier
 
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 STATE_KEY = ["tenant_id", "subject_id", "purpose", "channel"]
@@ -92,6 +93,80 @@ async def store_idempotent_answer(session: AsyncSession, *, tenant: str, key: st
 
 
 async def record(
+    database: Database,
+    keys: IdentifierKeys,
+    rule_cache: RuleCache,
+    *,
+    tenant: str,
+    actor: str,
+    body: ConsentRecordIn,
+    idempotency_key: str | None = None,
+) -> Outcome:
+    """Store every decision of `body` or none; the answer is replayed for a retry with the same key.
+
+    On PostgreSQL, a record naming its subject by one identifier or by id goes through the asyncpg half
+    (ledger/pg_write.py); an Idempotency-Key, extra identifiers, a device and SQLite take the session's.
+    """
+    fast = _fast_claim(keys, tenant=tenant, body=body) if database.pool is not None and idempotency_key is None else None
+    if fast is not None:
+        captured_at = moment_of_capture(body.captured_at, now=utcnow(), loc=["body", "captured_at"])
+        draft = pg_write.Record(
+            tenant=tenant, decisions=(), captured_at=captured_at, source=body.source, method="api",
+            policy_version=body.policy_version, collection_point=body.collection_point, actor=actor,
+            evidence=body.evidence,
+        )
+        try:
+            subject_id, events = await pg_write.record_events(
+                database.pool, rule_cache, draft, validate=lambda rules: validated(body, rules), claim=fast[0],
+                subject_id=body.subject.subject_id,
+            )
+        except pg_write.NoChain:
+            pass  # its first event opens the chain: the session's half does that
+        else:
+            return _created(subject_id, events)
+    async with database.transaction() as session:
+        return await record_in(session, keys, tenant=tenant, actor=actor, body=body, idempotency_key=idempotency_key)
+
+
+def _fast_claim(keys: IdentifierKeys, *, tenant: str, body: ConsentRecordIn) -> tuple[pg_write.Claim | None] | None:
+    """The identifier the asyncpg half looks the subject up by ((None,) for a subject_id); None: not its shape."""
+    if body.identifiers is not None and body.identifiers.items():
+        return None
+    if body.subject.subject_id is not None:
+        return (None,)
+    kind, value = body.subject.kind_and_value()
+    if kind == subjects.DEVICE:
+        return None  # devices move between subjects (devices.link): writes for one hold it, in the session's half
+    try:
+        named = subjects.naming(keys, tenant=tenant, ref=body.subject, identifiers=None, loc=("body",))
+    except InvalidIdentifier:
+        return None  # the session's half reports it, after the purposes, as it always has
+    own = named.own
+    assert own is not None and own.sealed is not None
+    return (pg_write.Claim(id_hash=own.id_hash, kind=own.kind, sealed=own.sealed),)
+
+
+def validated(body: ConsentRecordIn, rules: Mapping[str, Rule]) -> tuple[pg_write.Decided, ...]:
+    """The body's decisions with their stored channels; 422 for an unknown purpose, a wrong channel or a withdrawal
+    of what rests on contract or law."""
+    decided = []
+    for index, decision in enumerate(body.decisions):
+        rule = rules.get(decision.purpose)
+        if rule is None:
+            raise Unprocessable(f"unknown purpose '{decision.purpose}'", loc=["body", "decisions", index, "purpose"])
+        channel = storage_channel(rule, decision.channel, loc=["body", "decisions", index, "channel"])
+        check_status(rule, decision.status, loc=["body", "decisions", index, "status"])
+        decided.append(pg_write.Decided(decision.purpose, channel, decision.status))
+    return tuple(decided)
+
+
+def _created(subject_id: uuid.UUID, events: list[dict]) -> Outcome:
+    return Outcome(
+        201, ConsentRecordOut(subject_id=subject_id, events=[event_out(e) for e in events]).model_dump(mode="json")
+    )
+
+
+async def record_in(
     session: AsyncSession,
     keys: IdentifierKeys,
     *,
@@ -100,36 +175,26 @@ async def record(
     body: ConsentRecordIn,
     idempotency_key: str | None = None,
 ) -> Outcome:
-    """Store every decision of `body` or none; the answer is replayed for a retry with the same key."""
+    """The session's half of `record`, in the caller's transaction (SQLite, and the shapes pg_write leaves)."""
     if idempotency_key is not None:
         replay = await claim_idempotency_key(session, tenant=tenant, key=idempotency_key, digest=request_hash(body))
         if replay is not None:
             return replay
     captured_at = moment_of_capture(body.captured_at, now=utcnow(), loc=["body", "captured_at"])
     rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for d in body.decisions})
-    channels = []
-    for index, decision in enumerate(body.decisions):
-        rule = rules.get(decision.purpose)
-        if rule is None:
-            raise Unprocessable(f"unknown purpose '{decision.purpose}'", loc=["body", "decisions", index, "purpose"])
-        channels.append(storage_channel(rule, decision.channel, loc=["body", "decisions", index, "channel"]))
-        check_status(rule, decision.status, loc=["body", "decisions", index, "status"])
-
+    decided = validated(body, rules)
     subject_id = await subjects.resolve(session, keys, tenant=tenant, ref=body.subject, identifiers=body.identifiers)
     # chains.link stamps it again after the wait for the chain's lock.
     recorded_at = utcnow()
 
     events = new_events(
         tenant=tenant, subject_id=subject_id,
-        decisions=[(d.purpose, channel, d.status) for d, channel in zip(body.decisions, channels, strict=True)],
+        decisions=[(d.purpose, d.channel, d.status) for d in decided],
         rules=rules, captured_at=captured_at, recorded_at=recorded_at, source=body.source, method="api",
         policy_version=body.policy_version, collection_point=body.collection_point, actor=actor, evidence=body.evidence,
     )
     await append(session, events, rules)
-    outcome = Outcome(
-        201,
-        ConsentRecordOut(subject_id=subject_id, events=[event_out(e) for e in events]).model_dump(mode="json"),
-    )
+    outcome = _created(subject_id, events)
     if idempotency_key is not None:
         await store_idempotent_answer(session, tenant=tenant, key=idempotency_key, outcome=outcome)
     return outcome

@@ -1,6 +1,7 @@
 """Purposes: their definitions (store), the decision's view of one (rules.Rule and its channel/status rules), the default catalogue."""
 
 from . import catalogue, store
+from .cache import RuleCache, bump, load_rules_pg
 from .rules import (
     CONSENT_BASED,
     LEGITIMATE_INTEREST,
@@ -14,6 +15,9 @@ from .rules import (
 from .store import get, list_all, put, rules, to_out, to_rule
 
 __all__ = [
+    "RuleCache",
+    "bump",
+    "load_rules_pg",
     "CONSENT_BASED",
     "LEGITIMATE_INTEREST",
     "OWN_BASIS",

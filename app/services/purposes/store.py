@@ -8,6 +8,7 @@ from app.models import Purpose, PurposeVersion
 from app.models.base import utcnow
 from app.models.purposes import PurposeIn, PurposeOut, PurposeWrite
 from app.services.kit import upsert
+from app.services.purposes.cache import bump
 from app.services.purposes.rules import Rule
 
 DEFINITION_FIELDS = tuple(PurposeIn.model_fields)
@@ -59,6 +60,7 @@ async def put(session: AsyncSession, *, tenant: str, key: str, body: PurposeWrit
     session.add(purpose)
     recorded = {**definition, "consent_from_version": purpose.consent_from_version, "reconsent": body.reconsent}
     session.add(PurposeVersion(tenant_id=tenant, key=key, version=purpose.version, definition=recorded))
+    await bump(session, tenant=tenant)
     await session.flush()
     return to_out(purpose)
 

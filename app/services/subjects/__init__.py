@@ -1,12 +1,13 @@
 """Subjects and their identifiers: normalisation, blind index and sealing (identifiers), find/resolve/flags (store), bulk writes."""
 
 from . import bulk, identifiers
-from .identifiers import IdentifierKeys, normalise
+from .identifiers import IdentifierKeys, InvalidIdentifier, normalise
 from .store import DEVICE, Naming, find, get, lookup, naming, require, resolve, resolve_many, set_flag
 
 __all__ = [
     "DEVICE",
     "IdentifierKeys",
+    "InvalidIdentifier",
     "Naming",
     "bulk",
     "find",
