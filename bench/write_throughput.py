@@ -238,17 +238,18 @@ class Run:
 
 
 def measure(server: Server, load: Load, round_: int, scripts: Callable[[], Path], args: argparse.Namespace) -> Run:
+    """One measured wrk run of the load (after a warm-up), with the CPU spent meanwhile."""
+    assert server.process is not None
+    pid = server.process.pid
+
+    def cpu() -> tuple[float, ...]:
+        # wrk's CPU time counts in _children_cpu_seconds once it has been waited for.
+        return (tree_cpu_seconds(pid), postgres_cpu_seconds(DB_NAME), *_machine_seconds(), _children_cpu_seconds())
+
     options = {"connections": args.connections, "threads": args.threads}
     if args.warmup > 0:
         wrk(scripts(), server.port, "/", seconds=args.warmup, **options)
     script = scripts()
-    assert server.process is not None
-    def cpu() -> tuple[float, ...]:
-        return (
-            tree_cpu_seconds(server.process.pid), postgres_cpu_seconds(DB_NAME), *_machine_seconds(),
-            _children_cpu_seconds(),
-        )
-
     before = cpu()
     result = wrk(script, server.port, "/", seconds=args.duration, **options)
     after = cpu()
@@ -317,8 +318,8 @@ def ratios(runs: list[Run], rounds: int) -> dict:
         cells = "".join(f" {r:>8.3f}" for r in per_round)
         print(f"{target.label:<{width}}{cells} {median:>8.3f} {target.wanted:>8}  {'MET' if met else 'NOT MET'}")
         unit = "req/s" if target.metric == "rps" else "ms"
-        figures = ", ".join(f"{num:,.1f} / {den:,.1f}" for num, den in pairs)
-        print(f"{'':<{width}}   ({unit} per round: {figures})")
+        figures = "; ".join(f"round {n}: {num:,.1f} / {den:,.1f}" for n, (num, den) in enumerate(pairs, 1))
+        print(f"{'':<{width}}   ({unit} {figures})")
         verdicts[target.name] = {
             "label": target.label, "per_round": per_round, "figures": pairs, "median": median,
             "target": target.wanted, "met": met,
