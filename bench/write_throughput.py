@@ -106,7 +106,9 @@ def loads(key: str) -> list[Load]:
     return [
         Load("ref_write", "reference write (bare, new subject)", "bare", "new_subject", "/write"),
         Load("consents", "POST /v1/consents, new subject", "consentd", "new_subject", "/v1/consents"),
-        Load("cookie", "POST /v1/public/cookie-consents", "consentd", "cookie", f"/v1/public/cookie-consents?key={key}"),
+        Load(
+            "cookie", "POST /v1/public/cookie-consents", "consentd", "cookie", f"/v1/public/cookie-consents?key={key}"
+        ),
         Load("one_subject", "POST /v1/consents, one subject", "consentd", "same_subject", "/v1/consents"),
         Load("ref_consents", "reference read of consent_state", "bare", "read", "/read/consents/{id}"),
         Load("get_consents", "GET /v1/subjects/{id}/consents", "consentd", "read", "/v1/subjects/{id}/consents"),
@@ -231,7 +233,9 @@ class Run:
     non_2xx: int
     socket_errors: int  # connect/read/write errors and timeouts
     server_cpu_us: float  # CPU of the server's processes per request
-    postgres_cpu_us: float  # CPU of the PostgreSQL backends serving the bench database, per request
+    # CPU of the PostgreSQL backends serving the bench database, per request; None when a backend that exited meanwhile
+    # took more CPU time with it than the others spent (consentd's pool closes its overflow connections).
+    postgres_cpu_us: float | None
     busy_other: float  # cores kept busy by anything but the server, those backends and wrk
     steal: float  # cores' worth of time the hypervisor gave to other guests
     raw: dict = field(repr=False, default_factory=dict)
@@ -265,8 +269,10 @@ def measure(server: Server, load: Load, round_: int, scripts: Callable[[], Path]
         requests=result["requests"], statuses=statuses,
         non_2xx=sum(n for status, n in statuses.items() if not 200 <= int(status) < 300),
         socket_errors=sum(result[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")),
-        server_cpu_us=server_cpu / requests * 1e6, postgres_cpu_us=postgres_cpu / requests * 1e6,
-        busy_other=max(busy - server_cpu - postgres_cpu - wrk_cpu, 0.0) / seconds, steal=steal / seconds, raw=result,
+        server_cpu_us=server_cpu / requests * 1e6,
+        postgres_cpu_us=postgres_cpu / requests * 1e6 if postgres_cpu >= 0 else None,
+        busy_other=max(busy - server_cpu - max(postgres_cpu, 0.0) - wrk_cpu, 0.0) / seconds, steal=steal / seconds,
+        raw=result,
     )
 
 
@@ -279,15 +285,17 @@ def print_runs(runs: list[Run]) -> None:
         f" {'non-2xx':>7} {'sock':>5} {'app CPU':>8} {'PG CPU':>7} {'other':>6} {'steal':>6}"
     )
     for run in runs:
+        pg_cpu = f"{run.postgres_cpu_us:.0f}us" if run.postgres_cpu_us is not None else "n/a"
         print(
             f"{run.round:>5}  {run.label:<38} {run.rps:>7,.0f} {run.mean_ms:>7.2f} {run.p50_ms:>7.2f}"
             f" {run.p99_ms:>7.2f} {run.max_ms:>7.1f} {run.non_2xx:>7,} {run.socket_errors:>5,}"
-            f" {run.server_cpu_us:>6.0f}us {run.postgres_cpu_us:>5.0f}us {run.busy_other:>5.2f}c {run.steal:>5.2f}c"
+            f" {run.server_cpu_us:>6.0f}us {pg_cpu:>7} {run.busy_other:>5.2f}c {run.steal:>5.2f}c"
         )
     print(
         "  non-2xx: answers outside 200-299; sock: connect/read/write errors and timeouts;"
-        "\n  app/PG CPU: CPU time per request of the server's processes / of the PostgreSQL backends of the database;"
-        "\n  other: cores kept busy meanwhile by anything but those and wrk; steal: cores' worth taken by the hypervisor"
+        "\n  app/PG CPU: CPU time per request of the server's processes / of the PostgreSQL backends of the database"
+        "\n  (a lower bound: a backend that disconnects during the run takes its CPU time with it; n/a: it took more);"
+        "\n  other: cores kept busy meanwhile by anything but those and wrk; steal: cores' worth the hypervisor took"
     )
     noisy = max(r.busy_other + r.steal for r in runs)
     if noisy > 0.25:
@@ -403,7 +411,9 @@ def main() -> int:
                 email = f"one-{uuid.uuid4().hex[:10]}@bench.example"
                 for load in loads(key):
                     # A fresh script (salt) for each wrk run, the warm-up's included.
-                    scripts = partial(write_script, Path(scratch), load, token=token, policy=policy, email=email, ids=ids)
+                    scripts = partial(
+                        write_script, Path(scratch), load, token=token, policy=policy, email=email, ids=ids
+                    )
                     run = measure(servers[load.server], load, round_, scripts, args)
                     runs.append(run)
                     print(
