@@ -36,7 +36,7 @@ test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 # `make bench` runs every benchmark in bench/, one after the other; `make bench BENCHES=changes_feed` runs one.
-BENCHES ?= check_throughput stream_throughput changes_feed import_throughput banner_endpoints audit_verify
+BENCHES ?= check_throughput stream_throughput changes_feed import_throughput banner_endpoints audit_verify write_throughput
 
 bench: $(VENV)/.installed-test
 	@for name in $(BENCHES); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || exit $$?; done

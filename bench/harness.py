@@ -32,7 +32,8 @@ from bench.check_throughput import HOST, RESULTS, Server, free_port
 
 __all__ = [
     "HOST", "RESULTS", "ROOT", "BenchDatabase", "RssSampler", "Server", "consentd_command", "free_port",
-    "mib", "mint_token", "percentile", "run_main", "seed_check_database", "start_consentd", "write_results",
+    "mib", "mint_token", "percentile", "run_consentd", "run_main", "seed_check_database", "start_consentd",
+    "start_uvicorn", "tree_cpu_seconds", "write_results",
 ]
 
 
@@ -86,6 +87,10 @@ class BenchDatabase:
         finally:
             await database.close()
 
+    async def drop(self) -> None:
+        """Drop the database (its open connections too) if it exists."""
+        await self._admin(lambda admin: admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
     async def count(self, table: str, tenant: str | None = None) -> int:
         connection = await asyncpg.connect(self.dsn)
         try:
@@ -120,15 +125,52 @@ def mint_token(database: BenchDatabase, tenant: str, scopes: str) -> str:
     ).stdout.strip()
 
 
-def start_consentd(database: BenchDatabase, name: str, label: str, path: str) -> Server:
+def run_consentd(database: BenchDatabase, *args: str) -> str:
+    """What `consentd ARGS...` prints on stdout against the database, stripped; CalledProcessError on failure."""
+    return subprocess.run(
+        [*consentd_command(), *args], env=database.env, capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()
+
+
+def start_consentd(database: BenchDatabase, name: str, label: str, path: str, workers: int = 1) -> Server:
     """`consentd serve --no-access-log` on a free port against the database, started and answering /healthz."""
     port = free_port()
-    server = Server(
-        name, label, [*consentd_command(), "serve", "--host", HOST, "--port", str(port), "--no-access-log"],
-        path, database.env, port,
-    )
+    command = [*consentd_command(), "serve", "--host", HOST, "--port", str(port), "--no-access-log"]
+    if workers != 1:  # as before for the callers that do not ask
+        command += ["--workers", str(workers)]
+    server = Server(name, label, command, path, database.env, port)
     server.start()
     return server
+
+
+def start_uvicorn(database: BenchDatabase, name: str, label: str, factory: str, path: str, workers: int = 1) -> Server:
+    """A reference app (`module:create_app`) on a free port, under exactly the uvicorn settings `consentd serve
+    --no-access-log` uses (app/cli.py), started and answering /healthz."""
+    port = free_port()
+    command = [
+        sys.executable, "-c",
+        f"import uvicorn; uvicorn.run({factory!r}, factory=True, host={HOST!r}, port={port}, workers={workers},"
+        " access_log=False, proxy_headers=True, server_header=False)",
+    ]
+    server = Server(name, label, command, path, database.env, port)
+    server.start()
+    return server
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time so far of a process and its live children (uvicorn's workers, when there are several)."""
+    total = 0.0
+    try:
+        process = psutil.Process(pid)
+        for each in (process, *process.children(recursive=True)):
+            try:
+                times = each.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+    except psutil.Error:
+        pass
+    return total
 
 
 class RssSampler:
