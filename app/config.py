@@ -3,6 +3,7 @@
 import ipaddress
 from functools import lru_cache
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -67,6 +68,9 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = "127.0.0.1"
     # When set, GET /metrics answers only requests bearing it (`Authorization: Bearer ...`).
     metrics_token: str | None = Field(default=None, repr=False)
+    # When set (redis://, rediss:// or unix://), the public endpoints' rate limits are kept in Redis, shared by
+    # every worker and replica; unset, each process counts on its own. Hidden from repr: it may hold a password.
+    redis_url: str | None = Field(default=None, repr=False)
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> "Settings":
@@ -83,7 +87,7 @@ class Settings(BaseSettings):
                 raise ValueError("CONSENTD_SIGNING_KEY must be set in production")
         return self
 
-    @field_validator("signing_key", mode="before")
+    @field_validator("signing_key", "redis_url", mode="before")
     @classmethod
     def _unset_when_blank(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -116,6 +120,24 @@ class Settings(BaseSettings):
         from limits import parse
 
         parse(value)  # ValueError for anything that is not a rate
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from redis.connection import parse_url  # the client's own reading: scheme, port, db, query
+
+        # The message never repeats the value: it may hold a password.
+        problem = ValueError("must be a URL redis://host:port/db, rediss://host:port/db or unix:///path/to/socket")
+        try:
+            parsed = parse_url(value)
+        except ValueError:
+            raise problem from None
+        database = urlsplit(value).path.strip("/") if not value.startswith("unix:") else ""
+        if not (parsed.get("host") or parsed.get("path")) or not (database.isdigit() or not database):
+            raise problem  # the client would ignore a database that is not a number, and use 0
         return value
 
     @field_validator("forwarded_allow_ips")

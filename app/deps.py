@@ -179,7 +179,7 @@ async def public_access(
     a page of another origin. Only an allowed origin is ever named in Access-Control-Allow-Origin.
     """
     throttle = request.app.state.throttle
-    throttle.hit("ip", request.client.host if request.client else "")
+    await throttle.hit("ip", request.client.host if request.client else "")
     if not key:
         raise Unauthorized("a publishable key is required: ?key=pk_...", bearer=False)
     grant = await request.app.state.banner_keys.grant(key)
@@ -189,7 +189,7 @@ async def public_access(
     if origin is None or origin not in grant.origins:
         raise Forbidden("this key is not valid for this page's origin")
     request.scope[CORS_ORIGIN] = origin
-    throttle.hit("key", grant.key)
+    await throttle.hit("key", grant.key)
     return grant
 
 

@@ -61,7 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tenants = TenantDirectory(database)
         app.state.banner_keys = KeyDirectory(database, ttl=settings.banner_key_cache_seconds)
         app.state.banner_views = ViewCache(ttl=settings.banner_key_cache_seconds)
-        app.state.throttle = Throttle(per_ip=settings.public_rate_per_ip, per_key=settings.public_rate_per_key)
+        app.state.throttle = Throttle(
+            per_ip=settings.public_rate_per_ip, per_key=settings.public_rate_per_key,
+            secret=settings.identifier_key.encode(), redis_url=settings.redis_url,
+        )
         # What startup built lives as long as the process: keep it out of the collector's full passes, which
         # otherwise walk the whole heap every few thousand allocations and stall a request for 50-150 ms.
         gc.collect()
@@ -69,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.throttle.close()
             await database.close()
             metrics.process_exit()
 
