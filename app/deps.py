@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
 from app.security import SCOPES, Principal, Signer
-from app.services.audit import AccessLog
+from app.services.access import AccessLog
 from app.services.banner import KeyGrant, normalise_origin
 from app.services.checks import Checker
 from app.services.purposes import RuleCache

@@ -27,7 +27,7 @@ from app.routers import (
     suppressions,
 )
 from app.security import Signer, TokenVerifier
-from app.services.audit import AccessLog
+from app.services.access import AccessLog
 from app.services.banner import KeyDirectory, Throttle, ViewCache
 from app.services.checks import Checker, PostgresReader, SqlReader
 from app.services.purposes import RuleCache

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.db import Database
 from app.migrations import upgrade
-from app.models import ConsentChange, Tenant, metadata
+from app.models import ConsentChange, metadata
 from app.models.base import UTCDateTime
 from app.services.audit import verification
 from tests.conftest import settings_for

@@ -11,8 +11,8 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,7 +29,7 @@ from tests.test_server import consentd_env, run_consentd
 from tests.test_server_ops import Served, serve
 
 REDIS_URL = "redis://127.0.0.1:6379/11"  # a database of its own, away from anything else on this Redis
-RATE = 12  # banner requests a minute per address, for the servers
+RATE = 12  # banner requests an hour per address, for the servers: no window ends while a test sends
 ORIGIN = "https://shop.example"
 TIMEOUT = 10
 
@@ -190,7 +190,7 @@ def start(workdir: Path, extra: dict[str, str]) -> Iterator[Site]:
     (workdir / "tmp").mkdir()
     identifier_key = f"throttle-test-{secrets.token_hex(16)}"
     env = consentd_env(f"sqlite+aiosqlite:///{workdir / 'consentd.db'}") | {
-        "CONSENTD_IDENTIFIER_KEY": identifier_key, "CONSENTD_PUBLIC_RATE_PER_IP": f"{RATE}/minute",
+        "CONSENTD_IDENTIFIER_KEY": identifier_key, "CONSENTD_PUBLIC_RATE_PER_IP": f"{RATE}/hour",
         "TMPDIR": str(workdir / "tmp"), **extra,
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -241,7 +241,7 @@ def test_two_workers_share_one_limit_through_redis(shared: Site, redis_client: r
     assert set(statuses) == {200, 429}
     # One window for the address, one for the key, under hashes made with the server's identifier key.
     names = {name.decode() for name in redis_client.scan_iter(match=f"{KEY_PREFIX}:LIMITER/*")}
-    assert f"{KEY_PREFIX}:LIMITER/ip/{shared.hashed.identity_hash('127.0.0.1')}/{RATE}/1/minute" in names
+    assert f"{KEY_PREFIX}:LIMITER/ip/{shared.hashed.identity_hash('127.0.0.1')}/{RATE}/1/hour" in names
     assert f"{KEY_PREFIX}:LIMITER/key/{shared.hashed.identity_hash(shared.key)}/6000/1/minute" in names
     assert not any("127.0.0.1" in name or shared.key in name for name in names)
 

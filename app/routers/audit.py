@@ -12,7 +12,8 @@ from app.models.base import utcnow
 from app.models.common import PURPOSE_KEY, Timestamp
 from app.responses import ndjson_guarded
 from app.security import Principal
-from app.services.audit import access_log, checkpoints, exports
+from app.services import access as access_log
+from app.services.audit import checkpoints, exports
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 Auditor = require_scopes("audit:read")

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from app.deps import KeysDep, PublicAccess, ReadSessionDep, SessionDep
+from app.deps import DatabaseDep, KeysDep, PublicAccess, ReadSessionDep
 from app.models.banners import DEVICE_ID, CookieConsentIn, CookieConsentsOut, CookieConsentsRecorded, PublicBannerOut
 from app.services.banner import banners, cookie_consents
 
@@ -38,7 +38,7 @@ async def post_cookie_consents(
     request: Request,
     grant: PublicAccess,
     body: CookieConsentIn,
-    session: SessionDep,
+    database: DatabaseDep,
     keys: KeysDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -52,8 +52,8 @@ async def post_cookie_consents(
         gpc=request.headers.get("sec-gpc", "").strip() == "1",
     )
     status, answer = await cookie_consents.record(
-        session, keys, tenant=grant.tenant, banner_key=grant.key, body=body, visit=visit,
-        idempotency_key=idempotency_key,
+        database, keys, request.app.state.banner_views, tenant=grant.tenant, banner_key=grant.key, body=body,
+        visit=visit, idempotency_key=idempotency_key,
     )
     return JSONResponse(answer, status_code=status, headers=NO_STORE)
 

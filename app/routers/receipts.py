@@ -9,7 +9,8 @@ from app.models.common import problem_responses
 from app.models.receipts import ConsentReceiptOut, Jwks
 from app.responses import json_response
 from app.security import Principal
-from app.services.audit import access_log, receipts
+from app.services import access as access_log
+from app.services.audit import receipts
 
 router = APIRouter(prefix="/v1/events", tags=["audit"])
 well_known = APIRouter(tags=["audit"])

@@ -2,15 +2,17 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
-from app.deps import AccessLogDep, KeysDep, ReadSessionDep, SessionDep, require_scopes
+from app.deps import AccessLogDep, DatabaseDep, KeysDep, ReadSessionDep, RuleCacheDep, SessionDep, require_scopes
 from app.models.banners import DeviceLinkIn, DeviceLinkOut
 from app.models.common import PURPOSE_KEY, SubjectRef, Timestamp
 from app.models.consents import HistoryOut, SubjectConsentsOut
 from app.models.subjects import SubjectOut
+from app.responses import json_response
 from app.security import Principal
+from app.services import access as access_log
 from app.services import subjects
-from app.services.audit import access_log
 from app.services.banner import devices
 from app.services.ledger import reads as ledger
 
@@ -50,44 +52,43 @@ async def get_subject(
 async def get_consents(
     principal: Annotated[Principal, Reader],
     subject_id: uuid.UUID,
-    session: ReadSessionDep,
-    log: AccessLogDep,
+    database: DatabaseDep,
+    rule_cache: RuleCacheDep,
     as_of: Annotated[Timestamp | None, Query(description="an instant with a timezone; default now (or known_at)")] = None,
     known_at: Annotated[
         Timestamp | None, Query(description="count only decisions recorded by this instant: what the ledger said then")
     ] = None,
-) -> SubjectConsentsOut:
+) -> Response:
     """The decision standing per purpose and channel, now or as of a past instant, with expiry considered.
 
     "As of T" is by `captured_at`: the decisions captured at or before T, whenever they were recorded; a decision
     about a moment before T that arrives late changes the answer for T. `known_at` K leaves out what was recorded
     after K: what the ledger said at K. Recorded in the access log."""
-    found = await ledger.consents(session, tenant=principal.tenant, subject_id=subject_id, as_of=as_of, known_at=known_at)
-    detail = {key: value.isoformat() for key, value in (("as_of", as_of), ("known_at", known_at)) if value} or None
-    await log.record(principal, action=access_log.CONSENTS, subject_id=subject_id, detail=detail)
-    return found
+    return json_response(
+        await ledger.standing(database, rule_cache, reader=principal, subject_id=subject_id, as_of=as_of, known_at=known_at)
+    )
 
 
 @router.get("/{subject_id}/history", response_model=HistoryOut)
 async def get_history(
     principal: Annotated[Principal, Reader],
     subject_id: uuid.UUID,
-    session: ReadSessionDep,
-    log: AccessLogDep,
+    database: DatabaseDep,
     purpose: Annotated[str | None, Query(pattern=PURPOSE_KEY)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] = None,
-) -> HistoryOut:
+) -> Response:
     """Every consent event of the subject, oldest first; follow `next_cursor` for the next page. Recorded in the
     access log."""
-    page = await ledger.history(
-        session, tenant=principal.tenant, subject_id=subject_id, purpose=purpose, limit=limit, cursor=cursor
+    return json_response(
+        await ledger.events(database, reader=principal, subject_id=subject_id, purpose=purpose, limit=limit, cursor=cursor)
     )
-    await log.record(principal, action=access_log.HISTORY, subject_id=subject_id)
-    return page
 
 
-@router.post("/{subject_id}/identifiers", response_model=DeviceLinkOut, responses={409: {"description": "The device belongs to another person"}})
+@router.post(
+    "/{subject_id}/identifiers", response_model=DeviceLinkOut,
+    responses={409: {"description": "The device belongs to another person"}},
+)
 async def link_identifier(
     principal: Annotated[Principal, require_scopes("consents:write")],
     subject_id: uuid.UUID,

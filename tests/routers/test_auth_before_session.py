@@ -13,21 +13,21 @@ from tests.conftest import bearer
 class Checkouts:
     """Counts connections taken from the app's pools while it is installed."""
 
-    def __init__(self, database) -> None:  # noqa: ANN001
+    def __init__(self, database) -> None:
         self.database, self.count = database, 0
 
-    def _on_checkout(self, *_args) -> None:  # noqa: ANN002
+    def _on_checkout(self, *_args) -> None:
         self.count += 1
 
     @contextlib.contextmanager
-    def watching(self):  # noqa: ANN201
+    def watching(self):
         engine, pool = self.database.engine.sync_engine, self.database.pool
         event.listen(engine, "checkout", self._on_checkout)
         # asyncpg's Pool has slots: count acquisitions on its class, for this pool only.
         pool_class = type(pool) if pool is not None else None
         acquire = pool_class.acquire if pool_class is not None else None
 
-        def counted(this, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def counted(this, *args, **kwargs):
             if this is pool:
                 self.count += 1
             return acquire(this, *args, **kwargs)
@@ -42,7 +42,7 @@ class Checkouts:
                 pool_class.acquire = acquire
 
 
-def protected_routes(app) -> list[tuple[str, str]]:  # noqa: ANN001
+def protected_routes(app) -> list[tuple[str, str]]:
     """(method, path) of every operation the OpenAPI document says needs the bearer token, parameters filled in."""
     out = []
     for path, operations in app.openapi()["paths"].items():

@@ -69,7 +69,7 @@ async def stored(backend, tenant: str) -> dict:
         subjects = await rows("SELECT id, flags, merged_into FROM subjects WHERE tenant_id = :t")
     names: dict = {}
 
-    def name(value):  # noqa: ANN001, ANN202
+    def name(value):
         return names.setdefault(value, len(names))
 
     for e in events:

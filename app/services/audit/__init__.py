@@ -1,11 +1,9 @@
-"""Audit and proof: access log, chain/state/suppression verification, signed checkpoints, exports, receipts."""
+"""Audit and proof: chain/state/suppression verification, signed checkpoints, exports, receipts (the access log
+they read is services/access/)."""
 
-from . import access_log, checkpoints, exports, receipts, state_check, suppression_check, verification
-from .access_log import AccessLog
+from . import checkpoints, exports, receipts, state_check, suppression_check, verification
 
 __all__ = [
-    "AccessLog",
-    "access_log",
     "checkpoints",
     "exports",
     "receipts",

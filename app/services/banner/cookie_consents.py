@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db import Database, acquire
 from app.errors import Unprocessable
 from app.models import ConsentState
 from app.models.banners import CookieConsentIn, CookieConsentsOut, CookieConsentsRecorded, CookieEventOut
@@ -18,11 +19,12 @@ from app.models.consents import NO_CHANNEL
 from app.services import subjects
 from app.services.banner import banners
 from app.services.checks import Standing, expires_at, is_effective
-from app.services.ledger import consents
+from app.services.ledger import consents, pg_write
 from app.services.purposes import check_status
 from app.services.subjects import IdentifierKeys
 
 SOURCE = "cookie_banner"
+CONFIG_VERSION = "SELECT config_version FROM tenants WHERE key = $1"
 
 
 @dataclass(frozen=True)
@@ -76,32 +78,41 @@ async def _status(
 ) -> CookieConsentsOut:
     if subject_id is None:
         return CookieConsentsOut(choices={}, policy_version=None, expires_at=None, reprompt=True)
-    rules = view.rules
     state = ConsentState.__table__
     rows = await session.execute(
         select(state).where(
             state.c.tenant_id == tenant, state.c.subject_id == subject_id,
-            state.c.purpose.in_(rules), state.c.channel == NO_CHANNEL,
+            state.c.purpose.in_(view.rules), state.c.channel == NO_CHANNEL,
         )
     )
+    return _out(
+        view,
+        [(row.purpose, Standing(row.event_id, row.status, row.captured_at, row.policy_version, row.purpose_version))
+         for row in rows],
+        at,
+    )
+
+
+def _out(view: banners.BannerView, standing: list[tuple[str, Standing]], at: datetime) -> CookieConsentsOut:
+    """The answer for the device's standing decisions (purpose, decision), as the banner reads it at `at`."""
+    rules = view.rules
     choices: dict[str, bool] = {}
     latest: datetime | None = None
     policy_version: str | None = None
     expiries: list[datetime] = []
     reprompt = False
-    for row in rows:
-        rule = rules[row.purpose]
-        standing = Standing(row.event_id, row.status, row.captured_at, row.policy_version, row.purpose_version)
-        if not is_effective(rule, standing, at):
+    for purpose, decision in standing:
+        rule = rules[purpose]
+        if not is_effective(rule, decision, at):
             reprompt = True  # an expired grant: ask again
             continue
-        choices[row.purpose] = row.status == "granted"
-        if (expiry := expires_at(rule, standing)) is not None:
+        choices[purpose] = decision.status == "granted"
+        if (expiry := expires_at(rule, decision)) is not None:
             expiries.append(expiry)
-        if row.policy_version not in view.standing:
+        if decision.policy_version not in view.standing:
             reprompt = True  # chosen under terms that changed materially since
-        if latest is None or row.captured_at > latest:
-            latest, policy_version = row.captured_at, row.policy_version
+        if latest is None or decision.captured_at > latest:
+            latest, policy_version = decision.captured_at, decision.policy_version
     reprompt = reprompt or any(key not in choices for key in rules)
     return CookieConsentsOut(
         choices=choices, policy_version=policy_version, expires_at=min(expiries, default=None), reprompt=reprompt
@@ -109,8 +120,9 @@ async def _status(
 
 
 async def record(
-    session: AsyncSession,
+    database: Database,
     keys: IdentifierKeys,
+    views: banners.ViewCache,
     *,
     tenant: str,
     banner_key: str,
@@ -120,10 +132,110 @@ async def record(
 ) -> tuple[int, dict]:
     """Record a device's choices (and, under GPC, the withdrawals it implies); the status code and answer.
 
-    Without a device id a new one is issued; the answer carries it (a replay, the first one's).
+    Without a device id a new one is issued; the answer carries it (a replay, the first one's). On PostgreSQL a new
+    device without an Idempotency-Key is written through the asyncpg half (ledger/pg_write.py) in two round trips.
     """
     if body.device_id is not None:
         require_issued(keys, tenant=tenant, device_id=body.device_id, loc=["body", "device_id"])
+    if database.pool is not None and body.device_id is None and idempotency_key is None:
+        return 201, await _record_new_device(database, keys, views, tenant=tenant, banner_key=banner_key, body=body,
+                                             visit=visit)
+    async with database.transaction() as session:
+        return await record_in(session, keys, tenant=tenant, banner_key=banner_key, body=body, visit=visit,
+                               idempotency_key=idempotency_key)
+
+
+def _decisions(view: banners.BannerView, body: CookieConsentIn, visit: Visit) -> list[tuple[str, str, str, str]]:
+    """(purpose, channel, status, method) of each choice and each withdrawal GPC implies; 422 for a bad choice."""
+    for key, on in body.choices.items():
+        if key not in view.rules:
+            raise Unprocessable(f"'{key}' is not a cookie category of this banner", loc=["body", "choices", key])
+        check_status(view.rules[key], "granted" if on else "withdrawn", loc=["body", "choices", key])
+    if body.policy_version not in view.published:
+        raise Unprocessable("unknown policy_version: reload the banner", loc=["body", "policy_version"])
+    # GPC: an advertising or sharing category the visitor did not explicitly turn on is withdrawn.
+    implied = [
+        (key, NO_CHANNEL, "withdrawn", "gpc") for key in sorted(view.gpc) if visit.gpc and body.choices.get(key) is not True
+    ]
+    withdrawn_by_gpc = {key for key, _, _, _ in implied}
+    chosen = [
+        (key, NO_CHANNEL, "granted" if on else "withdrawn", "banner")
+        for key, on in body.choices.items() if key not in withdrawn_by_gpc
+    ]
+    if not chosen and not implied:
+        raise Unprocessable("choose at least one cookie category", loc=["body", "choices"])
+    return [*chosen, *implied]
+
+
+def _evidence(body: CookieConsentIn, visit: Visit, banner_key: str) -> tuple[str | None, dict]:
+    """The page the choice was made on (without its query) and the evidence kept with it."""
+    page = page_without_query(body.page_url or visit.referer)
+    return page, {
+        "ip_truncated": truncated_ip(visit.ip),
+        "user_agent": (visit.user_agent or "")[:512] or None,
+        "page_url": page,
+        "gpc": visit.gpc,
+        "banner_key": banner_key,
+    }
+
+
+def _answer(standing: CookieConsentsOut, device_id: str, events: list[dict]) -> dict:
+    return CookieConsentsRecorded(
+        **standing.model_dump(),
+        device_id=device_id,
+        events=[
+            CookieEventOut(event_id=e["event_id"], purpose=e["purpose"], status=e["status"], method=e["method"])
+            for e in events
+        ],
+    ).model_dump(mode="json")
+
+
+async def _record_new_device(
+    database: Database, keys: IdentifierKeys, views: banners.ViewCache, *, tenant: str, banner_key: str,
+    body: CookieConsentIn, visit: Visit,
+) -> dict:
+    """A new device's first choices: the banner as of the tenant's config version (read in the same round trip
+    as nothing else needs), then one statement that creates the device's subject and records the choices."""
+    assert database.pool is not None
+    async with acquire(database.pool) as connection:
+        version = await connection.fetchval(CONFIG_VERSION, tenant)
+        view = views.at_version(tenant, version)
+        if view is None:
+            async with database.transaction(read_only=True) as session:
+                view = await banners.load_view(session, tenant=tenant)
+            views.keep(tenant, version, view)
+        decisions = _decisions(view, body, visit)
+        device_id = keys.new_device_id(tenant)
+        named = subjects.naming(keys, tenant=tenant, ref=SubjectRef(device_id=device_id), identifiers=None, loc=("body",))
+        assert named.own is not None and named.own.sealed is not None
+        page, evidence = _evidence(body, visit, banner_key)
+        record = pg_write.Record(
+            tenant=tenant,
+            decisions=tuple(pg_write.Decided(purpose, channel, status, method) for purpose, channel, status, method in decisions),
+            captured_at=None, source=SOURCE, method="banner", policy_version=body.policy_version,
+            collection_point=page[:200] if page else None, actor=f"banner:{banner_key[:11]}", evidence=evidence,
+        )
+        claim = pg_write.Claim(id_hash=named.own.id_hash, kind=named.own.kind, sealed=named.own.sealed)
+        _, events = await pg_write.write(connection, view.rules, record, subject_id=None, head=None, claim=claim)
+    # A new device's standing decisions are the ones just written (one per category: choices and GPC never overlap).
+    standing = [
+        (e["purpose"], Standing(e["event_id"], e["status"], e["captured_at"], e["policy_version"], e["purpose_version"]))
+        for e in events
+    ]
+    return _answer(_out(view, standing, events[0]["recorded_at"]), device_id, events)
+
+
+async def record_in(
+    session: AsyncSession,
+    keys: IdentifierKeys,
+    *,
+    tenant: str,
+    banner_key: str,
+    body: CookieConsentIn,
+    visit: Visit,
+    idempotency_key: str | None,
+) -> tuple[int, dict]:
+    """The session's half of `record` (SQLite; a known device; an Idempotency-Key), in the caller's transaction."""
     if idempotency_key is not None:
         # Namespaced: a visitor's key can never replay or block an answer of the tenant's own API clients.
         scoped_key = f"banner:{idempotency_key}"
@@ -134,55 +246,28 @@ async def record(
             return replay.status_code, replay.body
     # Read afresh, not from the GETs' cache: a choice is checked against the banner as it is now.
     view = await banners.load_view(session, tenant=tenant)
-    for key, on in body.choices.items():
-        if key not in view.rules:
-            raise Unprocessable(f"'{key}' is not a cookie category of this banner", loc=["body", "choices", key])
-        check_status(view.rules[key], "granted" if on else "withdrawn", loc=["body", "choices", key])
-    if body.policy_version not in view.published:
-        raise Unprocessable("unknown policy_version: reload the banner", loc=["body", "policy_version"])
-    chosen = [(key, NO_CHANNEL, "granted" if on else "withdrawn") for key, on in body.choices.items()]
-    # GPC: an advertising or sharing category the visitor did not explicitly turn on is withdrawn.
-    implied = [
-        (key, NO_CHANNEL, "withdrawn")
-        for key in sorted(view.gpc)
-        if visit.gpc and body.choices.get(key) is not True
-    ]
-    chosen = [c for c in chosen if c[0] not in {key for key, _, _ in implied}]
-    if not chosen and not implied:
-        raise Unprocessable("choose at least one cookie category", loc=["body", "choices"])
-
+    decisions = _decisions(view, body, visit)
     device_id = body.device_id or keys.new_device_id(tenant)
     subject_id = await subjects.resolve(
         session, keys, tenant=tenant, ref=SubjectRef(device_id=device_id), identifiers=None
     )
     now = utcnow()
-    page = page_without_query(body.page_url or visit.referer)
-    evidence = {
-        "ip_truncated": truncated_ip(visit.ip),
-        "user_agent": (visit.user_agent or "")[:512] or None,
-        "page_url": page,
-        "gpc": visit.gpc,
-        "banner_key": banner_key,
-    }
+    page, evidence = _evidence(body, visit, banner_key)
     common = dict(
         tenant=tenant, subject_id=subject_id, rules=view.rules, captured_at=None, recorded_at=now, source=SOURCE,
         policy_version=body.policy_version, collection_point=page[:200] if page else None,
         actor=f"banner:{banner_key[:11]}", evidence=evidence,
     )
     events = [
-        *consents.new_events(decisions=chosen, method="banner", **common),
-        *consents.new_events(decisions=implied, method="gpc", **common),
+        event
+        for method in ("banner", "gpc")
+        for event in consents.new_events(
+            decisions=[(purpose, channel, status) for purpose, channel, status, how in decisions if how == method],
+            method=method, **common,
+        )
     ]
     await consents.append(session, events, view.rules)
-    standing = await _status(session, tenant=tenant, view=view, subject_id=subject_id, at=now)
-    answer = CookieConsentsRecorded(
-        **standing.model_dump(),
-        device_id=device_id,
-        events=[
-            CookieEventOut(event_id=e["event_id"], purpose=e["purpose"], status=e["status"], method=e["method"])
-            for e in events
-        ],
-    ).model_dump(mode="json")
+    answer = _answer(await _status(session, tenant=tenant, view=view, subject_id=subject_id, at=now), device_id, events)
     if idempotency_key is not None:
         await consents.store_idempotent_answer(
             session, tenant=tenant, key=scoped_key, outcome=consents.Outcome(201, answer)

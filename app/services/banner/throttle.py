@@ -15,11 +15,10 @@ import time
 import redis.asyncio
 from limits import RateLimitItem, aio, parse
 from limits.errors import StorageError
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter
 
 from app.errors import TooManyRequests
+from app.services.banner.local_window import LocalWindow
 
 log = logging.getLogger("consentd")
 
@@ -46,7 +45,8 @@ class Throttle:
         # should sit, and every replica derives the same hash from the same secret (shortened: blake2b keys are
         # at most 64 bytes).
         self._secret = hashlib.blake2b(secret, digest_size=32, person=b"consentd-rate").digest()
-        self._local = MovingWindowRateLimiter(MemoryStorage())
+        # limits' moving window, at a constant cost a hit (local_window.py says why not its MemoryStorage).
+        self._local = LocalWindow()
         self._pool = self._shared = None
         self._paused_until = 0.0
         if redis_url:
@@ -81,7 +81,7 @@ class Throttle:
     def _local_hit(self, rate: RateLimitItem, kind: str, digest: str) -> tuple[bool, float]:
         if self._local.hit(rate, kind, digest):
             return True, 0.0
-        return False, self._local.get_window_stats(rate, kind, digest).reset_time
+        return False, self._local.reset_time(rate, kind, digest)
 
     async def _shared_hit(self, rate: RateLimitItem, kind: str, digest: str) -> tuple[bool, float] | None:
         """(allowed, reset time) from Redis; None when Redis failed or is paused after a failure."""

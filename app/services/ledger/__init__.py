@@ -1,6 +1,6 @@
 """The append-only consent ledger: a consent write (consents), hash chains, imports, reads (as_of, history)."""
 
-from . import bulk, chains, consents, imports, reads
+from . import bulk, chains, consents, imports, pg_write, reads
 from .chains import CANONICAL_FIELDS, EMPTY, GENESIS, canonical_values, event_hash, extend
 
 __all__ = [
@@ -14,5 +14,6 @@ __all__ = [
     "event_hash",
     "extend",
     "imports",
+    "pg_write",
     "reads",
 ]

@@ -134,7 +134,7 @@ def _fast_claim(keys: IdentifierKeys, *, tenant: str, body: ConsentRecordIn) -> 
         return None
     if body.subject.subject_id is not None:
         return (None,)
-    kind, value = body.subject.kind_and_value()
+    kind, _ = body.subject.kind_and_value()
     if kind == subjects.DEVICE:
         return None  # devices move between subjects (devices.link): writes for one hold it, in the session's half
     try:
@@ -243,7 +243,8 @@ def new_events(
 async def append(session: AsyncSession, events: list[dict], rules: Mapping[str, Rule]) -> None:
     """Append events to the ledger and move the state projection, in the caller's transaction.
 
-    Each event joins its subject's hash chain (which orders writers of one subject), then gets its ledger `seq`. The state of a (subject, purpose, channel) moves only to a decision
+    Each event joins its subject's hash chain (which orders writers of one subject), then gets its ledger `seq`.
+    The state of a (subject, purpose, channel) moves only to a decision
     that is newer by (captured_at, seq): a late-arriving older decision enters the history and nothing else.
     Every state that moved is a change in the feed, with the grant's expiry under `rules` (the events' purposes).
     """
@@ -286,7 +287,7 @@ async def append(session: AsyncSession, events: list[dict], rules: Mapping[str, 
     moved = await session.execute(
         statement.on_conflict_do_update(
             index_elements=STATE_KEY,
-            set_={column: incoming[column] for column in state.columns.keys() if column not in STATE_KEY},
+            set_={column: incoming[column] for column in state.columns.keys() if column not in STATE_KEY},  # noqa: SIM118 - a ColumnCollection
             where=or_(
                 incoming.captured_at > state.c.captured_at,
                 and_(incoming.captured_at == state.c.captured_at, incoming.event_seq > state.c.event_seq),

@@ -46,7 +46,7 @@ WHERE t.key = $1
 """
 LOCK = "SELECT length, head_event_id, head_hash FROM ledger_chains WHERE subject_id = $1 FOR UPDATE"
 
-# $1 tenant, $2 subject, $3 captured_at, $4 recorded_at, $5 source, $6 method, $7 policy_version,
+# $1 tenant, $2 subject, $3 captured_at, $4 recorded_at, $5 source, $6 each event's method, $7 policy_version,
 # $8 collection_point, $9 actor, $10 evidence; $11-$19 one array per event; $20-$21 the new head;
 # $22-$27 one array per state to move (the newest event of each key, in key order).
 _TAIL = """
@@ -54,11 +54,12 @@ e AS (
     INSERT INTO consent_events (event_id, tenant_id, subject_id, purpose, purpose_version, channel, status,
                                 captured_at, recorded_at, source, method, policy_version, collection_point, actor,
                                 chain_index, prev_event_id, prev_hash, hash, evidence)
-    SELECT u.event_id, $1, c.subject_id, u.purpose, u.purpose_version, u.channel, u.status, $3, $4, $5, $6, $7, $8,
-           $9, u.chain_index, u.prev_event_id, u.prev_hash, u.hash, $10::json
+    SELECT u.event_id, $1, c.subject_id, u.purpose, u.purpose_version, u.channel, u.status, $3, $4, $5, u.method,
+           $7, $8, $9, u.chain_index, u.prev_event_id, u.prev_hash, u.hash, $10::json
     FROM c, unnest($11::uuid[], $12::text[], $13::int[], $14::text[], $15::text[], $16::int[], $17::uuid[],
-                   $18::text[], $19::text[]) WITH ORDINALITY
-         AS u(event_id, purpose, purpose_version, channel, status, chain_index, prev_event_id, prev_hash, hash, ord)
+                   $18::text[], $19::text[], $6::text[]) WITH ORDINALITY
+         AS u(event_id, purpose, purpose_version, channel, status, chain_index, prev_event_id, prev_hash, hash, method,
+              ord)
     ORDER BY u.ord
     RETURNING seq, event_id
 ), s AS (
@@ -126,6 +127,8 @@ class Decided:
     purpose: str
     channel: str
     status: str
+    # How it was given, when not the record's own method (a banner's GPC-implied withdrawals).
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +183,8 @@ def _events(record: Record, rules: dict[str, Rule], subject_id: uuid.UUID, head:
         event = {
             "event_id": uuid.uuid4(), "tenant_id": record.tenant, "subject_id": subject_id, "purpose": decided.purpose,
             "purpose_version": rules[decided.purpose].version, "channel": decided.channel, "status": decided.status,
-            "captured_at": captured_at, "recorded_at": recorded_at, "source": record.source, "method": record.method,
+            "captured_at": captured_at, "recorded_at": recorded_at, "source": record.source,
+            "method": decided.method or record.method,
             "policy_version": record.policy_version, "collection_point": record.collection_point,
             "actor": record.actor, "evidence": record.evidence,
         }
@@ -197,7 +201,8 @@ def _arguments(record: Record, rules: dict[str, Rule], events: list[dict], head:
     columns = ("event_id", "purpose", "purpose_version", "channel", "status", "chain_index", "prev_event_id",
                "prev_hash", "hash")
     return [
-        record.tenant, first["subject_id"], first["captured_at"], first["recorded_at"], record.source, record.method,
+        record.tenant, first["subject_id"], first["captured_at"], first["recorded_at"], record.source,
+        [e["method"] for e in events],
         record.policy_version, record.collection_point, record.actor,
         None if record.evidence is None else orjson.dumps(record.evidence).decode(),
         *([e[name] for e in events] for name in columns),

@@ -15,19 +15,19 @@ from .rules import (
 from .store import get, list_all, put, rules, to_out, to_rule
 
 __all__ = [
-    "RuleCache",
-    "bump",
-    "load_rules_pg",
     "CONSENT_BASED",
     "LEGITIMATE_INTEREST",
     "OWN_BASIS",
     "Rule",
+    "RuleCache",
     "api_channel",
+    "bump",
     "catalogue",
     "check_status",
     "get",
     "grant_expiry",
     "list_all",
+    "load_rules_pg",
     "put",
     "rules",
     "storage_channel",

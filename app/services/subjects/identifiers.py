@@ -7,11 +7,11 @@ import re
 import secrets
 from functools import cached_property, lru_cache
 
+import email_validator
 import phonenumbers
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-import email_validator
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import EMAIL_MAX_LENGTH, LOCAL_PART_MAX_LENGTH
 

@@ -35,12 +35,20 @@ class AccessLog:
     ) -> None:
         """Append one entry for what `reader` (its tenant and client) read, committed before this returns."""
         async with self.database.transaction() as session:
-            await session.execute(
-                sa.insert(AccessLogEntry.__table__).values(
-                    tenant_id=reader.tenant, at=utcnow(), client=reader.client, action=action, subject_id=subject_id,
-                    detail=detail,
-                )
-            )
+            await append(session, reader, action=action, subject_id=subject_id, detail=detail)
+
+
+async def append(
+    session: AsyncSession, reader: Principal, *, action: str, subject_id: uuid.UUID | None = None,
+    detail: dict | None = None,
+) -> None:
+    """Append one entry in the caller's transaction: the read and its record commit together or not at all."""
+    await session.execute(
+        sa.insert(AccessLogEntry.__table__).values(
+            tenant_id=reader.tenant, at=utcnow(), client=reader.client, action=action, subject_id=subject_id,
+            detail=detail,
+        )
+    )
 
 
 async def page(

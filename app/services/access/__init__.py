@@ -1,0 +1,7 @@
+"""The access log: who read or exported which subject's data, and when (append-only). Below the ledger, so that a
+read can record itself in its own transaction."""
+
+from . import log
+from .log import CONSENTS, EXPORT, HISTORY, LOOKUP, RECEIPT, SUBJECT, AccessLog, append, page
+
+__all__ = ["CONSENTS", "EXPORT", "HISTORY", "LOOKUP", "RECEIPT", "SUBJECT", "AccessLog", "append", "log", "page"]
