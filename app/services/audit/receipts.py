@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
 from app.models import ConsentEvent, PurposeVersion, Tenant
+from app.models.base import table_of
 from app.models.receipts import CONFORMS_TO, RECEIPT_SCHEMA_VERSION, ConsentReceipt, Controller, ReceiptPurpose
 from app.security import Signer
 from app.services.checks import Standing, expires_at
@@ -25,7 +26,7 @@ STATES = {"granted": "given", "withdrawn": "withdrawn"}
 
 async def _event(session: AsyncSession, *, tenant: str, event_id: uuid.UUID) -> dict[str, Any]:
     """The event's row with its tenant's name and its purpose's definition at the event's purpose version."""
-    events = ConsentEvent.__table__
+    events = table_of(ConsentEvent)
     # Every purpose version has its row (purposes.put writes both in one transaction), so the join always finds it.
     query = (
         select(events, Tenant.name.label("controller_name"), PurposeVersion.definition.label("purpose_definition"))

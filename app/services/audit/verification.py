@@ -14,6 +14,7 @@ from sqlalchemy.sql import Select
 from app.db import Database
 from app.models import AuditCheckpoint, CheckpointHead, ConsentEvent, ConsentState, LedgerChain
 from app.models.audit import CheckpointRef, VerifyOut, VerifyProblem
+from app.models.base import table_of
 from app.services.audit import state_check, suppression_check
 from app.services.audit.chain_check import Head, check
 from app.services.kit import END, snapshots
@@ -33,7 +34,7 @@ def heads_line(subject_id: Any, length: int, head_event_id: Any, head_hash: str)
 
 def _queries(tenant: str, checkpoint_id: int | None, incremental: bool) -> dict[str, Select]:
     events, chains, heads, state = (
-        ConsentEvent.__table__, LedgerChain.__table__, CheckpointHead.__table__, ConsentState.__table__
+        table_of(ConsentEvent), table_of(LedgerChain), table_of(CheckpointHead), table_of(ConsentState)
     )
     of_tenant = events.c.tenant_id == tenant
     states = sa.select(*(state.c[n] for n in _STATE_COLUMNS)).where(state.c.tenant_id == tenant)
@@ -67,7 +68,7 @@ def _incremental_states(states: Select, tenant: str, moved: Select) -> tuple[Sel
     """Incremental verification skips the events of unchanged chains, but an edited state moves no head: each
     state row comes with the event it names (`e_` columns) and whether a later event of its key exists, and a
     second query finds the keys of unchanged chains' events that have no state row (state_check.against_own_event)."""
-    events, state = ConsentEvent.__table__, ConsentState.__table__
+    events, state = table_of(ConsentEvent), table_of(ConsentState)
     own, later = events.alias("own"), events.alias("later")
     same_key = [later.c[n] == state.c[n] for n in state_check.KEY]
     newer = sa.exists().where(

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.errors import Unprocessable
 from app.models import ConsentState
 from app.models.banners import CookieConsentIn, CookieConsentsOut, CookieConsentsRecorded, CookieEventOut
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.common import SubjectRef
 from app.models.consents import NO_CHANNEL
 from app.services import subjects
@@ -77,7 +77,7 @@ async def _status(
     if subject_id is None:
         return CookieConsentsOut(choices={}, policy_version=None, expires_at=None, reprompt=True)
     rules = view.rules
-    state = ConsentState.__table__
+    state = table_of(ConsentState)
     rows = await session.execute(
         select(state).where(
             state.c.tenant_id == tenant, state.c.subject_id == subject_id,

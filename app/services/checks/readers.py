@@ -12,6 +12,7 @@ from sqlalchemy import and_, select
 
 from app.db import Database, acquire
 from app.models import ConsentState, Purpose, Subject, SubjectIdentifier, Suppression
+from app.models.base import table_of
 from app.services.checks.decision import Standing
 from app.services.kit import in_slices
 from app.services.purposes import Rule
@@ -212,8 +213,8 @@ class SqlReader:
         return (await self.many(tenant, {lookup}, {purpose}, {channel})).one(lookup, purpose, channel)
 
     async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str], channels: set[str]) -> FoundMany:
-        p, si, s, cs = Purpose.__table__, SubjectIdentifier.__table__, Subject.__table__, ConsentState.__table__
-        sp = Suppression.__table__
+        p, si, s, cs = table_of(Purpose), table_of(SubjectIdentifier), table_of(Subject), table_of(ConsentState)
+        sp = table_of(Suppression)
         hashes = [value for kind, value in lookups if kind == "hash"]
         ids = [value for kind, value in lookups if kind == "id"]
         channels = [channel for channel in channels if channel]

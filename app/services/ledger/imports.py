@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AppError, Unprocessable
 from app.models import ImportedRecord
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.consents import ConsentRecordIn, ImportResult
 from app.services import purposes, subjects
 from app.services.kit import is_postgres, upsert
@@ -126,7 +126,7 @@ def _invalid(errors: list[dict]) -> Unprocessable:
 
 async def _claim_new(session: AsyncSession, *, tenant: str, records: list[Record]) -> list[Record]:
     """The records not imported before; their digests are claimed in this transaction (concurrent imports queue)."""
-    table = ImportedRecord.__table__
+    table = table_of(ImportedRecord)
     now = utcnow()
     digests = sorted(r.digest for r in records)
     if not digests:

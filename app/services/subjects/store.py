@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound
 from app.models import Subject, SubjectIdentifier
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.common import Identifiers, SubjectRef
 from app.models.subjects import IdentifierOut, SubjectOut
 from app.services import changes
@@ -68,7 +68,7 @@ async def _claim_all(
     behind each other instead of deadlocking. ON CONFLICT DO NOTHING waits for a concurrent claim of the
     same identifier, then yields to it.
     """
-    table = SubjectIdentifier.__table__
+    table = table_of(SubjectIdentifier)
     for claim in sorted(claims, key=lambda c: c.id_hash):
         await session.execute(
             upsert(session, table)
@@ -181,7 +181,7 @@ def naming(
 async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, uuid.UUID]:
     if is_postgres(session):
         return await pg_bulk.holders(session, tenant=tenant, hashes=hashes)
-    table = SubjectIdentifier.__table__
+    table = table_of(SubjectIdentifier)
     found = {}
     for chunk in in_slices(hashes):
         rows = await session.execute(
@@ -254,7 +254,7 @@ async def _insert_claims(
 ) -> None:
     """Create the new subjects and attach the new identifiers, in blind-index order; Conflict if beaten to one."""
     now = utcnow()
-    table = SubjectIdentifier.__table__
+    table = table_of(SubjectIdentifier)
     ordered = sorted(claims)
     rows = [
         {
@@ -271,7 +271,7 @@ async def _insert_claims(
     else:
         if subjects:
             await session.execute(
-                insert(Subject.__table__), [{"id": i, "tenant_id": tenant, "flags": [], "created_at": now} for i in subjects]
+                insert(table_of(Subject)), [{"id": i, "tenant_id": tenant, "flags": [], "created_at": now} for i in subjects]
             )
         if rows:
             await session.execute(upsert(session, table).on_conflict_do_nothing(index_elements=["tenant_id", "id_hash"]), rows)
@@ -289,7 +289,7 @@ async def set_flag(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID,
     status = FLAG_STATUS.get((flag, on))
     if status is None:
         raise ValueError(f"the flag {flag!r} cannot be {'set' if on else 'cleared'}")
-    table = Subject.__table__
+    table = table_of(Subject)
     row = (
         await session.execute(
             select(table.c.flags, table.c.feed_position)

@@ -6,13 +6,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.errors import Conflict
 from app.models import Tenant
+from app.models.base import table_of
 from app.services.kit import upsert
 
 
 async def ensure(session: AsyncSession, *, key: str, name: str) -> bool:
     """Create the tenant unless it exists; True when it was created."""
     result = await session.execute(
-        upsert(session, Tenant.__table__).values(key=key, name=name).on_conflict_do_nothing(index_elements=["key"])
+        upsert(session, table_of(Tenant)).values(key=key, name=name).on_conflict_do_nothing(index_elements=["key"])
     )
     return result.rowcount == 1
 
