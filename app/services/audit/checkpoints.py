@@ -42,7 +42,9 @@ async def create(session: AsyncSession, signer: Signer, *, tenant: str) -> Audit
     await session.execute(
         sa.insert(heads).from_select(
             ["checkpoint_id", "subject_id", "length", "head_event_id", "head_hash"],
-            sa.select(sa.literal(checkpoint_id, sa.BigInteger), chains.c.subject_id, chains.c.length, chains.c.head_event_id, chains.c.head_hash)
+            sa.select(
+                sa.literal(checkpoint_id, sa.BigInteger), chains.c.subject_id, chains.c.length, chains.c.head_event_id, chains.c.head_hash
+            )
             .where(chains.c.tenant_id == tenant, chains.c.length > 0),
         )
     )

@@ -28,7 +28,8 @@ async def check(query: Query, *, tenant: str, report: Report, signed: dict[str, 
     head = [row async for row in await query(sa.select(heads.c.length, heads.c.head_hash).where(heads.c.tenant_id == tenant))]
     length, head_hash = (head[0]["length"], head[0]["head_hash"]) if head else (0, None)
     index, prev = 0, GENESIS
-    async for row in await query(sa.select(*(log.c[n] for n in _LOG_COLUMNS)).where(log.c.tenant_id == tenant).order_by(log.c.chain_index, log.c.seq)):
+    entries = sa.select(*(log.c[n] for n in _LOG_COLUMNS)).where(log.c.tenant_id == tenant).order_by(log.c.chain_index, log.c.seq)
+    async for row in await query(entries):
         index += 1
         if row["chain_index"] != index or row["prev_hash"] != prev:
             report(f"suppression log entry {row['chain_index']} does not follow entry {index - 1}: one was removed, added or moved")

@@ -6,14 +6,14 @@ snapshot, and merged: memory holds one subject's chain and states at a time, wha
 """
 
 import hashlib
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.sql import Select
 
 from app.db import Database
 from app.models import AuditCheckpoint, CheckpointHead, ConsentEvent, ConsentState, LedgerChain
-from app.models.audit import CheckpointRef, VerifyOut, VerifyProblem
+from app.models.audit import CheckpointRef, Problem, VerifyOut, VerifyProblem
 from app.models.base import table_of
 from app.services.audit import state_check, suppression_check
 from app.services.audit.chain_check import Head, check
@@ -32,7 +32,16 @@ def heads_line(subject_id: Any, length: int, head_event_id: Any, head_hash: str)
     return f"{subject_id}:{length}:{head_event_id}:{head_hash}\n".encode()
 
 
-def _queries(tenant: str, checkpoint_id: int | None, incremental: bool) -> dict[str, Select]:
+class _Queries(TypedDict):
+    events: Select
+    heads: Select
+    checkpoint: Select
+    states: Select
+    orphans: Select
+    unstated: Select | None  # incremental verification only
+
+
+def _queries(tenant: str, checkpoint_id: int | None, incremental: bool) -> _Queries:
     events, chains, heads, state = (
         table_of(ConsentEvent), table_of(LedgerChain), table_of(CheckpointHead), table_of(ConsentState)
     )
@@ -173,7 +182,10 @@ async def verify(
         )
     if checkpoint is not None and signed_root is not None and root.hexdigest() != signed_root:
         problems.add(None, "rewritten", f"the heads stored for checkpoint {checkpoint.id} are not the ones its signature covers")
-    ref = CheckpointRef(id=checkpoint.id, created_at=checkpoint.created_at, events=checkpoint.events, root=checkpoint.root) if checkpoint else None
+    ref = None
+    if checkpoint:
+        assert checkpoint.id is not None, "a stored checkpoint has its id"
+        ref = CheckpointRef(id=checkpoint.id, created_at=checkpoint.created_at, events=checkpoint.events, root=checkpoint.root)
     return VerifyOut(
         ok=problems.total == 0, checked=checked, chains=chains, problems=problems.listed, problems_total=problems.total,
         checkpoint=ref,
@@ -198,7 +210,7 @@ class _Problems:
         self.named: set = set()
         self.total = 0
 
-    def add(self, event_id: Any, problem: str, detail: str, subject_id: Any = None) -> None:
+    def add(self, event_id: Any, problem: Problem, detail: str, subject_id: Any = None) -> None:
         self.total += 1
         self.named.add(event_id)
         if len(self.listed) < MAX_PROBLEMS:

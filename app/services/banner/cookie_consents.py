@@ -4,6 +4,7 @@ import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -164,7 +165,7 @@ async def record(
         "gpc": visit.gpc,
         "banner_key": banner_key,
     }
-    common = dict(
+    common: dict[str, Any] = dict(
         tenant=tenant, subject_id=subject_id, rules=view.rules, captured_at=None, recorded_at=now, source=SOURCE,
         policy_version=body.policy_version, collection_point=page[:200] if page else None,
         actor=f"banner:{banner_key[:11]}", evidence=evidence,

@@ -5,6 +5,7 @@ import uuid
 import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.errors import Conflict
 from app.models import ConsentEvent, Subject, SubjectIdentifier
@@ -53,11 +54,11 @@ async def link(
         raise Conflict("that device_id belongs to another known subject", errors=[{"loc": ["body", "device_id"], "msg": "taken"}])
     await session.execute(
         update(SubjectIdentifier)
-        .where(SubjectIdentifier.tenant_id == tenant, SubjectIdentifier.subject_id == holder)
+        .where(col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.subject_id) == holder)
         .values(subject_id=subject_id)
     )
     await session.execute(
-        update(Subject).where(Subject.tenant_id == tenant, Subject.id == holder).values(merged_into=subject_id)
+        update(Subject).where(col(Subject.tenant_id) == tenant, col(Subject.id) == holder).values(merged_into=subject_id)
     )
     copied = await _copy_history(session, tenant=tenant, source=holder, target=subject_id, actor=actor)
     return DeviceLinkOut(subject_id=subject_id, merged_subject_id=holder, events_merged=copied)

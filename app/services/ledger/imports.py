@@ -5,9 +5,10 @@ import that is run again after an interruption skips what it already stored and 
 """
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -72,9 +73,9 @@ def check_lines(
             errors += [_error(number, list(issue["loc"]), issue["msg"]) for issue in issues]
             continue
         problems: list[dict] = []
-        decisions = []
+        decisions: list[tuple[str, str, str]] = []
         for index, decision in enumerate(body.decisions):
-            loc = ["decisions", index]
+            loc: list[str | int] = ["decisions", index]
             rule = rules.get(decision.purpose)
             if rule is None:
                 problems.append(_error(number, [*loc, "purpose"], f"unknown purpose '{decision.purpose}'"))
@@ -174,12 +175,14 @@ async def _store(
     subject_ids, errors = await subjects.resolve_many(session, keys, tenant=tenant, namings=[r.naming for r in fresh])
     if errors:
         raise _invalid([_error(fresh[e["index"]].line, e["loc"], e["msg"]) for e in errors])
+    # No errors: every record has its subject.
+    resolved = cast(list[uuid.UUID], subject_ids)
     # The versions as they stand now (a purpose may have changed since the lines were checked).
     rules = await purposes.rules(session, tenant=tenant, keys={purpose for r in fresh for purpose, _, _ in r.decisions})
     recorded_at = utcnow()
     events = [
         event
-        for record, subject_id in zip(fresh, subject_ids, strict=True)
+        for record, subject_id in zip(fresh, resolved, strict=True)
         for event in consents.new_events(
             tenant=tenant, subject_id=subject_id, decisions=record.decisions, rules=rules,
             # A moment ahead of the clock (within the skew) or none: the moment the ledger records it.

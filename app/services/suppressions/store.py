@@ -45,7 +45,7 @@ async def add(
     """Suppress every entry on every channel of `body`; an entry already suppressed takes the new reason."""
     # Normalising 10,000 identifiers is CPU work: in a thread, so that the event loop keeps answering.
     entries = await asyncio.to_thread(_entries, keys, tenant, body)
-    channels = sorted(set(body.channels))
+    channels: list[str] = sorted(set(body.channels))
     table = table_of(Suppression)
     now = utcnow()
     rows = []
@@ -79,7 +79,7 @@ async def remove(
     """Lift the suppression of every entry on every channel of `body`; entries not suppressed are ignored."""
     # Normalising 10,000 identifiers is CPU work: in a thread, so that the event loop keeps answering.
     entries = await asyncio.to_thread(_entries, keys, tenant, body)
-    channels = sorted(set(body.channels))
+    channels: list[str] = sorted(set(body.channels))
     table = table_of(Suppression)
     head = await suppression_log.lock(session, tenant=tenant)
     moved: list[dict] = []
