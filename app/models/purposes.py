@@ -53,7 +53,7 @@ class PurposeIn(Schema):
     description: Annotated[str, text(4000)] = ""
     legal_basis: LegalBasis
     category: Category
-    channels: list[Channel] = []
+    channels: list[Channel] = []  # noqa: RUF012 - pydantic copies a field's default for each instance
     third_party: Annotated[str, text(200, 1)] | None = None
     lifespan_days: Days | None = None
     reconfirm_days: Days | None = None

@@ -4,8 +4,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import sqlalchemy as sa
+from pydantic import ConfigDict, model_validator
 from pydantic import Field as Bounds
-from pydantic import model_validator
 from sqlmodel import Field, SQLModel
 
 from app.models.base import BigSerial, UTCDateTime, utcnow
@@ -68,7 +68,7 @@ class SuppressionChain(SQLModel, table=True):
 class SuppressionEntry(Schema):
     """An identifier to suppress: exactly one of email, phone, external_id."""
 
-    model_config = {"extra": "forbid", "json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
     email: Annotated[str, text(320, 1)] | None = None
     phone: Annotated[str, text(64, 1)] | None = None

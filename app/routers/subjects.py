@@ -80,7 +80,9 @@ async def get_history(
     return page
 
 
-@router.post("/{subject_id}/identifiers", response_model=DeviceLinkOut, responses={409: {"description": "The device belongs to another person"}})
+@router.post(
+    "/{subject_id}/identifiers", response_model=DeviceLinkOut, responses={409: {"description": "The device belongs to another person"}}
+)
 async def link_identifier(
     subject_id: uuid.UUID,
     body: DeviceLinkIn,
