@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench openapi install clean
+.PHONY: run test lint bench openapi install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ $(CHROMIUM):
 
 test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+# The linters as pyproject.toml configures them: ruff, mypy (on app/) and import-linter's layer contracts.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check app tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # `make bench` runs every benchmark in bench/, one after the other; `make bench BENCHES=changes_feed` runs one.
 BENCHES ?= check_throughput stream_throughput changes_feed import_throughput banner_endpoints audit_verify
