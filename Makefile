@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench openapi install clean
+.PHONY: run test lint bench openapi install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,17 @@ $(CHROMIUM):
 	$(SUDO) apt-get install -y --no-install-recommends chromium || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
 
+# ruff and the layer contracts first (seconds); mypy runs in `make lint` until app/ is clean of its errors.
 test: $(VENV)/.installed-test $(CHROMIUM)
+	$(BIN)/ruff check app tests bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
+
+# The linters as pyproject.toml configures them: ruff, mypy (on app/) and import-linter's layer contracts.
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check app tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # `make bench` runs every benchmark in bench/, one after the other; `make bench BENCHES=changes_feed` runs one.
 BENCHES ?= check_throughput stream_throughput changes_feed import_throughput banner_endpoints audit_verify write_throughput

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import asyncpg
 import typer
@@ -41,7 +41,7 @@ DEMO_ORIGINS = ["http://127.0.0.1:8000", "http://localhost:8000"]
 T = TypeVar("T")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(1)
 
@@ -221,7 +221,10 @@ def token(
 
 @cli.command("import")
 def import_consents(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE", help="NDJSON, one POST /v1/consents body a line")],
+    file: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE", help="NDJSON, one POST /v1/consents body a line"),
+    ],
     tenant: Annotated[str, typer.Option(help="tenant key")],
     chunk_size: Annotated[int, typer.Option(min=1, max=50_000, help="lines per transaction")] = 5_000,
     jobs: Annotated[int, typer.Option(min=1, max=16, help="worker processes that check lines")] = 2,
@@ -304,7 +307,10 @@ def audit_verify(
     tenant: Annotated[str, typer.Option(help="tenant key")],
     checkpoint: Annotated[
         Path | None,
-        typer.Option(exists=True, dir_okay=False, readable=True, help="a checkpoint saved by `consentd audit checkpoint` (default: the latest in the database)"),
+        typer.Option(
+            exists=True, dir_okay=False, readable=True,
+            help="a checkpoint saved by `consentd audit checkpoint` (default: the latest in the database)",
+        ),
     ] = None,
     incremental: Annotated[bool, typer.Option("--incremental", help="read only the chains that moved since the checkpoint")] = False,
 ) -> None:

@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-DEV_JWT_SECRET = "consentd-development-jwt-secret-change-me"
+# Public development defaults, refused in production (Settings._refuse_default_secrets_in_production).
+DEV_JWT_SECRET = "consentd-development-jwt-secret-change-me"  # noqa: S105
 DEV_IDENTIFIER_KEY = "consentd-development-identifier-key-change-me"
 ENV_PREFIX = "CONSENTD_"
 

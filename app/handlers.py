@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import asyncpg
 import orjson
@@ -18,7 +19,7 @@ log = logging.getLogger("consentd")
 PROBLEM = "application/problem+json"
 
 
-def problem_response(status: int, body: dict, headers: dict[str, str] | None = None) -> Response:
+def problem_response(status: int, body: dict, headers: Mapping[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -33,7 +34,7 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (PoolTimeout, OperationalError)):
         return True
     if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or database_unavailable(exc.orig)
+        return exc.connection_invalidated or (exc.orig is not None and database_unavailable(exc.orig))
     return isinstance(
         exc,
         (
@@ -83,9 +84,10 @@ DATABASE_ERRORS = (DBAPIError, PoolTimeout, OSError, TimeoutError, asyncpg.Postg
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(AppError, app_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(HTTPException, http_error)
+    # Starlette types every handler as taking any Exception, though it calls each with the class it is added for.
+    app.add_exception_handler(AppError, app_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     for error in DATABASE_ERRORS:
         app.add_exception_handler(error, unexpected_error)
     app.add_exception_handler(Exception, unexpected_error)

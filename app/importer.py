@@ -38,6 +38,7 @@ def _start_worker(secret: str, region: str) -> None:
 
 
 def _check(lines: list[tuple[int, bytes]], rules: dict[str, Rule], tenant: str, latest: datetime) -> imports.Checked:
+    assert _worker_keys is not None, "_start_worker sets the keys in each worker process"
     return imports.check_lines(lines, rules=rules, keys=_worker_keys, tenant=tenant, latest=latest)
 
 
@@ -156,7 +157,8 @@ async def import_file(
             rules = await purposes.rules(session, tenant=tenant)
         latest = imports.latest_capture()
         with _progress(dry_run) as progress:
-            task = progress.add_task("import", total=file.stat().st_size, lines=0, imported=0, skipped=0)
+            # One stat of the local file, once, before the import starts.
+            task = progress.add_task("import", total=file.stat().st_size, lines=0, imported=0, skipped=0)  # noqa: ASYNC240
             source = chunks(file, chunk_size)
             while True:
                 # Keep the workers busy: a few chunks are being checked while one is stored.
@@ -180,8 +182,8 @@ async def import_file(
                 progress.update(
                     task, advance=taken, lines=outcome.lines, imported=outcome.imported, skipped=outcome.skipped
                 )
-            for finished in asyncio.as_completed(storing):
-                await finished
+            for stored in asyncio.as_completed(storing):
+                await stored
             storing.clear()
             progress.update(task, lines=outcome.lines, imported=outcome.imported, skipped=outcome.skipped)
     finally:

@@ -41,7 +41,8 @@ class Spool:
             self.buffered += len(chunk)
         else:
             if self.file is None:
-                self.file = tempfile.TemporaryFile(prefix="consentd-stream-")
+                # Open across writes and reads; _drop_file closes it.
+                self.file = tempfile.TemporaryFile(prefix="consentd-stream-")  # noqa: SIM115
             self.file.seek(self.written)
             self.file.write(chunk)
             self.written += len(chunk)
@@ -94,6 +95,8 @@ class DuplexStream(StreamingResponse):
         async def produce() -> None:
             try:
                 async for chunk in self.body_iterator:
+                    if isinstance(chunk, str):  # as StreamingResponse takes one
+                        chunk = chunk.encode(self.charset)
                     spool.write(chunk if isinstance(chunk, bytes) else bytes(chunk))
             finally:
                 spool.close()

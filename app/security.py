@@ -268,8 +268,8 @@ def _b64_int(value: int, length: int = 0) -> str:
 def public_jwk(public: PublicKey) -> dict[str, str]:
     """The required members of the key's public JWK (RFC 7518), which are also what its thumbprint hashes."""
     if isinstance(public, ec.EllipticCurvePublicKey):
-        numbers = public.public_numbers()
-        return {"crv": "P-256", "kty": "EC", "x": _b64_int(numbers.x, 32), "y": _b64_int(numbers.y, 32)}
+        point = public.public_numbers()
+        return {"crv": "P-256", "kty": "EC", "x": _b64_int(point.x, 32), "y": _b64_int(point.y, 32)}
     numbers = public.public_numbers()
     return {"e": _b64_int(numbers.e), "kty": "RSA", "n": _b64_int(numbers.n)}
 

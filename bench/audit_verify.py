@@ -35,6 +35,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import ctypes
 import gc
@@ -101,10 +102,8 @@ EVENT_COLUMNS = [
 def malloc_trim() -> None:
     """Give freed heap back to the system, so that RSS before a measurement is not the load's leftovers."""
     gc.collect()
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def rss() -> int:
@@ -655,7 +654,7 @@ def print_table(load: Load, figures: dict, exports: list[Export], events: int) -
 # --------------------------------------------------------------------------------------------------------- main
 
 
-async def drop(database: BenchDatabase, timeout: float) -> None:
+async def drop(database: BenchDatabase, timeout: float) -> None:  # noqa: ASYNC109 - asyncpg's per-call timeouts
     connection = await asyncpg.connect(database.admin_url, timeout=min(timeout, 30))
     try:
         await connection.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)', timeout=timeout)

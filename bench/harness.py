@@ -4,6 +4,7 @@ The seeded check database, the server wrapper and the helpers around them come f
 module adds what stream_throughput.py, changes_feed.py and import_throughput.py need on top.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -188,10 +189,8 @@ class RssSampler:
         try:
             total = self.process.memory_info().rss
             for child in self.process.children(recursive=True):
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += child.memory_info().rss
-                except psutil.Error:
-                    pass
             return total
         except psutil.Error:
             return 0

@@ -80,7 +80,8 @@ async def test_follower_sees_every_change_once_and_ends_at_the_state(pg_backend,
             # at(60): newer than anything the fast writers send before the slow ones are done, so always a change.
             replaced = await meanwhile(shared[0], "marketing", "email", at(60))
             await asyncio.sleep(HOLD / 2)
-            await consents.append(session, [written], await purposes.rules(session, tenant=tenant))  # the fast writers on this state now queue behind it
+            # The fast writers on this state now queue behind it.
+            await consents.append(session, [written], await purposes.rules(session, tenant=tenant))
             await asyncio.sleep(HOLD / 2)
         slow["slow-shared"] = {"event_id": str(written["event_id"]), "replaced": replaced, "xid": xid}
 

@@ -177,5 +177,6 @@ def test_audit_verify_exits_2_when_it_cannot_run(tmp_path):
 
 def _catalogue(tmp_path: Path) -> Path:
     path = tmp_path / "catalogue.json"
-    path.write_text(json.dumps([{"key": "newsletter", "title": "Newsletter", "legal_basis": "consent", "category": "marketing", "channels": ["email"]}]))
+    purpose = {"key": "newsletter", "title": "Newsletter", "legal_basis": "consent", "category": "marketing", "channels": ["email"]}
+    path.write_text(json.dumps([purpose]))
     return path

@@ -92,7 +92,8 @@ async def test_concurrent_purpose_creation_makes_version_one(pg_backend, client)
 
 
 async def test_decisions_in_opposite_orders_do_not_deadlock(pg_backend, client):
-    sid = (await client.post("/v1/consents", json=consent_body({"email": "order@example.com"}, ("marketing", "email", "granted")))).json()["subject_id"]
+    created = await client.post("/v1/consents", json=consent_body({"email": "order@example.com"}, ("marketing", "email", "granted")))
+    sid = created.json()["subject_id"]
     forward = [("marketing", c, "granted") for c in ("email", "sms", "phone", "post")]
     bodies = [consent_body({"subject_id": sid}, *(forward if i % 2 else forward[::-1])) for i in range(40)]
     responses = await asyncio.gather(*(client.post("/v1/consents", json=body) for body in bodies))
@@ -123,7 +124,8 @@ async def test_recorded_at_never_runs_backwards_along_a_chain(pg_backend, client
 
     async def send(n: int) -> httpx.Response:
         async with httpx.AsyncClient(transport=transport, base_url="http://c", headers=client.headers) as http:
-            return await http.post("/v1/consents", json=consent_body({"subject_id": sid}, ("profiling", None, "granted" if n % 2 else "withdrawn")))
+            decision = ("profiling", None, "granted" if n % 2 else "withdrawn")
+            return await http.post("/v1/consents", json=consent_body({"subject_id": sid}, decision))
 
     assert {r.status_code for r in await asyncio.gather(*(send(n) for n in range(40)))} == {201}
     rows = [json.loads(line) for line in (await client.get("/v1/audit/events")).content.splitlines()]

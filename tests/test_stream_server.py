@@ -6,6 +6,7 @@ request body written by one task while another reads the chunked NDJSON answer. 
 """
 
 import asyncio
+import contextlib
 import socket
 import struct
 import time
@@ -125,10 +126,8 @@ class RawStream:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(TimeoutError, OSError):
             await asyncio.wait_for(self.writer.wait_closed(), 5)
-        except (TimeoutError, OSError):
-            pass
 
 
 def csv_lines(start: int, stop: int) -> bytes:

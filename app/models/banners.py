@@ -56,24 +56,24 @@ class BannerPolicy(SQLModel, table=True):
 class BannerTexts(Schema):
     """What the banner says; each one left out keeps the default."""
 
-    title: text(200, 1) | None = None
-    description: text(2000, 1) | None = None
-    accept_all: text(60, 1) | None = None
-    reject_all: text(60, 1) | None = None
-    manage: text(60, 1) | None = None
-    save: text(60, 1) | None = None
-    necessary_title: text(200, 1) | None = None
-    necessary_description: text(2000, 1) | None = None
-    gpc_note: text(500, 1) | None = None
-    privacy_link: text(100, 1) | None = None
-    error: text(300, 1) | None = None
+    title: Annotated[str, text(200, 1)] | None = None
+    description: Annotated[str, text(2000, 1)] | None = None
+    accept_all: Annotated[str, text(60, 1)] | None = None
+    reject_all: Annotated[str, text(60, 1)] | None = None
+    manage: Annotated[str, text(60, 1)] | None = None
+    save: Annotated[str, text(60, 1)] | None = None
+    necessary_title: Annotated[str, text(200, 1)] | None = None
+    necessary_description: Annotated[str, text(2000, 1)] | None = None
+    gpc_note: Annotated[str, text(500, 1)] | None = None
+    privacy_link: Annotated[str, text(100, 1)] | None = None
+    error: Annotated[str, text(300, 1)] | None = None
 
 
 HttpUrl = Annotated[str, StringConstraints(max_length=2000, pattern=r"^https?://[^\s\x00]+$")]
 
 
 class BannerIn(Schema):
-    policy_version: text(64, 1)
+    policy_version: Annotated[str, text(64, 1)]
     material: bool = True
     texts: BannerTexts = BannerTexts()
     privacy_policy_url: HttpUrl | None = None
@@ -115,7 +115,7 @@ class CookieConsentIn(Schema):
     # Left out on a device's first choice: consentd issues the id and answers it.
     device_id: DeviceId | None = None
     choices: dict[PurposeKey, StrictBool] = Bounds(max_length=50)
-    policy_version: text(64, 1)
+    policy_version: Annotated[str, text(64, 1)]
     page_url: HttpUrl | None = None
 
 

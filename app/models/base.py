@@ -41,3 +41,9 @@ BigSerial = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a table model, for statements that bypass the ORM."""
+    # SQLModel's metaclass sets __table__ on table=True classes but declares it nowhere mypy can see.
+    return model.__table__  # type: ignore[attr-defined]

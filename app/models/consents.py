@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import sqlalchemy as sa
 from pydantic import Field as Bounds
@@ -105,9 +106,9 @@ class ConsentRecordIn(Schema):
     identifiers: Identifiers | None = None
     decisions: list[DecisionIn] = Bounds(min_length=1, max_length=100)
     captured_at: Timestamp | None = None
-    source: text(64, 1) = "api"
-    policy_version: text(64, 1) | None = None
-    collection_point: text(200, 1) | None = None
+    source: Annotated[str, text(64, 1)] = "api"
+    policy_version: Annotated[str, text(64, 1)] | None = None
+    collection_point: Annotated[str, text(200, 1)] | None = None
     evidence: Evidence = None
 
 

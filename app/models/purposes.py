@@ -1,7 +1,7 @@
 """Purposes: what a subject consents to (or may object to), per tenant, versioned on every change."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from pydantic import field_validator
@@ -49,12 +49,12 @@ class PurposeVersion(SQLModel, table=True):
 
 
 class PurposeIn(Schema):
-    title: text(200, 1)
-    description: text(4000) = ""
+    title: Annotated[str, text(200, 1)]
+    description: Annotated[str, text(4000)] = ""
     legal_basis: LegalBasis
     category: Category
-    channels: list[Channel] = []
-    third_party: text(200, 1) | None = None
+    channels: list[Channel] = []  # noqa: RUF012 - pydantic copies a field's default for each instance
+    third_party: Annotated[str, text(200, 1)] | None = None
     lifespan_days: Days | None = None
     reconfirm_days: Days | None = None
     double_opt_in: bool = False

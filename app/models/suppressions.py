@@ -1,11 +1,11 @@
 """Suppression lists: identifiers that must not be contacted on some channels, whatever their consents."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
+from pydantic import ConfigDict, model_validator
 from pydantic import Field as Bounds
-from pydantic import model_validator
 from sqlmodel import Field, SQLModel
 
 from app.models.base import BigSerial, UTCDateTime, utcnow
@@ -68,11 +68,11 @@ class SuppressionChain(SQLModel, table=True):
 class SuppressionEntry(Schema):
     """An identifier to suppress: exactly one of email, phone, external_id."""
 
-    model_config = {"extra": "forbid", "json_schema_extra": {"minProperties": 1, "maxProperties": 1}}
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1, "maxProperties": 1})
 
-    email: text(320, 1) | None = None
-    phone: text(64, 1) | None = None
-    external_id: text(255, 1) | None = None
+    email: Annotated[str, text(320, 1)] | None = None
+    phone: Annotated[str, text(64, 1)] | None = None
+    external_id: Annotated[str, text(255, 1)] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "SuppressionEntry":

@@ -14,7 +14,9 @@ from tests.support.api import consent_body, iso, record
 
 async def test_the_export_by_recorded_at_finds_what_was_imported_today(client):
     """Item 6: an import with old timestamps is in no export of today's captures, but is in today's by recorded_at."""
-    line = orjson.dumps(consent_body({"email": "legacy@example.com"}, ("marketing", "email", "granted"), captured_at="2019-03-01T09:00:00Z"))
+    line = orjson.dumps(
+        consent_body({"email": "legacy@example.com"}, ("marketing", "email", "granted"), captured_at="2019-03-01T09:00:00Z")
+    )
     assert (await client.post("/v1/consents/import", content=line, headers={"content-type": "application/x-ndjson"})).status_code == 200
     today = {"from": iso(datetime.now(UTC) - timedelta(hours=1)), "to": iso(datetime.now(UTC) + timedelta(minutes=1))}
     by_capture = await client.get("/v1/audit/events", params=today)

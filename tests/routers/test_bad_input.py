@@ -96,12 +96,18 @@ async def test_a_body_that_is_not_json_is_refused(client, method, path, good):
     [b'{"a": "\\ud800"}', b'{"a": 123456789012345678901234567890}', b'{"a": ' + b"[" * 300 + b"]" * 300 + b"}"],
 )
 async def test_evidence_that_no_database_can_store_is_refused(client, evidence):
-    raw = b'{"subject": {"email": "bad@example.com"}, "decisions": [{"purpose": "marketing", "channel": "email", "status": "granted"}], "evidence": ' + evidence + b"}"
+    raw = (
+        b'{"subject": {"email": "bad@example.com"}, "decisions": [{"purpose": "marketing", "channel": "email", "status": "granted"}],'
+        b' "evidence": ' + evidence + b"}"
+    )
     assert_problem(await client.post("/v1/consents", content=raw, headers={"content-type": "application/json"}), 422)
     await nothing_stored(client)
 
 
 async def test_non_finite_numbers_in_evidence_are_stored_as_null(client):
-    raw = b'{"subject": {"email": "nan@example.com"}, "decisions": [{"purpose": "marketing", "channel": "email", "status": "granted"}], "evidence": {"score": NaN, "big": 1e400}}'
+    raw = (
+        b'{"subject": {"email": "nan@example.com"}, "decisions": [{"purpose": "marketing", "channel": "email", "status": "granted"}],'
+        b' "evidence": {"score": NaN, "big": 1e400}}'
+    )
     response = await client.post("/v1/consents", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 201, response.text

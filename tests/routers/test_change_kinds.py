@@ -61,8 +61,9 @@ async def test_a_follower_answers_as_consentd_does(backend, client, tenant):
     )
     assert suppressed.status_code == 200, suppressed.text
     async with backend.database.transaction() as session:
-        assert await subjects.set_flag(session, tenant=tenant, subject_id=uuid.UUID(people["held"]["subject_id"]), flag="restricted", on=True)
-        assert not await subjects.set_flag(session, tenant=tenant, subject_id=uuid.UUID(people["held"]["subject_id"]), flag="restricted", on=True)
+        held = uuid.UUID(people["held"]["subject_id"])
+        assert await subjects.set_flag(session, tenant=tenant, subject_id=held, flag="restricted", on=True)
+        assert not await subjects.set_flag(session, tenant=tenant, subject_id=held, flag="restricted", on=True)
 
     changes, _ = await follow(client, limit=2, until=lambda c: len(c) >= 7)
     assert [c["kind"] for c in changes] == ["consent"] * 4 + ["suppression"] * 2 + ["subject"]

@@ -77,7 +77,10 @@ async def test_one_bad_line_stores_nothing_and_every_bad_line_is_listed(client):
         rec("good3@example.com", purpose="no_such_purpose"),
         rec("good4@example.com", channel=None),
         rec("good5@example.com", captured_at="2999-01-01T00:00:00Z"),
-        {"subject": {"email": "x@example.com", "phone": "+447700900123"}, "decisions": [{"purpose": "marketing", "channel": "email", "status": "granted"}]},
+        {
+            "subject": {"email": "x@example.com", "phone": "+447700900123"},
+            "decisions": [{"purpose": "marketing", "channel": "email", "status": "granted"}],
+        },
     )
     response = await do_import(client, body)
     problem = assert_problem(response, 422)

@@ -436,7 +436,10 @@ async def capped(backend: Backend, token: TokenFactory) -> AsyncIterator[httpx.A
 
 async def test_too_many_lines_ends_the_stream_after_answering_the_allowed_ones(capped, client):
     ids = await people(client)
-    body = b"email\nann@example.com\n\nwes@example.com\nsam@example.com\numa@example.com\nsue@example.com\npat@example.com\nann@example.com\n"
+    body = (
+        b"email\nann@example.com\n\nwes@example.com\nsam@example.com\numa@example.com\nsue@example.com\npat@example.com"
+        b"\nann@example.com\n"
+    )
     rows = answers(await stream(capped, body))
     assert brief(rows[:-1]) == [
         (2, True, "consent_granted", ids["ann"]),

@@ -51,7 +51,8 @@ async def listing(http, limit: int = 1000, **params) -> list[dict]:
         response = await http.get("/v1/suppressions", params=query)
         assert response.status_code == 200, response.text
         page = response.json()
-        assert len({next(k for k in IDENTIFIER_KINDS if k in e) + e[next(k for k in IDENTIFIER_KINDS if k in e)] for e in page["entries"]}) <= limit
+        kinds = [next(k for k in IDENTIFIER_KINDS if k in e) for e in page["entries"]]
+        assert len({kind + e[kind] for kind, e in zip(kinds, page["entries"], strict=True)}) <= limit
         rows += flat(page["entries"])
         pages += 1
         assert pages < 1000

@@ -93,8 +93,10 @@ async def test_tampered_checkpoint_heads_are_found(backend, client, tenant):
     async with backend.database.engine.begin() as connection:
         head = (await connection.execute(sa.text("SELECT head_hash FROM ledger_chains WHERE subject_id = :s"),
                                          {"s": stored_id(backend, events[0]["subject_id"])})).scalar()
-        await connection.execute(sa.text("UPDATE audit_checkpoint_heads SET head_hash = :h WHERE checkpoint_id = :c AND head_hash <> :h AND length = 3"),
-                                 {"h": head, "c": taken.id})
+        await connection.execute(
+            sa.text("UPDATE audit_checkpoint_heads SET head_hash = :h WHERE checkpoint_id = :c AND head_hash <> :h AND length = 3"),
+            {"h": head, "c": taken.id},
+        )
     result, problems = await _verify(backend, tenant)
     assert (None, "rewritten") in problems and not result.ok
 

@@ -27,7 +27,8 @@ PLAIN = [  # the fast path must take these itself, or it wins nothing
     "a@b.c", "user@x.y.z.w.example", "user@a1.b2.c3d",
 ]
 
-CORPUS = PLAIN + [
+CORPUS = [
+    *PLAIN,
     # quoted local parts, comments, display names
     '"john doe"@example.com', '"jane"@example.com', '"a\\"b"@example.com', '"a@b"@example.com', '""@example.com',
     '"a.b"@example.com', "john(comment)@example.com", "(c)john@example.com", "John <john@example.com>",

@@ -103,7 +103,10 @@ async def _delete(backend, ids) -> list:
 
 async def _insert(backend, ids) -> list:
     """A state for a key John never decided on (sms), copied from his email state."""
-    columns = "tenant_id, subject_id, purpose, status, captured_at, recorded_at, event_seq, event_id, purpose_version, policy_version, feed_position"
+    columns = (
+        "tenant_id, subject_id, purpose, status, captured_at, recorded_at, event_seq, event_id, purpose_version, policy_version,"
+        " feed_position"
+    )
     await _sql(
         backend,
         f"INSERT INTO consent_state (channel, {columns}) SELECT 'sms', {columns} FROM consent_state WHERE event_id = :e",
@@ -126,7 +129,9 @@ async def _repoint_at_older_event(backend, ids) -> list:
 
 
 async def _repoint_at_another_keys_event(backend, ids) -> list:
-    await _sql(backend, "UPDATE consent_state SET event_id = :other WHERE event_id = :e", other=ids["jane_sms"], e=ids["jane_email_withdrawn"])
+    await _sql(
+        backend, "UPDATE consent_state SET event_id = :other WHERE event_id = :e", other=ids["jane_sms"], e=ids["jane_email_withdrawn"]
+    )
     return [("jane_sms", "jane")]
 
 

@@ -122,7 +122,9 @@ async def test_events_reordered_in_the_ledger_are_named(backend, client, tenant)
     first, second = events["jane"][0], events["jane"][2]
     async with backend.database.engine.begin() as connection:
         seq = {
-            e: (await connection.execute(sa.text("SELECT seq FROM consent_events WHERE event_id = :e"), {"e": stored_id(backend, e)})).scalar()
+            e: (
+                await connection.execute(sa.text("SELECT seq FROM consent_events WHERE event_id = :e"), {"e": stored_id(backend, e)})
+            ).scalar()
             for e in (first, second)
         }
         move = sa.text("UPDATE consent_events SET seq = :to WHERE seq = :at")

@@ -24,7 +24,7 @@ async def follow(
     *,
     limit: int = 3,
     until: Callable[[list[dict]], bool] = lambda changes: True,
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 - a deadline checked between polls, failing with what the feed gave
     **kwargs,
 ) -> tuple[list[dict], str]:
     """Every change after `after`, until a page comes back empty and `until(changes)` holds.

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.models import AccessLogEntry
 from app.models.audit import AccessLogOut, AccessLogPage
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.security import Principal
 from app.services.kit import cursors
 
@@ -44,7 +44,7 @@ async def append(
 ) -> None:
     """Append one entry in the caller's transaction: the read and its record commit together or not at all."""
     await session.execute(
-        sa.insert(AccessLogEntry.__table__).values(
+        sa.insert(table_of(AccessLogEntry)).values(
             tenant_id=reader.tenant, at=utcnow(), client=reader.client, action=action, subject_id=subject_id,
             detail=detail,
         )
@@ -62,7 +62,7 @@ async def page(
     cursor: str | None,
 ) -> AccessLogPage:
     """Entries of the period [start, end), oldest first, a page at a time; optionally of one subject."""
-    table = AccessLogEntry.__table__
+    table = table_of(AccessLogEntry)
     query = sa.select(table).where(table.c.tenant_id == tenant)
     if start is not None:
         query = query.where(table.c.at >= start)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from app.models.audit import Problem
 from app.services.ledger import GENESIS, event_hash
 
 Row = Mapping[str, Any]
@@ -35,7 +36,7 @@ class Head:
 @dataclass(frozen=True, slots=True)
 class Finding:
     event_id: UUID | None
-    problem: str
+    problem: Problem
     detail: str
 
 
@@ -46,7 +47,7 @@ def check(events: Sequence[Row], head: Head | None, checkpoint: Head | None = No
         return []
     findings: dict[object, Finding] = {}
 
-    def report(event_id: UUID | None, problem: str, detail: str) -> None:
+    def report(event_id: UUID | None, problem: Problem, detail: str) -> None:
         # One finding per event; every missing event whose id is unknown counts on its own.
         findings.setdefault(event_id if event_id is not None else object(), Finding(event_id, problem, detail))
 
@@ -172,10 +173,11 @@ def _longest_increasing(values: list[int]) -> set[int]:
             tail_values.append(value)
         else:
             tails[k], tail_values[k] = i, value
-    chosen, i = set(), tails[-1] if tails else None
-    while i is not None:
-        chosen.add(i)
-        i = before[i]
+    chosen: set[int] = set()
+    at = tails[-1] if tails else None
+    while at is not None:
+        chosen.add(at)
+        at = before[at]
     return chosen
 
 

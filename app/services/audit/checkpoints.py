@@ -15,7 +15,7 @@ from app.db import Database
 from app.errors import NotFound
 from app.models import AuditCheckpoint, CheckpointHead, LedgerChain, SuppressionChain
 from app.models.audit import VerifyOut, VerifyProblem
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.security import Signer
 from app.services.audit import verification
 
@@ -24,7 +24,7 @@ TYP = "audit-checkpoint+jwt"
 
 async def create(session: AsyncSession, signer: Signer, *, tenant: str) -> AuditCheckpoint:
     """Take a checkpoint of the tenant's chain heads as this transaction sees them, signed with the active key."""
-    checkpoints, heads, chains = AuditCheckpoint.__table__, CheckpointHead.__table__, LedgerChain.__table__
+    checkpoints, heads, chains = table_of(AuditCheckpoint), table_of(CheckpointHead), table_of(LedgerChain)
     previous = (
         await session.execute(
             sa.select(checkpoints.c.root).where(checkpoints.c.tenant_id == tenant).order_by(checkpoints.c.id.desc()).limit(1)
@@ -42,7 +42,9 @@ async def create(session: AsyncSession, signer: Signer, *, tenant: str) -> Audit
     await session.execute(
         sa.insert(heads).from_select(
             ["checkpoint_id", "subject_id", "length", "head_event_id", "head_hash"],
-            sa.select(sa.literal(checkpoint_id, sa.BigInteger), chains.c.subject_id, chains.c.length, chains.c.head_event_id, chains.c.head_hash)
+            sa.select(
+                sa.literal(checkpoint_id, sa.BigInteger), chains.c.subject_id, chains.c.length, chains.c.head_event_id, chains.c.head_hash
+            )
             .where(chains.c.tenant_id == tenant, chains.c.length > 0),
         )
     )
@@ -55,7 +57,7 @@ async def create(session: AsyncSession, signer: Signer, *, tenant: str) -> Audit
     async for subject_id, length, head_event_id, head_hash in rows:
         root.update(verification.heads_line(subject_id, length, head_event_id, head_hash))
         count, events = count + 1, events + length
-    log = SuppressionChain.__table__
+    log = table_of(SuppressionChain)
     head = (await session.execute(sa.select(log.c.length, log.c.head_hash).where(log.c.tenant_id == tenant))).first()
     payload = {
         "checkpoint_id": checkpoint_id, "tenant": tenant, "created_at": created_at.isoformat(), "chains": count,
@@ -119,7 +121,7 @@ def _checkpoint_problem(detail: str) -> VerifyProblem:
 
 async def stored(database: Database, *, tenant: str, checkpoint_id: int | None = None) -> AuditCheckpoint | None:
     """The tenant's checkpoint `checkpoint_id` as the database holds it, or (None) its latest."""
-    table = AuditCheckpoint.__table__
+    table = table_of(AuditCheckpoint)
     query = sa.select(table).where(table.c.tenant_id == tenant)
     query = query.where(table.c.id == checkpoint_id) if checkpoint_id is not None else query.order_by(table.c.id.desc())
     async with database.reading() as connection:

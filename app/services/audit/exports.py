@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from app.db import Database
 from app.models import ConsentEvent
+from app.models.base import table_of
 from app.services.kit import snapshots
 from app.services.ledger import CANONICAL_FIELDS, canonical_values
 
@@ -31,7 +32,7 @@ async def _rows(
 ) -> AsyncIterator[Any]:
     """The events whose `by` (captured_at or recorded_at) falls in [start, end), in that order then ledger order,
     read in one snapshot."""
-    table = ConsentEvent.__table__
+    table = table_of(ConsentEvent)
     moment = table.c[by]
     query = sa.select(*(table.c[name] for name in FIELDS)).where(table.c.tenant_id == tenant, moment >= start, moment < end)
     if purpose is not None:

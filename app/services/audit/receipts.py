@@ -2,13 +2,15 @@
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.errors import Conflict, NotFound
 from app.models import ConsentEvent, PurposeVersion, Tenant
+from app.models.base import table_of
 from app.models.receipts import CONFORMS_TO, RECEIPT_SCHEMA_VERSION, ConsentReceipt, Controller, ReceiptPurpose
 from app.security import Signer
 from app.services.checks import Standing, expires_at
@@ -20,22 +22,22 @@ CHECK_RECEIPT = "check-receipt+jwt"
 # Where the controller's obligations come from: the catalogue and the rules (PECR, TPS, UK GDPR) are the UK's.
 JURISDICTION = "GB"
 # 27560's consent states for the ledger's two statuses.
-STATES = {"granted": "given", "withdrawn": "withdrawn"}
+STATES: dict[str, Literal["given", "withdrawn"]] = {"granted": "given", "withdrawn": "withdrawn"}
 
 
 async def _event(session: AsyncSession, *, tenant: str, event_id: uuid.UUID) -> dict[str, Any]:
     """The event's row with its tenant's name and its purpose's definition at the event's purpose version."""
-    events = ConsentEvent.__table__
+    events = table_of(ConsentEvent)
     # Every purpose version has its row (purposes.put writes both in one transaction), so the join always finds it.
     query = (
-        select(events, Tenant.name.label("controller_name"), PurposeVersion.definition.label("purpose_definition"))
-        .join(Tenant, Tenant.key == events.c.tenant_id)
+        select(events, col(Tenant.name).label("controller_name"), col(PurposeVersion.definition).label("purpose_definition"))
+        .join(Tenant, col(Tenant.key) == events.c.tenant_id)
         .join(
             PurposeVersion,
             and_(
-                PurposeVersion.tenant_id == events.c.tenant_id,
-                PurposeVersion.key == events.c.purpose,
-                PurposeVersion.version == events.c.purpose_version,
+                col(PurposeVersion.tenant_id) == events.c.tenant_id,
+                col(PurposeVersion.key) == events.c.purpose,
+                col(PurposeVersion.version) == events.c.purpose_version,
             ),
         )
         .where(events.c.tenant_id == tenant, events.c.event_id == event_id)

@@ -8,12 +8,12 @@ are each a `state_mismatch`. Details name columns and the (purpose, channel), ne
 """
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from app.services.audit.chain_check import Finding
 
 Row = Mapping[str, Any]
-PROBLEM = "state_mismatch"
+PROBLEM: Final = "state_mismatch"
 # consent_state column -> the event column it copies (the key columns and tenant are compared apart).
 COPIED = (
     ("status", "status"), ("captured_at", "captured_at"), ("recorded_at", "recorded_at"), ("event_id", "event_id"),
@@ -79,7 +79,9 @@ def against_own_event(state: Row, newer: bool) -> Finding | None:
         return None
     key = (state["purpose"], state["channel"])
     if any(state[column] != state[f"e_{column}"] for column in KEY):
-        return Finding(state["event_id"], PROBLEM, f"the consent state for {describe(key)} stands on an event of another subject, purpose or channel")
+        return Finding(
+            state["event_id"], PROBLEM, f"the consent state for {describe(key)} stands on an event of another subject, purpose or channel"
+        )
     if wrong := differences(state, state, JOINED):
         return Finding(state["event_id"], PROBLEM, _disagrees(key, wrong))
     if newer:

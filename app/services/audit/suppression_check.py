@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.models import Suppression, SuppressionChain, SuppressionEvent
+from app.models.base import table_of
 from app.services.kit import END, Query, Rows
 from app.services.suppressions import ADD, GENESIS, event_hash
 
@@ -23,11 +24,12 @@ async def check(query: Query, *, tenant: str, report: Report, signed: dict[str, 
 
     `signed`: the log's head as a signed checkpoint states it ({length, head_hash}): the log must still pass
     through it, which catches a log rewritten with every hash recomputed."""
-    log, listed, heads = SuppressionEvent.__table__, Suppression.__table__, SuppressionChain.__table__
+    log, listed, heads = table_of(SuppressionEvent), table_of(Suppression), table_of(SuppressionChain)
     head = [row async for row in await query(sa.select(heads.c.length, heads.c.head_hash).where(heads.c.tenant_id == tenant))]
     length, head_hash = (head[0]["length"], head[0]["head_hash"]) if head else (0, None)
     index, prev = 0, GENESIS
-    async for row in await query(sa.select(*(log.c[n] for n in _LOG_COLUMNS)).where(log.c.tenant_id == tenant).order_by(log.c.chain_index, log.c.seq)):
+    entries = sa.select(*(log.c[n] for n in _LOG_COLUMNS)).where(log.c.tenant_id == tenant).order_by(log.c.chain_index, log.c.seq)
+    async for row in await query(entries):
         index += 1
         if row["chain_index"] != index or row["prev_hash"] != prev:
             report(f"suppression log entry {row['chain_index']} does not follow entry {index - 1}: one was removed, added or moved")

@@ -6,14 +6,15 @@ snapshot, and merged: memory holds one subject's chain and states at a time, wha
 """
 
 import hashlib
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.sql import Select
 
 from app.db import Database
 from app.models import AuditCheckpoint, CheckpointHead, ConsentEvent, ConsentState, LedgerChain
-from app.models.audit import CheckpointRef, VerifyOut, VerifyProblem
+from app.models.audit import CheckpointRef, Problem, VerifyOut, VerifyProblem
+from app.models.base import table_of
 from app.services.audit import state_check, suppression_check
 from app.services.audit.chain_check import Head, check
 from app.services.kit import END, snapshots
@@ -31,9 +32,18 @@ def heads_line(subject_id: Any, length: int, head_event_id: Any, head_hash: str)
     return f"{subject_id}:{length}:{head_event_id}:{head_hash}\n".encode()
 
 
-def _queries(tenant: str, checkpoint_id: int | None, incremental: bool) -> dict[str, Select]:
+class _Queries(TypedDict):
+    events: Select
+    heads: Select
+    checkpoint: Select
+    states: Select
+    orphans: Select
+    unstated: Select | None  # incremental verification only
+
+
+def _queries(tenant: str, checkpoint_id: int | None, incremental: bool) -> _Queries:
     events, chains, heads, state = (
-        ConsentEvent.__table__, LedgerChain.__table__, CheckpointHead.__table__, ConsentState.__table__
+        table_of(ConsentEvent), table_of(LedgerChain), table_of(CheckpointHead), table_of(ConsentState)
     )
     of_tenant = events.c.tenant_id == tenant
     states = sa.select(*(state.c[n] for n in _STATE_COLUMNS)).where(state.c.tenant_id == tenant)
@@ -67,7 +77,7 @@ def _incremental_states(states: Select, tenant: str, moved: Select) -> tuple[Sel
     """Incremental verification skips the events of unchanged chains, but an edited state moves no head: each
     state row comes with the event it names (`e_` columns) and whether a later event of its key exists, and a
     second query finds the keys of unchanged chains' events that have no state row (state_check.against_own_event)."""
-    events, state = ConsentEvent.__table__, ConsentState.__table__
+    events, state = table_of(ConsentEvent), table_of(ConsentState)
     own, later = events.alias("own"), events.alias("later")
     same_key = [later.c[n] == state.c[n] for n in state_check.KEY]
     newer = sa.exists().where(
@@ -172,7 +182,10 @@ async def verify(
         )
     if checkpoint is not None and signed_root is not None and root.hexdigest() != signed_root:
         problems.add(None, "rewritten", f"the heads stored for checkpoint {checkpoint.id} are not the ones its signature covers")
-    ref = CheckpointRef(id=checkpoint.id, created_at=checkpoint.created_at, events=checkpoint.events, root=checkpoint.root) if checkpoint else None
+    ref = None
+    if checkpoint:
+        assert checkpoint.id is not None, "a stored checkpoint has its id"
+        ref = CheckpointRef(id=checkpoint.id, created_at=checkpoint.created_at, events=checkpoint.events, root=checkpoint.root)
     return VerifyOut(
         ok=problems.total == 0, checked=checked, chains=chains, problems=problems.listed, problems_total=problems.total,
         checkpoint=ref,
@@ -197,7 +210,7 @@ class _Problems:
         self.named: set = set()
         self.total = 0
 
-    def add(self, event_id: Any, problem: str, detail: str, subject_id: Any = None) -> None:
+    def add(self, event_id: Any, problem: Problem, detail: str, subject_id: Any = None) -> None:
         self.total += 1
         self.named.add(event_id)
         if len(self.listed) < MAX_PROBLEMS:

@@ -4,6 +4,7 @@ import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -13,7 +14,7 @@ from app.db import Database, acquire
 from app.errors import Unprocessable
 from app.models import ConsentState
 from app.models.banners import CookieConsentIn, CookieConsentsOut, CookieConsentsRecorded, CookieEventOut
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.common import SubjectRef
 from app.models.consents import NO_CHANNEL
 from app.services import subjects
@@ -78,7 +79,7 @@ async def _status(
 ) -> CookieConsentsOut:
     if subject_id is None:
         return CookieConsentsOut(choices={}, policy_version=None, expires_at=None, reprompt=True)
-    state = ConsentState.__table__
+    state = table_of(ConsentState)
     rows = await session.execute(
         select(state).where(
             state.c.tenant_id == tenant, state.c.subject_id == subject_id,
@@ -253,7 +254,7 @@ async def record_in(
     )
     now = utcnow()
     page, evidence = _evidence(body, visit, banner_key)
-    common = dict(
+    common: dict[str, Any] = dict(
         tenant=tenant, subject_id=subject_id, rules=view.rules, captured_at=None, recorded_at=now, source=SOURCE,
         policy_version=body.policy_version, collection_point=page[:200] if page else None,
         actor=f"banner:{banner_key[:11]}", evidence=evidence,

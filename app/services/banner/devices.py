@@ -5,11 +5,12 @@ import uuid
 import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.errors import Conflict
 from app.models import ConsentEvent, Subject, SubjectIdentifier
 from app.models.banners import DeviceLinkOut
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.services import purposes, subjects
 from app.services.kit import upsert
 from app.services.ledger import consents
@@ -32,7 +33,7 @@ async def link(
     await subjects.require(session, tenant=tenant, subject_id=subject_id)
     normal = normalise(DEVICE, device_id, region=keys.region, loc=("body",))
     id_hash = keys.blind_index(tenant, DEVICE, normal)
-    table = SubjectIdentifier.__table__
+    table = table_of(SubjectIdentifier)
     await session.execute(
         upsert(session, table)
         .values(tenant_id=tenant, id_hash=id_hash, subject_id=subject_id, type=DEVICE, value_sealed=keys.seal(normal))
@@ -53,11 +54,11 @@ async def link(
         raise Conflict("that device_id belongs to another known subject", errors=[{"loc": ["body", "device_id"], "msg": "taken"}])
     await session.execute(
         update(SubjectIdentifier)
-        .where(SubjectIdentifier.tenant_id == tenant, SubjectIdentifier.subject_id == holder)
+        .where(col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.subject_id) == holder)
         .values(subject_id=subject_id)
     )
     await session.execute(
-        update(Subject).where(Subject.tenant_id == tenant, Subject.id == holder).values(merged_into=subject_id)
+        update(Subject).where(col(Subject.tenant_id) == tenant, col(Subject.id) == holder).values(merged_into=subject_id)
     )
     copied = await _copy_history(session, tenant=tenant, source=holder, target=subject_id, actor=actor)
     return DeviceLinkOut(subject_id=subject_id, merged_subject_id=holder, events_merged=copied)
@@ -73,7 +74,7 @@ def _origin(row) -> str:
 
 
 async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID, target: uuid.UUID, actor: str) -> int:
-    events = ConsentEvent.__table__
+    events = table_of(ConsentEvent)
     rows = (
         await session.execute(
             select(events).where(events.c.tenant_id == tenant, events.c.subject_id == source).order_by(events.c.seq)

@@ -20,7 +20,7 @@ MAX_KEYS = 100_000
 class LocalWindow:
     """hit() and reset_time() with the semantics of limits.strategies.MovingWindowRateLimiter."""
 
-    def __init__(self, *, clock=time.time, max_keys: int = MAX_KEYS) -> None:  # noqa: ANN001
+    def __init__(self, *, clock=time.time, max_keys: int = MAX_KEYS) -> None:
         self._hits: OrderedDict[str, deque[float]] = OrderedDict()
         self._clock = clock
         self._max_keys = max_keys

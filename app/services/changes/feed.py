@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database, acquire
 from app.errors import Unprocessable
 from app.models import ConsentChange
+from app.models.base import table_of
 from app.services.kit import cursors
 from app.services.purposes import api_channel
 
@@ -63,13 +64,13 @@ async def append(session: AsyncSession, moved: list[dict], expiries: dict) -> No
         }
         for row in moved
     ]
-    await session.execute(sa.insert(ConsentChange.__table__), rows)
+    await session.execute(sa.insert(table_of(ConsentChange)), rows)
 
 
 async def record(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Add changes of another kind (suppression, subject), each with its `position` already taken."""
     if rows:
-        table = ConsentChange.__table__
+        table = table_of(ConsentChange)
         await session.execute(sa.insert(table), [{name: row.get(name) for name in _INSERTED} | row for row in rows])
 
 
@@ -112,7 +113,7 @@ WHERE tenant_id = $1 AND (position, seq) > ($2, $3)
   AND position < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
 ORDER BY position, seq
 LIMIT $4
-"""
+"""  # noqa: S608 - only the constant _COLUMNS is interpolated; the values are bound ($1 to $4)
 
 
 async def page(database: Database, *, tenant: str, after: str | None, limit: int) -> dict[str, Any]:
@@ -125,7 +126,7 @@ async def page(database: Database, *, tenant: str, after: str | None, limit: int
         async with acquire(database.pool) as connection:
             rows = await connection.fetch(PG_PAGE, tenant, position, seq, limit)
     else:
-        table = ConsentChange.__table__
+        table = table_of(ConsentChange)
         query = (
             sa.select(*(table.c[name] for name in _COLUMNS.split(", ")))
             .where(table.c.tenant_id == tenant, sa.tuple_(table.c.position, table.c.seq) > sa.tuple_(position, seq))

@@ -24,6 +24,7 @@ def lookup_key(keys: IdentifierKeys, tenant: str, ref: SubjectRef, *, loc: list[
 
 def decision(found: Found, at: datetime) -> Decision:
     """The decision on a check's facts (`found.rule` must be known)."""
+    assert found.rule is not None, "a check of an unknown purpose"
     return decide(
         found.rule, subject_known=found.subject_id is not None, flags=found.flags, standing=found.standing, at=at,
         suppressed=found.suppressed,
@@ -32,6 +33,8 @@ def decision(found: Found, at: datetime) -> Decision:
 
 def answer(*, purpose: str, channel: str | None, found: Found, at: datetime) -> dict[str, Any]:
     """The check's answer as a plain dict (the hot path serialises it without a model)."""
+    rule = found.rule
+    assert rule is not None, "a check of an unknown purpose"
     decided = decision(found, at)
     check_decision(decided.reason, decided.allowed).inc()
     standing = found.standing
@@ -41,7 +44,7 @@ def answer(*, purpose: str, channel: str | None, found: Found, at: datetime) -> 
             "event_id": standing.event_id,
             "status": standing.status,
             "captured_at": standing.captured_at,
-            "expires_at": expires_at(found.rule, standing),
+            "expires_at": expires_at(rule, standing),
             "policy_version": standing.policy_version,
         }
     return {
@@ -50,7 +53,7 @@ def answer(*, purpose: str, channel: str | None, found: Found, at: datetime) -> 
         "subject_id": found.subject_id,
         "purpose": purpose,
         "channel": channel,
-        "legal_basis": found.rule.legal_basis,
+        "legal_basis": rule.legal_basis,
         "consent": consent,
         "checked_at": at,
     }

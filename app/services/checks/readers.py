@@ -4,14 +4,18 @@ Both readers return the same plain values; the decision itself is `decision.deci
 """
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import orjson
 from sqlalchemy import and_, select
+from sqlalchemy.engine import RowMapping
 
 from app.db import Database, acquire
 from app.models import ConsentState, Purpose, Subject, SubjectIdentifier, Suppression
+from app.models.base import table_of
 from app.services.checks.decision import Standing
 from app.services.kit import in_slices
 from app.services.purposes import Rule
@@ -146,7 +150,7 @@ class PostgresReader:
     async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str], channels: set[str]) -> FoundMany:
         hashes = [value for kind, value in lookups if kind == "hash"]
         ids = [value for kind, value in lookups if kind == "id"]
-        channels = [channel for channel in channels if channel]
+        named_channels = [channel for channel in channels if channel]
         async with acquire(self.pool) as connection:
             purpose_rows = await connection.fetch(
                 "SELECT key, legal_basis, channels, lifespan_days, reconfirm_days, version, consent_from_version FROM purposes"
@@ -173,9 +177,9 @@ class PostgresReader:
                 list(purposes),
             )
             suppressed_rows = []
-            if channels:
+            if named_channels:
                 suppressed_rows = await connection.fetch(
-                    PG_SUPPRESSED, tenant, channels, hashes, [row["id"] for row in subject_rows]
+                    PG_SUPPRESSED, tenant, named_channels, hashes, [row["id"] for row in subject_rows]
                 )
         found = _assemble(purpose_rows, holders, subject_rows, state_rows)
         found.suppressed = _suppressed(suppressed_rows)
@@ -212,11 +216,11 @@ class SqlReader:
         return (await self.many(tenant, {lookup}, {purpose}, {channel})).one(lookup, purpose, channel)
 
     async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str], channels: set[str]) -> FoundMany:
-        p, si, s, cs = Purpose.__table__, SubjectIdentifier.__table__, Subject.__table__, ConsentState.__table__
-        sp = Suppression.__table__
+        p, si, s, cs = table_of(Purpose), table_of(SubjectIdentifier), table_of(Subject), table_of(ConsentState)
+        sp = table_of(Suppression)
         hashes = [value for kind, value in lookups if kind == "hash"]
         ids = [value for kind, value in lookups if kind == "id"]
-        channels = [channel for channel in channels if channel]
+        named_channels = [channel for channel in channels if channel]
         async with self.database.reading() as connection:
             purpose_rows = (
                 await connection.execute(
@@ -227,14 +231,15 @@ class SqlReader:
                     .where(p.c.tenant_id == tenant, p.c.key.in_(purposes))
                 )
             ).mappings().all()
-            holders = []
+            holders: list[RowMapping] = []
             for chunk in in_slices(hashes):
                 holders += (
                     await connection.execute(
                         select(si.c.id_hash, si.c.subject_id).where(si.c.tenant_id == tenant, si.c.id_hash.in_(chunk))
                     )
                 ).mappings().all()
-            subject_rows, state_rows = [], []
+            subject_rows: list[RowMapping] = []
+            state_rows: list[RowMapping] = []
             for chunk in in_slices(ids + [row["subject_id"] for row in holders]):
                 subject_rows += (
                     await connection.execute(select(s.c.id, s.c.flags).where(s.c.tenant_id == tenant, s.c.id.in_(chunk)))
@@ -248,23 +253,23 @@ class SqlReader:
                         ).where(and_(cs.c.tenant_id == tenant, cs.c.subject_id.in_(chunk), cs.c.purpose.in_(purposes)))
                     )
                 ).mappings().all()
-            suppressed_rows = []
-            for chunk in in_slices(hashes) if channels else []:
+            suppressed_rows: list[Mapping[Any, Any]] = []  # result rows, and dicts of the same keys
+            for chunk in in_slices(hashes) if named_channels else []:
                 suppressed_rows += (
                     await connection.execute(
                         select(sp.c.id_hash.label("key"), sp.c.channel).where(
-                            sp.c.tenant_id == tenant, sp.c.channel.in_(channels), sp.c.id_hash.in_(chunk)
+                            sp.c.tenant_id == tenant, sp.c.channel.in_(named_channels), sp.c.id_hash.in_(chunk)
                         )
                     )
                 ).mappings().all()
-            for chunk in in_slices([row["id"] for row in subject_rows]) if channels else []:
+            for chunk in in_slices([row["id"] for row in subject_rows]) if named_channels else []:
                 suppressed_rows += [
                     {"key": str(row["subject_id"]), "channel": row["channel"]}
                     for row in (
                         await connection.execute(
                             select(si.c.subject_id, sp.c.channel)
                             .join(sp, and_(sp.c.tenant_id == si.c.tenant_id, sp.c.id_hash == si.c.id_hash))
-                            .where(si.c.tenant_id == tenant, si.c.subject_id.in_(chunk), sp.c.channel.in_(channels))
+                            .where(si.c.tenant_id == tenant, si.c.subject_id.in_(chunk), sp.c.channel.in_(named_channels))
                         )
                     ).mappings()
                 ]

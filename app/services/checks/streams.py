@@ -94,6 +94,7 @@ class _Parser:
                 raise Unprocessable(_first_message(exc)) from None
             kind, value = ref.kind_and_value()
         else:
+            assert self.column is not None, "a CSV stream is opened with its header's column"
             index, kind = self.column
             try:
                 fields = next(csv.reader([text]), [])
@@ -160,7 +161,7 @@ class CheckStream:
         first = await anext(self.lines, None)
         column = None
         if fmt == "csv":
-            if first is None or first[1] is TOO_LONG:
+            if first is None or isinstance(first[1], _TooLong):
                 raise Unprocessable("the CSV needs a header line naming its identifier column", loc=["body", "header"])
             column = _header_column(first[1])
         elif first is not None:
@@ -206,6 +207,7 @@ class CheckStream:
             raw: list[tuple[int, bytes | _TooLong]] = []
             count = last = 0
             stop: dict | None = None
+            assert self.lines is not None, "read after open"
             lines = aiter(self.lines)
             while True:
                 try:
@@ -247,8 +249,9 @@ class CheckStream:
         await queue.put((chunk, fetched))
 
     def _lookup(self, line: bytes | _TooLong) -> LookupKey | str:
-        if line is TOO_LONG:
+        if isinstance(line, _TooLong):
             return f"line longer than {self.limits.max_line_bytes} bytes"
+        assert self.parser is not None, "looked up after open"
         try:
             return self.parser.lookup(line)
         except UnicodeDecodeError:

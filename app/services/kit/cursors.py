@@ -1,13 +1,14 @@
 """Opaque page cursors: a few bytes in URL-safe base64 without padding (each list parses its own bytes)."""
 
 import base64
+from collections.abc import Sequence
 from datetime import datetime
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql import Select
 
 from app.errors import Unprocessable
 from app.models.common import utc_in_range
@@ -41,8 +42,8 @@ def unpack_moment(cursor: str) -> tuple[datetime, int]:
 
 
 async def moment_page(
-    session: AsyncSession, query: Select, *, at: ColumnElement, seq: ColumnElement, cursor: str | None, limit: int
-) -> tuple[list[RowMapping], str | None]:
+    session: AsyncSession, query: Select, *, at: sa.Column, seq: sa.Column, cursor: str | None, limit: int
+) -> tuple[Sequence[RowMapping], str | None]:
     """A page of `query` in (at, seq) order after `cursor`, and the cursor of the next page (None: this is the last).
     `query` must select `at` and `seq`."""
     if cursor is not None:

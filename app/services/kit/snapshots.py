@@ -7,7 +7,7 @@ Queries are written once, in SQLAlchemy Core; on PostgreSQL they are compiled fo
 directly (a million rows through SQLAlchemy's result machinery cost several times the query).
 """
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,8 +27,10 @@ _DIALECT = pg_asyncpg.dialect()
 class Rows:
     """A query's rows fetched a batch at a time: next() costs a list index while the batch lasts; END after."""
 
-    def __init__(self, fetch: Callable[[], Awaitable[list]]) -> None:
-        self._fetch, self._rows, self._at = fetch, [], 0
+    def __init__(self, fetch: Callable[[], Awaitable[Sequence[Any]]]) -> None:
+        self._fetch = fetch
+        self._rows: Sequence[Any] = []
+        self._at = 0
 
     async def next(self) -> Any:
         if self._at == len(self._rows):
@@ -55,6 +57,7 @@ Query = Callable[[Select], Awaitable[Rows]]
 
 def _asyncpg(query: Select) -> tuple[str, list[Any]]:
     compiled = query.compile(dialect=_DIALECT, compile_kwargs={"render_postcompile": True})
+    assert compiled.positiontup is not None, "asyncpg's parameters are positional"
     return str(compiled), [compiled.params[name] for name in compiled.positiontup]
 
 

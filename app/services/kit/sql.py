@@ -6,14 +6,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
+def _dialect(session: AsyncSession) -> str:
+    # The database's sessions are all made bound to its engine.
+    assert session.bind is not None, "an unbound session"
+    return session.bind.dialect.name
+
+
 def upsert(session: AsyncSession, table: Table):
     """The dialect's INSERT that supports ON CONFLICT (both PostgreSQL and SQLite have it)."""
-    dialect = session.bind.dialect.name
+    dialect = _dialect(session)
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def is_postgres(session: AsyncSession) -> bool:
-    return session.bind.dialect.name == "postgresql"
+    return _dialect(session) == "postgresql"
 
 
 # SQLite's default limit on bound parameters is 32,766: an IN list is sent in slices well below it.
@@ -29,6 +35,7 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under the session, inside the session's transaction."""
     connection = await session.connection()
     raw = (await connection.get_raw_connection()).driver_connection
+    assert raw is not None, "a connection that is open has its driver's connection"
     if not raw.is_in_transaction():
         # SQLAlchemy begins lazily, on its first statement: make it begin before writing behind its back.
         await session.execute(text("SELECT 1"))

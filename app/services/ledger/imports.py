@@ -5,16 +5,17 @@ import that is run again after an interruption skips what it already stored and 
 """
 
 import asyncio
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AppError, Unprocessable
 from app.models import ImportedRecord
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.consents import ConsentRecordIn, ImportResult
 from app.services import purposes, subjects
 from app.services.kit import is_postgres, upsert
@@ -72,9 +73,9 @@ def check_lines(
             errors += [_error(number, list(issue["loc"]), issue["msg"]) for issue in issues]
             continue
         problems: list[dict] = []
-        decisions = []
+        decisions: list[tuple[str, str, str]] = []
         for index, decision in enumerate(body.decisions):
-            loc = ["decisions", index]
+            loc: list[str | int] = ["decisions", index]
             rule = rules.get(decision.purpose)
             if rule is None:
                 problems.append(_error(number, [*loc, "purpose"], f"unknown purpose '{decision.purpose}'"))
@@ -126,7 +127,7 @@ def _invalid(errors: list[dict]) -> Unprocessable:
 
 async def _claim_new(session: AsyncSession, *, tenant: str, records: list[Record]) -> list[Record]:
     """The records not imported before; their digests are claimed in this transaction (concurrent imports queue)."""
-    table = ImportedRecord.__table__
+    table = table_of(ImportedRecord)
     now = utcnow()
     digests = sorted(r.digest for r in records)
     if not digests:
@@ -174,12 +175,14 @@ async def _store(
     subject_ids, errors = await subjects.resolve_many(session, keys, tenant=tenant, namings=[r.naming for r in fresh])
     if errors:
         raise _invalid([_error(fresh[e["index"]].line, e["loc"], e["msg"]) for e in errors])
+    # No errors: every record has its subject.
+    resolved = cast(list[uuid.UUID], subject_ids)
     # The versions as they stand now (a purpose may have changed since the lines were checked).
     rules = await purposes.rules(session, tenant=tenant, keys={purpose for r in fresh for purpose, _, _ in r.decisions})
     recorded_at = utcnow()
     events = [
         event
-        for record, subject_id in zip(fresh, subject_ids, strict=True)
+        for record, subject_id in zip(fresh, resolved, strict=True)
         for event in consents.new_events(
             tenant=tenant, subject_id=subject_id, decisions=record.decisions, rules=rules,
             # A moment ahead of the clock (within the skew) or none: the moment the ledger records it.

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database, acquire
 from app.errors import NotFound
 from app.models import ConsentEvent, ConsentState
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.consents import ConsentStateOut, HistoryOut, SubjectConsentsOut
 from app.security import Principal
 from app.services import access as access_log
@@ -25,7 +25,7 @@ from app.services.kit import cursors
 from app.services.ledger.consents import event_out
 from app.services.purposes import Rule, RuleCache, api_channel, load_rules_pg
 
-EVENT_COLUMNS = [c for c in ConsentEvent.__table__.columns if c.name not in ("tenant_id", "evidence")]
+EVENT_COLUMNS = [c for c in table_of(ConsentEvent).columns if c.name not in ("tenant_id", "evidence")]
 
 
 def _state_out(rule: Rule | None, row, at: datetime) -> ConsentStateOut:
@@ -60,13 +60,13 @@ async def consents(
     rules = await purposes.rules(session, tenant=tenant)
     if as_of is None:
         at = utcnow()
-        state = ConsentState.__table__
+        state = table_of(ConsentState)
         rows = await session.execute(
             select(state).where(state.c.tenant_id == tenant, state.c.subject_id == subject_id)
         )
     else:
         at = as_of
-        events = ConsentEvent.__table__
+        events = table_of(ConsentEvent)
         ranked = (
             select(
                 events,
@@ -93,7 +93,7 @@ async def history(
 ) -> HistoryOut:
     """Every event of the subject, oldest first by captured_at (ties by ledger order), a page at a time."""
     await subjects.require(session, tenant=tenant, subject_id=subject_id)
-    events = ConsentEvent.__table__
+    events = table_of(ConsentEvent)
     query = select(*EVENT_COLUMNS).where(events.c.tenant_id == tenant, events.c.subject_id == subject_id)
     if purpose is not None:
         query = query.where(events.c.purpose == purpose)

@@ -6,10 +6,11 @@ from dataclasses import dataclass, replace
 import sqlalchemy as sa
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.errors import Conflict, NotFound
 from app.models import Subject, SubjectIdentifier
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.common import Identifiers, SubjectRef
 from app.models.subjects import IdentifierOut, SubjectOut
 from app.services import changes
@@ -23,8 +24,8 @@ DEVICE = "device_id"
 async def _owner(session: AsyncSession, *, tenant: str, id_hash: str, lock: bool = False) -> uuid.UUID | None:
     """The subject holding an identifier. `lock`: hold the identifier (FOR SHARE) so that it cannot move to
     another subject (devices.link) before this transaction ends; a move under way is waited for, then seen."""
-    query = select(SubjectIdentifier.subject_id).where(
-        SubjectIdentifier.tenant_id == tenant, SubjectIdentifier.id_hash == id_hash
+    query = select(col(SubjectIdentifier.subject_id)).where(
+        col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.id_hash) == id_hash
     )
     if lock:
         query = query.with_for_update(read=True)
@@ -37,7 +38,7 @@ async def find(
     """The id of the subject `ref` names, or None when the tenant has no such subject."""
     if ref.subject_id is not None:
         found = await session.execute(
-            select(Subject.id).where(Subject.tenant_id == tenant, Subject.id == ref.subject_id)
+            select(col(Subject.id)).where(col(Subject.tenant_id) == tenant, col(Subject.id) == ref.subject_id)
         )
         return found.scalar_one_or_none()
     kind, value = ref.kind_and_value()
@@ -49,12 +50,12 @@ class _Claim:
     kind: str
     normal: str
     id_hash: str
-    loc: tuple[str, ...]
+    loc: tuple[str | int, ...]
     # The encrypted value, when sealed ahead (imports seal in their worker processes).
     sealed: str | None = None
 
 
-def _claim_for(keys: IdentifierKeys, tenant: str, kind: str, value: str, loc: tuple[str, ...]) -> _Claim:
+def _claim_for(keys: IdentifierKeys, tenant: str, kind: str, value: str, loc: tuple[str | int, ...]) -> _Claim:
     normal = normalise(kind, value, region=keys.region, loc=loc)
     return _Claim(kind, normal, keys.blind_index(tenant, kind, normal), (*loc, kind))
 
@@ -68,7 +69,7 @@ async def _claim_all(
     behind each other instead of deadlocking. ON CONFLICT DO NOTHING waits for a concurrent claim of the
     same identifier, then yields to it.
     """
-    table = SubjectIdentifier.__table__
+    table = table_of(SubjectIdentifier)
     for claim in sorted(claims, key=lambda c: c.id_hash):
         await session.execute(
             upsert(session, table)
@@ -99,6 +100,7 @@ async def resolve(
     if subject_id is not None:
         holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject_id, claims=extra) if extra else {}
     else:
+        assert own is not None  # no subject yet: the ref names it by an identifier
         subject = Subject(tenant_id=tenant)
         session.add(subject)
         await session.flush()
@@ -108,9 +110,9 @@ async def resolve(
             # A concurrent request created the same person first: move what we claimed to theirs, drop ours
             # (never committed, so nobody else has seen it).
             await session.execute(
-                update(SubjectIdentifier).where(SubjectIdentifier.subject_id == subject.id).values(subject_id=subject_id)
+                update(SubjectIdentifier).where(col(SubjectIdentifier.subject_id) == subject.id).values(subject_id=subject_id)
             )
-            await session.execute(delete(Subject).where(Subject.id == subject.id))
+            await session.execute(delete(Subject).where(col(Subject.id) == subject.id))
             holders = {h: subject_id if holder == subject.id else holder for h, holder in holders.items()}
     for claim in extra:
         if holders[claim.id_hash] != subject_id:
@@ -129,14 +131,14 @@ async def lookup(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, re
 async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID) -> SubjectOut:
     """A subject with its identifiers (unsealed), or 404."""
     subject = (
-        await session.execute(select(Subject).where(Subject.tenant_id == tenant, Subject.id == subject_id))
+        await session.execute(select(Subject).where(col(Subject.tenant_id) == tenant, col(Subject.id) == subject_id))
     ).scalar_one_or_none()
     if subject is None:
         raise NotFound("subject", subject_id)
     rows = await session.execute(
-        select(SubjectIdentifier.type, SubjectIdentifier.value_sealed)
-        .where(SubjectIdentifier.tenant_id == tenant, SubjectIdentifier.subject_id == subject_id)
-        .order_by(SubjectIdentifier.type, SubjectIdentifier.created_at)
+        select(col(SubjectIdentifier.type), col(SubjectIdentifier.value_sealed))
+        .where(col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.subject_id) == subject_id)
+        .order_by(col(SubjectIdentifier.type), col(SubjectIdentifier.created_at))
     )
     identifiers = [IdentifierOut(type=kind, value=keys.unseal(sealed)) for kind, sealed in rows]
     return SubjectOut(
@@ -147,7 +149,7 @@ async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subje
 
 async def require(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID) -> None:
     """404 unless the tenant has this subject."""
-    found = await session.execute(select(Subject.id).where(Subject.tenant_id == tenant, Subject.id == subject_id))
+    found = await session.execute(select(col(Subject.id)).where(col(Subject.tenant_id) == tenant, col(Subject.id) == subject_id))
     if found.scalar_one_or_none() is None:
         raise NotFound("subject", subject_id)
 
@@ -181,8 +183,8 @@ def naming(
 async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, uuid.UUID]:
     if is_postgres(session):
         return await pg_bulk.holders(session, tenant=tenant, hashes=hashes)
-    table = SubjectIdentifier.__table__
-    found = {}
+    table = table_of(SubjectIdentifier)
+    found: dict[str, uuid.UUID] = {}
     for chunk in in_slices(hashes):
         rows = await session.execute(
             select(table.c.id_hash, table.c.subject_id).where(table.c.tenant_id == tenant, table.c.id_hash.in_(chunk))
@@ -204,7 +206,7 @@ async def resolve_many(
     ids = sorted({n.subject_id for n in namings if n.subject_id is not None}, key=str)
     existing: set[uuid.UUID] = set()
     for chunk in in_slices(ids):  # few: imports name people by identifier, seldom by id
-        rows = await session.execute(select(Subject.id).where(Subject.tenant_id == tenant, Subject.id.in_(chunk)))
+        rows = await session.execute(select(col(Subject.id)).where(col(Subject.tenant_id) == tenant, col(Subject.id).in_(chunk)))
         existing.update(rows.scalars())
     claims = [c for n in namings for c in ((n.own,) if n.own else ()) + n.extra]
     holder = await _holders(session, tenant=tenant, hashes=sorted({c.id_hash for c in claims}))
@@ -220,12 +222,14 @@ async def resolve_many(
                 results.append(None)
                 continue
         else:
-            subject_id = holder.get(named.own.id_hash)
+            own = named.own
+            assert own is not None  # a Naming without a subject_id names its subject by an identifier
+            subject_id = holder.get(own.id_hash)
             if subject_id is None:
                 subject_id = uuid.uuid4()
                 new_subjects.append(subject_id)
-                holder[named.own.id_hash] = subject_id
-                new_claims[named.own.id_hash] = (named.own, subject_id)
+                holder[own.id_hash] = subject_id
+                new_claims[own.id_hash] = (own, subject_id)
         taken = [c for c in named.extra if holder.get(c.id_hash, subject_id) != subject_id]
         if taken:
             errors += [
@@ -254,7 +258,7 @@ async def _insert_claims(
 ) -> None:
     """Create the new subjects and attach the new identifiers, in blind-index order; Conflict if beaten to one."""
     now = utcnow()
-    table = SubjectIdentifier.__table__
+    table = table_of(SubjectIdentifier)
     ordered = sorted(claims)
     rows = [
         {
@@ -271,7 +275,7 @@ async def _insert_claims(
     else:
         if subjects:
             await session.execute(
-                insert(Subject.__table__), [{"id": i, "tenant_id": tenant, "flags": [], "created_at": now} for i in subjects]
+                insert(table_of(Subject)), [{"id": i, "tenant_id": tenant, "flags": [], "created_at": now} for i in subjects]
             )
         if rows:
             await session.execute(upsert(session, table).on_conflict_do_nothing(index_elements=["tenant_id", "id_hash"]), rows)
@@ -289,7 +293,7 @@ async def set_flag(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID,
     status = FLAG_STATUS.get((flag, on))
     if status is None:
         raise ValueError(f"the flag {flag!r} cannot be {'set' if on else 'cleared'}")
-    table = Subject.__table__
+    table = table_of(Subject)
     row = (
         await session.execute(
             select(table.c.flags, table.c.feed_position)

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import SuppressionChain, SuppressionEvent
+from app.models.base import table_of
 from app.services import changes
 from app.services.kit import is_postgres, upsert
 
@@ -38,7 +39,7 @@ def event_hash(event: Mapping[str, Any]) -> str:
 
 async def lock(session: AsyncSession, *, tenant: str) -> tuple[int, str, int]:
     """Take the tenant's suppression lock until commit; the head (length, hash, feed position) as it stands."""
-    table = SuppressionChain.__table__
+    table = table_of(SuppressionChain)
     claim = upsert(session, table).values(tenant_id=tenant, length=0, head_hash=None, feed_position=0)
     if is_postgres(session):
         # A no-op update takes the row lock, and answers the head in the same round trip.
@@ -67,13 +68,13 @@ async def append(
         event = {"tenant_id": tenant, "chain_index": length, "prev_hash": prev_hash, "actor": actor, "at": at, **entry}
         event["hash"] = prev_hash = event_hash(event)
         events.append(event)
-    table = SuppressionChain.__table__
+    table = table_of(SuppressionChain)
     position = (
         sa.text(changes.PG_POSITION.format(after=":previous")).bindparams(previous=feed_position)
         if is_postgres(session) else sa.literal(0)
     )
     if events:
-        await session.execute(sa.insert(SuppressionEvent.__table__), events)
+        await session.execute(sa.insert(table_of(SuppressionEvent)), events)
     moved = await session.execute(
         sa.update(table).where(table.c.tenant_id == tenant)
         .values(length=length, head_hash=prev_hash if events else table.c.head_hash, feed_position=position)

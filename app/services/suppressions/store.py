@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import AppError, Unprocessable
 from app.models import SubjectIdentifier, Suppression
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.suppressions import SuppressionsIn, SuppressionsRemoveIn, SuppressionsResult
 from app.services import changes
 from app.services.kit import cursors, in_slices, upsert
@@ -45,8 +45,8 @@ async def add(
     """Suppress every entry on every channel of `body`; an entry already suppressed takes the new reason."""
     # Normalising 10,000 identifiers is CPU work: in a thread, so that the event loop keeps answering.
     entries = await asyncio.to_thread(_entries, keys, tenant, body)
-    channels = sorted(set(body.channels))
-    table = Suppression.__table__
+    channels: list[str] = sorted(set(body.channels))
+    table = table_of(Suppression)
     now = utcnow()
     rows = []
     for id_hash, kind, normal in entries:
@@ -79,8 +79,8 @@ async def remove(
     """Lift the suppression of every entry on every channel of `body`; entries not suppressed are ignored."""
     # Normalising 10,000 identifiers is CPU work: in a thread, so that the event loop keeps answering.
     entries = await asyncio.to_thread(_entries, keys, tenant, body)
-    channels = sorted(set(body.channels))
-    table = Suppression.__table__
+    channels: list[str] = sorted(set(body.channels))
+    table = table_of(Suppression)
     head = await suppression_log.lock(session, tenant=tenant)
     moved: list[dict] = []
     hashes = [id_hash for id_hash, _, _ in entries]
@@ -119,7 +119,7 @@ async def _log(
 
 async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, Any]:
     """The subject holding each blind index (those held by nobody are absent)."""
-    table = SubjectIdentifier.__table__
+    table = table_of(SubjectIdentifier)
     found: dict[str, Any] = {}
     for chunk in in_slices(hashes):
         rows = await session.execute(
@@ -149,7 +149,7 @@ async def page(
     """Suppressed identifiers in a stable order, `limit` at a time, each as PUT takes it: the identifier, its
     channels and reason (one entry per reason when its channels have different ones); next_cursor is null on
     the last page. Plain values (a SuppressionPage's shape, identifiers that are absent left out)."""
-    table = Suppression.__table__
+    table = table_of(Suppression)
     scope = [table.c.tenant_id == tenant] + ([table.c.channel == channel] if channel is not None else [])
     hashes_query = sa.select(table.c.id_hash).where(*scope).distinct().order_by(table.c.id_hash).limit(limit + 1)
     if cursor is not None:
