@@ -143,7 +143,7 @@ async def test_a_head_moved_in_between_is_written_under_the_lock(pg_backend):
                              source="s", method="api", policy_version=None, collection_point=None, actor="t", evidence=None)
     async with database.pool.acquire() as connection:
         version, found, head = await pg_write.lookup(connection, tenant=tenant, claim=None, subject_id=subject_id)
-        rules = await pg_write.current_rules(connection, cache, tenant=tenant, version=version)
+        rules = await cache.current(connection, tenant=tenant, version=version)
         await consents.record(database, keys, cache, tenant=tenant, actor="t", body=first)  # someone else, in between
         try:
             await pg_write.write(connection, rules, record, subject_id=found, head=head, claim=None)

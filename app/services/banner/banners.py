@@ -16,7 +16,7 @@ from app.errors import Conflict, Unprocessable
 from app.models import Banner, BannerKey, BannerPolicy, Purpose
 from app.models.banners import BannerIn, BannerOut, CategoryOut, PolicyOut, PublicBannerOut
 from app.models.base import utcnow
-from app.services.kit import upsert
+from app.services.kit import Versioned, upsert
 from app.services.purposes import Rule, bump, to_rule
 
 V = TypeVar("V")
@@ -274,18 +274,8 @@ class ViewCache:
 
     def __init__(self, *, ttl: float) -> None:
         self._views: _Recent[BannerView] = _Recent(ttl=ttl)
-        # Views by the tenant config version they were read at (tenants.config_version): exact across workers.
-        self._versioned: dict[str, tuple[int, BannerView]] = {}
-
-    def at_version(self, tenant: str, version: int) -> BannerView | None:
-        """The view read at `version` of the tenant's config, if this process holds it."""
-        held = self._versioned.get(tenant)
-        return held[1] if held is not None and held[0] == version else None
-
-    def keep(self, tenant: str, version: int, view: BannerView) -> None:
-        if len(self._versioned) >= 10_000 and tenant not in self._versioned:
-            self._versioned.clear()
-        self._versioned[tenant] = (version, view)
+        # Views by the tenant config version they were read at: exact across workers (for the banner's POST).
+        self.versioned: Versioned[BannerView] = Versioned()
 
     async def get(self, session: AsyncSession, *, tenant: str) -> BannerView:
         return await self._views.get(tenant, lambda: load_view(session, tenant=tenant))

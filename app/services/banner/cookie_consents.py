@@ -200,11 +200,11 @@ async def _record_new_device(
     assert database.pool is not None
     async with acquire(database.pool) as connection:
         version = await connection.fetchval(CONFIG_VERSION, tenant)
-        view = views.at_version(tenant, version)
+        view = views.versioned.get(tenant, version)
         if view is None:
             async with database.transaction(read_only=True) as session:
                 view = await banners.load_view(session, tenant=tenant)
-            views.keep(tenant, version, view)
+            views.versioned.put(tenant, version, view)
         decisions = _decisions(view, body, visit)
         device_id = keys.new_device_id(tenant)
         named = subjects.naming(keys, tenant=tenant, ref=SubjectRef(device_id=device_id), identifiers=None, loc=("body",))

@@ -3,11 +3,13 @@
 from . import cursors, health, snapshots
 from .snapshots import END, Query, Rows
 from .sql import columns, in_slices, is_postgres, raw_connection, upsert
+from .versioned import Versioned
 
 __all__ = [
     "END",
     "Query",
     "Rows",
+    "Versioned",
     "columns",
     "cursors",
     "health",

@@ -28,7 +28,7 @@ from app.db import acquire
 from app.errors import NotFound
 from app.models.base import utcnow
 from app.services.ledger.chains import EMPTY, Head, extend
-from app.services.purposes import Rule, RuleCache, grant_expiry, load_rules_pg
+from app.services.purposes import Rule, RuleCache, grant_expiry
 
 LOOKUP_BY_IDENTIFIER = """
 SELECT t.config_version, i.subject_id, c.length, c.head_event_id, c.head_hash
@@ -150,15 +150,6 @@ class HeadMoved(Exception):
     """Another writer extended the subject's chain between the lookup and the write."""
 
 
-async def current_rules(connection: asyncpg.Connection, cache: RuleCache, *, tenant: str, version: int) -> dict[str, Rule]:
-    """The tenant's rules as of `version` (read just now): the cached ones when they are that version."""
-    rules = cache.get(tenant, version)
-    if rules is None:
-        rules = await load_rules_pg(connection, tenant=tenant)
-        cache.put(tenant, version, rules)
-    return rules
-
-
 async def lookup(
     connection: asyncpg.Connection, *, tenant: str, claim: Claim | None, subject_id: uuid.UUID | None
 ) -> tuple[int, uuid.UUID | None, Head | None]:
@@ -277,7 +268,7 @@ async def record_events(
     async with acquire(pool) as connection:
         for attempt in range(2):
             version, found, head = await lookup(connection, tenant=record.tenant, claim=claim, subject_id=subject_id)
-            rules = await current_rules(connection, cache, tenant=record.tenant, version=version)
+            rules = await cache.current(connection, tenant=record.tenant, version=version)
             decided = validate(rules)
             bound = replace(record, decisions=decided)
             if found is not None and head is None:

@@ -23,7 +23,7 @@ from app.services import purposes, subjects
 from app.services.checks import Standing, expires_at, is_effective
 from app.services.kit import cursors
 from app.services.ledger.consents import event_out
-from app.services.purposes import Rule, RuleCache, api_channel, load_rules_pg
+from app.services.purposes import Rule, RuleCache, api_channel
 
 EVENT_COLUMNS = [c for c in table_of(ConsentEvent).columns if c.name not in ("tenant_id", "evidence")]
 
@@ -149,10 +149,7 @@ async def standing(
         )
         if not rows[0]["found"]:
             raise NotFound("subject", subject_id)
-        rules = cache.get(reader.tenant, rows[0]["version"])
-        if rules is None:
-            rules = await load_rules_pg(connection, tenant=reader.tenant)
-            cache.put(reader.tenant, rows[0]["version"], rules)
+        rules = await cache.current(connection, tenant=reader.tenant, version=rows[0]["version"])
     out = [_state_json(rules.get(row["purpose"]), row, at) for row in rows if row["purpose"] is not None]
     out.sort(key=lambda s: (s["purpose"], s["channel"] or ""))
     return {"subject_id": subject_id, "as_of": at, "known_at": None, "consents": out}

@@ -12,14 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Tenant
+from app.services.kit import Versioned
 from app.services.purposes.rules import Rule
 
 PG_RULES = (
     "SELECT key, legal_basis, channels, lifespan_days, reconfirm_days, version, consent_from_version "
     "FROM purposes WHERE tenant_id = $1"
 )
-# Tenants held at once: the cache is a convenience, never the source of truth.
-MAX_TENANTS = 10_000
 
 
 async def bump(session: AsyncSession, *, tenant: str) -> None:
@@ -44,17 +43,13 @@ async def load_rules_pg(connection: asyncpg.Connection, *, tenant: str) -> dict[
     return rules
 
 
-class RuleCache:
+class RuleCache(Versioned[dict[str, Rule]]):
     """Rules by tenant, each with the config version it was read at."""
 
-    def __init__(self) -> None:
-        self._held: dict[str, tuple[int, dict[str, Rule]]] = {}
-
-    def get(self, tenant: str, version: int) -> dict[str, Rule] | None:
-        held = self._held.get(tenant)
-        return held[1] if held is not None and held[0] == version else None
-
-    def put(self, tenant: str, version: int, rules: dict[str, Rule]) -> None:
-        if len(self._held) >= MAX_TENANTS and tenant not in self._held:
-            self._held.clear()
-        self._held[tenant] = (version, rules)
+    async def current(self, connection: asyncpg.Connection, *, tenant: str, version: int) -> dict[str, Rule]:
+        """The tenant's rules as of `version` (read just now): the cached ones when they are that version."""
+        rules = self.get(tenant, version)
+        if rules is None:
+            rules = await load_rules_pg(connection, tenant=tenant)
+            self.put(tenant, version, rules)
+        return rules
