@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from app.models.consents import ConsentRecordIn
 from app.services.audit import verification
-from app.services.ledger import consents, pg_write
+from app.services.ledger import consents, events, pg_write
 from tests.conftest import make_tenant
 
 BASE = datetime(2026, 11, 1, tzinfo=UTC)
@@ -139,8 +139,8 @@ async def test_a_head_moved_in_between_is_written_under_the_lock(pg_backend):
     first = ConsentRecordIn.model_validate({"subject": {"external_id": "X"}, "source": "s",
                                             "decisions": [{"purpose": "profiling", "status": "granted"}]})
     subject_id = uuid.UUID((await consents.record(database, keys, cache, tenant=tenant, actor="t", body=first)).body["subject_id"])
-    record = pg_write.Record(tenant=tenant, decisions=(pg_write.Decided("profiling", "", "withdrawn"),), captured_at=None,
-                             source="s", method="api", policy_version=None, collection_point=None, actor="t", evidence=None)
+    record = events.Record(tenant=tenant, decisions=(events.Decided("profiling", "", "withdrawn"),), captured_at=None,
+                           source="s", method="api", policy_version=None, collection_point=None, actor="t", evidence=None)
     async with database.pool.acquire() as connection:
         version, found, head = await pg_write.lookup(connection, tenant=tenant, claim=None, subject_id=subject_id)
         rules = await cache.current(connection, tenant=tenant, version=version)

@@ -4,7 +4,6 @@ import ipaddress
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -21,6 +20,7 @@ from app.services import subjects
 from app.services.banner import banners
 from app.services.checks import Standing, expires_at, is_effective
 from app.services.ledger import consents, pg_write
+from app.services.ledger.events import Decided, Event, Record, drafts
 from app.services.purposes import check_status
 from app.services.subjects import IdentifierKeys
 
@@ -180,14 +180,11 @@ def _evidence(body: CookieConsentIn, visit: Visit, banner_key: str) -> tuple[str
     }
 
 
-def _answer(standing: CookieConsentsOut, device_id: str, events: list[dict]) -> dict:
+def _answer(standing: CookieConsentsOut, device_id: str, events: list[Event]) -> dict:
     return CookieConsentsRecorded(
         **standing.model_dump(),
         device_id=device_id,
-        events=[
-            CookieEventOut(event_id=e["event_id"], purpose=e["purpose"], status=e["status"], method=e["method"])
-            for e in events
-        ],
+        events=[CookieEventOut(event_id=e.event_id, purpose=e.purpose, status=e.status, method=e.method) for e in events],
     ).model_dump(mode="json")
 
 
@@ -210,9 +207,9 @@ async def _record_new_device(
         named = subjects.naming(keys, tenant=tenant, ref=SubjectRef(device_id=device_id), identifiers=None, loc=("body",))
         assert named.own is not None and named.own.sealed is not None
         page, evidence = _evidence(body, visit, banner_key)
-        record = pg_write.Record(
+        record = Record(
             tenant=tenant,
-            decisions=tuple(pg_write.Decided(purpose, channel, status, method) for purpose, channel, status, method in decisions),
+            decisions=tuple(Decided(purpose, channel, status, method) for purpose, channel, status, method in decisions),
             captured_at=None, source=SOURCE, method="banner", policy_version=body.policy_version,
             collection_point=page[:200] if page else None, actor=f"banner:{banner_key[:11]}", evidence=evidence,
         )
@@ -220,10 +217,9 @@ async def _record_new_device(
         _, events = await pg_write.write(connection, view.rules, record, subject_id=None, head=None, claim=claim)
     # A new device's standing decisions are the ones just written (one per category: choices and GPC never overlap).
     standing = [
-        (e["purpose"], Standing(e["event_id"], e["status"], e["captured_at"], e["policy_version"], e["purpose_version"]))
-        for e in events
+        (e.purpose, Standing(e.event_id, e.status, e.captured_at, e.policy_version, e.purpose_version)) for e in events
     ]
-    return _answer(_out(view, standing, events[0]["recorded_at"]), device_id, events)
+    return _answer(_out(view, standing, events[0].recorded_at), device_id, events)
 
 
 async def record_in(
@@ -254,20 +250,13 @@ async def record_in(
     )
     now = utcnow()
     page, evidence = _evidence(body, visit, banner_key)
-    common: dict[str, Any] = dict(
-        tenant=tenant, subject_id=subject_id, rules=view.rules, captured_at=None, recorded_at=now, source=SOURCE,
-        policy_version=body.policy_version, collection_point=page[:200] if page else None,
-        actor=f"banner:{banner_key[:11]}", evidence=evidence,
+    record = Record(
+        tenant=tenant,
+        decisions=tuple(Decided(purpose, channel, status, method) for purpose, channel, status, method in decisions),
+        captured_at=None, source=SOURCE, method="banner", policy_version=body.policy_version,
+        collection_point=page[:200] if page else None, actor=f"banner:{banner_key[:11]}", evidence=evidence,
     )
-    events = [
-        event
-        for method in ("banner", "gpc")
-        for event in consents.new_events(
-            decisions=[(purpose, channel, status) for purpose, channel, status, how in decisions if how == method],
-            method=method, **common,
-        )
-    ]
-    await consents.append(session, events, view.rules)
+    events = await consents.append(session, drafts(record, subject_id=subject_id, rules=view.rules), view.rules)
     answer = _answer(await _status(session, tenant=tenant, view=view, subject_id=subject_id, at=now), device_id, events)
     if idempotency_key is not None:
         await consents.store_idempotent_answer(

@@ -10,10 +10,11 @@ from sqlmodel import col
 from app.errors import Conflict
 from app.models import ConsentEvent, Subject, SubjectIdentifier
 from app.models.banners import DeviceLinkOut
-from app.models.base import table_of, utcnow
+from app.models.base import table_of
 from app.services import purposes, subjects
 from app.services.kit import upsert
 from app.services.ledger import consents
+from app.services.ledger.events import Draft
 from app.services.subjects import IdentifierKeys, normalise
 
 DEVICE = subjects.DEVICE
@@ -95,15 +96,16 @@ async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID
     if not rows:
         return 0
     rules = await purposes.rules(session, tenant=tenant, keys={row["purpose"] for row in rows})
-    now = utcnow()
     copies = []
     for row in rows:
         if row["purpose"] not in rules:
             continue  # a purpose deleted since: nothing to decide with it
-        (copy,) = consents.new_events(
-            tenant=tenant, subject_id=target, decisions=[(row["purpose"], row["channel"], row["status"])],
-            rules=rules, captured_at=row["captured_at"], recorded_at=now, source=row["source"], method=LINK,
-            policy_version=row["policy_version"], collection_point=row["collection_point"], actor=actor,
+        copies.append(Draft(
+            event_id=uuid.uuid4(), tenant_id=tenant, subject_id=target, purpose=row["purpose"],
+            # The version it was given under, not today's.
+            purpose_version=row["purpose_version"], channel=row["channel"], status=row["status"],
+            captured_at=row["captured_at"], source=row["source"], method=LINK, policy_version=row["policy_version"],
+            collection_point=row["collection_point"], actor=actor,
             evidence={
                 "merged_from": {
                     "event_id": str(row["event_id"]), "subject_id": str(source), "method": row["method"],
@@ -111,8 +113,7 @@ async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID
                 },
                 "original_evidence": row["evidence"],
             },
-        )
-        copy["purpose_version"] = row["purpose_version"]  # the version it was given under, not today's
-        copies.append(copy)
-    await consents.append(session, copies, rules)
+        ))
+    if copies:
+        await consents.append(session, copies, rules)
     return len(copies)

@@ -9,7 +9,7 @@ of one subject. The canonical form is public (docs/audit.md), so anyone holding 
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import LedgerChain
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.services.kit import in_slices, is_postgres, raw_connection, upsert
+from app.services.ledger.events import Draft, Event
 
 FORMAT = "consentd-event-v1"
 GENESIS = "0" * 64
@@ -66,6 +67,11 @@ def event_hash(event: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_bytes(event)).hexdigest()
 
 
+# A chain's head: its length, last event id and last hash.
+Head = tuple[int, uuid.UUID | None, str | None]
+EMPTY: Head = (0, None, None)
+
+
 # One round trip: creates the heads not there yet and locks every head (a no-op update takes the row lock), in
 # the order of $1 (sorted), returning each head as it stands.
 PG_LOCK = (
@@ -80,77 +86,88 @@ PG_MOVE = (
 )
 
 
-async def link(session: AsyncSession, events: list[dict]) -> None:
-    """Put each event at the end of its subject's chain (in list order), in the caller's transaction.
+async def link(session: AsyncSession, drafts: Sequence[Draft]) -> list[Event]:
+    """Put each draft at the end of its subject's chain (in list order), in the caller's transaction; the events.
 
     Locks the chains' heads in subject order until commit, so call it before the events take their `seq`:
-    a later writer of the same subject then gets later seqs, and ledger order agrees with chain order. Sets
-    `recorded_at` after the lock for the same reason, and `captured_at` to it where the event has none.
+    a later writer of the same subject then gets later seqs, and ledger order agrees with chain order.
     """
-    subject_ids = sorted({event["subject_id"] for event in events}, key=str)
-    tenant = events[0]["tenant_id"]
+    subject_ids = sorted({draft.subject_id for draft in drafts}, key=str)
+    tenant = drafts[0].tenant_id
     if is_postgres(session):
         db = await raw_connection(session)
-        heads = {row["subject_id"]: tuple(row)[1:] for row in await db.fetch(PG_LOCK, subject_ids, tenant)}
+        heads: dict[uuid.UUID, Head] = {
+            row["subject_id"]: (row["length"], row["head_event_id"], row["head_hash"])
+            for row in await db.fetch(PG_LOCK, subject_ids, tenant)
+        }
     else:
         heads = await _lock_sqlite(session, tenant, subject_ids)
     # Stamped after the wait for the lock: along a chain, recorded_at never runs backwards.
     recorded_at = utcnow()
-    for event in events:
-        event["recorded_at"] = max(event["recorded_at"], recorded_at)
-        if event["captured_at"] is None:
-            # "Now" is the recording moment: decisions stamped by the server follow the chain's lock order.
-            event["captured_at"] = event["recorded_at"]
-        heads[event["subject_id"]] = extend(heads[event["subject_id"]], event)
+    events = []
+    for draft in drafts:
+        event = extend(heads[draft.subject_id], draft, recorded_at=recorded_at)
+        heads[draft.subject_id] = head_of(event)
+        events.append(event)
     moved = [(subject_id, *heads[subject_id]) for subject_id in subject_ids]
     if is_postgres(session):
         await db.execute(PG_MOVE, *(list(column) for column in zip(*moved, strict=True)))
     else:
-        table = LedgerChain.__table__
+        table = table_of(LedgerChain)
         await session.execute(
             sa.update(table).where(table.c.subject_id == sa.bindparam("sid")),
             [{"sid": s, "length": n, "head_event_id": e, "head_hash": h} for s, n, e, h in moved],
         )
+    return events
 
 
-async def _lock_sqlite(session: AsyncSession, tenant: str, subject_ids: list[uuid.UUID]) -> dict:
+async def _lock_sqlite(session: AsyncSession, tenant: str, subject_ids: list[uuid.UUID]) -> dict[uuid.UUID, Head]:
     """SQLite: writers already queue for the database's one write lock, so reading the heads is enough."""
-    table = LedgerChain.__table__
+    table = table_of(LedgerChain)
     await session.execute(
         upsert(session, table).on_conflict_do_nothing(index_elements=["subject_id"]),
         [{"subject_id": s, "tenant_id": tenant, "length": 0} for s in subject_ids],
     )
-    heads = {}
+    heads: dict[uuid.UUID, Head] = {}
     for part in in_slices(subject_ids):
         rows = await session.execute(
             sa.select(table.c.subject_id, table.c.length, table.c.head_event_id, table.c.head_hash).where(
                 table.c.subject_id.in_(part)
             )
         )
-        heads.update({row[0]: tuple(row)[1:] for row in rows})
+        heads.update({row[0]: (row[1], row[2], row[3]) for row in rows})
     return heads
 
 
-Head = tuple[int, uuid.UUID | None, str | None]
-EMPTY: Head = (0, None, None)
-
-
-def extend(head: Head, event: dict) -> Head:
-    """Put `event` after `head` (length, last event id, last hash): set its chain fields and hash; the new head."""
+def extend(head: Head, draft: Draft, *, recorded_at: datetime) -> Event:
+    """`draft` as the event after `head` (length, last event id, last hash), recorded at `recorded_at`: the one
+    place where an event is stamped. Without a moment of its own, it was captured when recorded ("now" is the
+    recording moment, so decisions stamped by the server follow the chain's lock order)."""
     length, head_event_id, head_hash = head
-    event["chain_index"] = length + 1
-    event["prev_event_id"] = head_event_id
-    event["prev_hash"] = head_hash or GENESIS
-    event["hash"] = event_hash(event)
-    return length + 1, event["event_id"], event["hash"]
+    fields: dict[str, Any] = {
+        "event_id": draft.event_id, "tenant_id": draft.tenant_id, "subject_id": draft.subject_id,
+        "purpose": draft.purpose, "purpose_version": draft.purpose_version, "channel": draft.channel,
+        "status": draft.status, "captured_at": draft.captured_at or recorded_at, "recorded_at": recorded_at,
+        "source": draft.source, "method": draft.method, "policy_version": draft.policy_version,
+        "collection_point": draft.collection_point, "actor": draft.actor, "evidence": draft.evidence,
+        "chain_index": length + 1, "prev_event_id": head_event_id, "prev_hash": head_hash or GENESIS,
+    }
+    return Event(**fields, hash=event_hash(fields))
 
 
-def chain_events(events: Iterable[dict]) -> list[dict]:
-    """Events of one subject chained from scratch, in ledger order: what someone rewriting a chain would do (tests and
-    benchmarks use it)."""
+def head_of(event: Event) -> Head:
+    """The chain's head once `event` is its last."""
+    return event.chain_index, event.event_id, event.hash
+
+
+def chain_events(events: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """Events (rows) of one subject chained from scratch, in ledger order: what someone rewriting a chain would do
+    (tests and benchmarks use it)."""
     head, out = EMPTY, []
-    for event in sorted(events, key=lambda e: e["seq"]):
-        event = dict(event)
-        head = extend(head, event)
+    for row in sorted(events, key=lambda e: e["seq"]):
+        length, head_event_id, head_hash = head
+        event = {**row, "chain_index": length + 1, "prev_event_id": head_event_id, "prev_hash": head_hash or GENESIS}
+        event["hash"] = event_hash(event)
+        head = (length + 1, event["event_id"], event["hash"])
         out.append(event)
     return out

@@ -2,24 +2,27 @@
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
 from pydantic import BaseModel
 from sqlalchemy import and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db import Database
 from app.errors import Conflict, Unprocessable
 from app.models import ConsentEvent, ConsentState, IdempotencyRecord
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.consents import ConsentEventOut, ConsentRecordIn, ConsentRecordOut
 from app.services import changes, purposes, subjects
 from app.services.kit import is_postgres, upsert
 from app.services.ledger import bulk as pg_bulk
 from app.services.ledger import chains, pg_write
+from app.services.ledger.events import Decided, Draft, Event, Record, drafts
 from app.services.purposes import Rule, RuleCache, api_channel, check_status, grant_expiry, storage_channel
 from app.services.subjects import IdentifierKeys, InvalidIdentifier
 
@@ -57,34 +60,36 @@ def request_hash(body: BaseModel, *, extra: dict | None = None) -> str:
     return hashlib.sha256(orjson.dumps(meaning, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def event_out(event: dict) -> ConsentEventOut:
-    return ConsentEventOut.model_validate({**event, "channel": api_channel(event["channel"])})
+def event_out(event: Event | Mapping[str, Any]) -> ConsentEventOut:
+    """An event (or a row of consent_events) as the API shows it."""
+    fields = event.row() if isinstance(event, Event) else event
+    return ConsentEventOut.model_validate({**fields, "channel": api_channel(fields["channel"])})
 
 
 async def claim_idempotency_key(session: AsyncSession, *, tenant: str, key: str, digest: str) -> Outcome | None:
     """Claim the key for this request; the stored answer when a completed request holds it; 409 on another body."""
     # A concurrent request with the same key waits here until the first one commits or rolls back.
     await session.execute(
-        upsert(session, IdempotencyRecord.__table__)
+        upsert(session, table_of(IdempotencyRecord))
         .values(tenant_id=tenant, key=key, request_hash=digest, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
     )
     held = (
         await session.execute(
-            select(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant, IdempotencyRecord.key == key)
+            select(IdempotencyRecord).where(col(IdempotencyRecord.tenant_id) == tenant, col(IdempotencyRecord.key) == key)
         )
     ).scalar_one()
     if held.request_hash != digest:
         raise Conflict("this Idempotency-Key was used with another request body")
-    if held.status_code is None:
-        return None
+    if held.status_code is None or held.response is None:
+        return None  # not answered yet: this request answers it
     return Outcome(held.status_code, held.response, replayed=True)
 
 
 async def store_idempotent_answer(session: AsyncSession, *, tenant: str, key: str, outcome: Outcome) -> None:
     record = (
         await session.execute(
-            select(IdempotencyRecord).where(IdempotencyRecord.tenant_id == tenant, IdempotencyRecord.key == key)
+            select(IdempotencyRecord).where(col(IdempotencyRecord.tenant_id) == tenant, col(IdempotencyRecord.key) == key)
         )
     ).scalar_one()
     record.status_code, record.response = outcome.status_code, outcome.body
@@ -110,7 +115,7 @@ async def record(
     fast = _fast_claim(keys, tenant=tenant, body=body) if database.pool is not None and idempotency_key is None else None
     if fast is not None:
         captured_at = moment_of_capture(body.captured_at, now=utcnow(), loc=["body", "captured_at"])
-        draft = pg_write.Record(
+        draft = Record(
             tenant=tenant, decisions=(), captured_at=captured_at, source=body.source, method="api",
             policy_version=body.policy_version, collection_point=body.collection_point, actor=actor,
             evidence=body.evidence,
@@ -146,7 +151,7 @@ def _fast_claim(keys: IdentifierKeys, *, tenant: str, body: ConsentRecordIn) -> 
     return (pg_write.Claim(id_hash=own.id_hash, kind=own.kind, sealed=own.sealed),)
 
 
-def validated(body: ConsentRecordIn, rules: Mapping[str, Rule]) -> tuple[pg_write.Decided, ...]:
+def validated(body: ConsentRecordIn, rules: Mapping[str, Rule]) -> tuple[Decided, ...]:
     """The body's decisions with their stored channels; 422 for an unknown purpose, a wrong channel or a withdrawal
     of what rests on contract or law."""
     decided = []
@@ -156,11 +161,11 @@ def validated(body: ConsentRecordIn, rules: Mapping[str, Rule]) -> tuple[pg_writ
             raise Unprocessable(f"unknown purpose '{decision.purpose}'", loc=["body", "decisions", index, "purpose"])
         channel = storage_channel(rule, decision.channel, loc=["body", "decisions", index, "channel"])
         check_status(rule, decision.status, loc=["body", "decisions", index, "status"])
-        decided.append(pg_write.Decided(decision.purpose, channel, decision.status))
+        decided.append(Decided(decision.purpose, channel, decision.status))
     return tuple(decided)
 
 
-def _created(subject_id: uuid.UUID, events: list[dict]) -> Outcome:
+def _created(subject_id: uuid.UUID, events: Sequence[Event]) -> Outcome:
     return Outcome(
         201, ConsentRecordOut(subject_id=subject_id, events=[event_out(e) for e in events]).model_dump(mode="json")
     )
@@ -182,87 +187,43 @@ async def record_in(
             return replay
     captured_at = moment_of_capture(body.captured_at, now=utcnow(), loc=["body", "captured_at"])
     rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for d in body.decisions})
-    decided = validated(body, rules)
-    subject_id = await subjects.resolve(session, keys, tenant=tenant, ref=body.subject, identifiers=body.identifiers)
-    # chains.link stamps it again after the wait for the chain's lock.
-    recorded_at = utcnow()
-
-    events = new_events(
-        tenant=tenant, subject_id=subject_id,
-        decisions=[(d.purpose, d.channel, d.status) for d in decided],
-        rules=rules, captured_at=captured_at, recorded_at=recorded_at, source=body.source, method="api",
+    record = Record(
+        tenant=tenant, decisions=validated(body, rules), captured_at=captured_at, source=body.source, method="api",
         policy_version=body.policy_version, collection_point=body.collection_point, actor=actor, evidence=body.evidence,
     )
-    await append(session, events, rules)
+    subject_id = await subjects.resolve(session, keys, tenant=tenant, ref=body.subject, identifiers=body.identifiers)
+    events = await append(session, drafts(record, subject_id=subject_id, rules=rules), rules)
     outcome = _created(subject_id, events)
     if idempotency_key is not None:
         await store_idempotent_answer(session, tenant=tenant, key=idempotency_key, outcome=outcome)
     return outcome
 
 
-def new_events(
-    *,
-    tenant: str,
-    subject_id: uuid.UUID,
-    decisions: list[tuple[str, str, str]],
-    rules: dict[str, Rule],
-    captured_at: datetime | None,
-    recorded_at: datetime,
-    source: str,
-    method: str,
-    policy_version: str | None,
-    collection_point: str | None,
-    actor: str,
-    evidence: dict | None,
-) -> list[dict]:
-    """One ledger event for each (purpose, stored channel, status) of a record, as `append` takes them.
+async def append(session: AsyncSession, drafts: Sequence[Draft], rules: Mapping[str, Rule]) -> list[Event]:
+    """Append the drafts to the ledger as events and move the state projection, in the caller's transaction.
 
-    `captured_at` None: the moment the ledger records it (set by chains.link after the chain's lock)."""
-    return [
-        {
-            "event_id": uuid.uuid4(),
-            "tenant_id": tenant,
-            "subject_id": subject_id,
-            "purpose": purpose,
-            "purpose_version": rules[purpose].version,
-            "channel": channel,
-            "status": status,
-            "captured_at": captured_at,
-            "recorded_at": recorded_at,
-            "source": source,
-            "method": method,
-            "policy_version": policy_version,
-            "collection_point": collection_point,
-            "actor": actor,
-            "evidence": evidence,
-        }
-        for purpose, channel, status in decisions
-    ]
-
-
-async def append(session: AsyncSession, events: list[dict], rules: Mapping[str, Rule]) -> None:
-    """Append events to the ledger and move the state projection, in the caller's transaction.
-
-    Each event joins its subject's hash chain (which orders writers of one subject), then gets its ledger `seq`.
+    Each draft joins its subject's hash chain (which orders writers of one subject), then gets its ledger `seq`.
     The state of a (subject, purpose, channel) moves only to a decision
     that is newer by (captured_at, seq): a late-arriving older decision enters the history and nothing else.
     Every state that moved is a change in the feed, with the grant's expiry under `rules` (the events' purposes).
     """
-    await chains.link(session, events)
+    events = await chains.link(session, drafts)
     expiries = {
-        e["event_id"]: expiry
+        e.event_id: expiry
         for e in events
-        if (expiry := grant_expiry(rules[e["purpose"]], e["status"], e["captured_at"])) is not None
+        if (expiry := grant_expiry(rules[e.purpose], e.status, e.captured_at)) is not None
     }
+    # The rows of the statements below, each given its `seq` on the way.
+    rows = [event.row() for event in events]
     if is_postgres(session):
-        await _append_pg(session, events, expiries)
-        return
-    table = ConsentEvent.__table__
-    seqs = await session.execute(insert(table).returning(table.c.seq, sort_by_parameter_order=True), events)
-    for event, seq in zip(events, seqs.scalars(), strict=True):
-        event["seq"] = seq
-    ordered = _newest_by_state(events)
-    state = ConsentState.__table__
+        await _append_pg(session, rows, expiries)
+        return events
+    table = table_of(ConsentEvent)
+    seqs = await session.execute(insert(table).returning(table.c.seq, sort_by_parameter_order=True), rows)
+    for row, seq in zip(rows, seqs.scalars(), strict=True):
+        row["seq"] = seq
+    ordered = _newest_by_state(rows)
+    state = table_of(ConsentState)
     rows = [
         {
             "tenant_id": e["tenant_id"],
@@ -297,17 +258,18 @@ async def append(session: AsyncSession, events: list[dict], rules: Mapping[str, 
     )
     # Only the states that moved come back: a late-arriving older decision is history, not a change.
     await changes.append(session, [dict(row) for row in moved.mappings()], expiries)
+    return events
 
 
-async def _append_pg(session: AsyncSession, events: list[dict], expiries: dict) -> None:
+async def _append_pg(session: AsyncSession, rows: list[dict], expiries: dict) -> None:
     """The same on PostgreSQL, in three statements with array parameters (see pg_bulk)."""
-    await pg_bulk.take_seqs(session, events)
-    await pg_bulk.insert_events(session, events)
-    await pg_bulk.move_states(session, _newest_by_state(events), expiries)
+    await pg_bulk.take_seqs(session, rows)
+    await pg_bulk.insert_events(session, rows)
+    await pg_bulk.move_states(session, _newest_by_state(rows), expiries)
 
 
 def _newest_by_state(events: list[dict]) -> list[dict]:
-    """The newest event of each state key, in key order: concurrent requests touching the same states lock them
+    """The newest event (row, with its seq) of each state key, in key order: concurrent requests touching the same states lock them
     in one order and cannot deadlock."""
     newest: dict[tuple, dict] = {}
     for event in events:

@@ -20,7 +20,7 @@ from app.models.consents import ConsentRecordIn, ImportResult
 from app.services import purposes, subjects
 from app.services.kit import is_postgres, upsert
 from app.services.ledger import bulk as pg_bulk
-from app.services.ledger import consents
+from app.services.ledger import consents, events
 from app.services.purposes import Rule, check_status, storage_channel
 from app.services.subjects import IdentifierKeys
 
@@ -34,7 +34,7 @@ class Record:
 
     line: int
     digest: str
-    decisions: list[tuple[str, str, str]]  # (purpose, stored channel, status)
+    decisions: tuple[events.Decided, ...]
     captured_at: datetime | None
     source: str
     policy_version: str | None
@@ -73,7 +73,7 @@ def check_lines(
             errors += [_error(number, list(issue["loc"]), issue["msg"]) for issue in issues]
             continue
         problems: list[dict] = []
-        decisions: list[tuple[str, str, str]] = []
+        decisions: list[events.Decided] = []
         for index, decision in enumerate(body.decisions):
             loc: list[str | int] = ["decisions", index]
             rule = rules.get(decision.purpose)
@@ -90,7 +90,7 @@ def check_lines(
             except AppError as exc:
                 problems += [_error(number, e["loc"], e["msg"]) for e in exc.extra["errors"]]
                 continue
-            decisions.append((decision.purpose, channel, decision.status))
+            decisions.append(events.Decided(decision.purpose, channel, decision.status))
         if body.captured_at is not None and body.captured_at > latest:
             problems.append(_error(number, ["captured_at"], "captured_at may not be more than 5 minutes in the future"))
         try:
@@ -107,7 +107,7 @@ def check_lines(
         seen.add(digest)
         records.append(
             Record(
-                number, digest, decisions, body.captured_at, body.source, body.policy_version, body.collection_point,
+                number, digest, tuple(decisions), body.captured_at, body.source, body.policy_version, body.collection_point,
                 body.evidence, naming,
             )
         )
@@ -178,24 +178,26 @@ async def _store(
     # No errors: every record has its subject.
     resolved = cast(list[uuid.UUID], subject_ids)
     # The versions as they stand now (a purpose may have changed since the lines were checked).
-    rules = await purposes.rules(session, tenant=tenant, keys={purpose for r in fresh for purpose, _, _ in r.decisions})
-    recorded_at = utcnow()
-    events = [
-        event
+    rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for r in fresh for d in r.decisions})
+    now = utcnow()
+    drafted = [
+        draft
         for record, subject_id in zip(fresh, resolved, strict=True)
-        for event in consents.new_events(
-            tenant=tenant, subject_id=subject_id, decisions=record.decisions, rules=rules,
-            # A moment ahead of the clock (within the skew) or none: the moment the ledger records it.
-            captured_at=record.captured_at if record.captured_at and record.captured_at <= recorded_at else None,
-            recorded_at=recorded_at, source=record.source,
-            method="import", policy_version=record.policy_version, collection_point=record.collection_point,
-            actor=actor, evidence=record.evidence,
+        for draft in events.drafts(
+            events.Record(
+                tenant=tenant, decisions=record.decisions,
+                # A moment ahead of the clock (within the skew) or none: the moment the ledger records it.
+                captured_at=record.captured_at if record.captured_at and record.captured_at <= now else None,
+                source=record.source, method="import", policy_version=record.policy_version,
+                collection_point=record.collection_point, actor=actor, evidence=record.evidence,
+            ),
+            subject_id=subject_id, rules=rules,
         )
     ]
-    if events:
-        await consents.append(session, events, rules)
+    if drafted:
+        await consents.append(session, drafted, rules)
     skipped = len(checked.records) - len(fresh) + checked.repeated
-    return ImportResult(lines=lines, imported=len(fresh), skipped=skipped, events=len(events))
+    return ImportResult(lines=lines, imported=len(fresh), skipped=skipped, events=len(drafted))
 
 
 def split_ndjson(body: bytes, *, max_lines: int) -> list[tuple[int, bytes]]:

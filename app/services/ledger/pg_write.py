@@ -19,7 +19,6 @@ fields (chains.extend), the state moving only to a newer decision by (captured_a
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 import asyncpg
 import orjson
@@ -27,7 +26,8 @@ import orjson
 from app.db import acquire
 from app.errors import NotFound
 from app.models.base import utcnow
-from app.services.ledger.chains import EMPTY, Head, extend
+from app.services.ledger.chains import EMPTY, Head, extend, head_of
+from app.services.ledger.events import Decided, Event, Record, drafts
 from app.services.purposes import Rule, RuleCache, grant_expiry
 
 LOOKUP_BY_IDENTIFIER = """
@@ -120,32 +120,6 @@ class Claim:
     sealed: str
 
 
-@dataclass(frozen=True, slots=True)
-class Decided:
-    """One decision of the record, as validated: purpose, stored channel, status."""
-
-    purpose: str
-    channel: str
-    status: str
-    # How it was given, when not the record's own method (a banner's GPC-implied withdrawals).
-    method: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What a consent write stores, once validated; events are made from it in `_events`."""
-
-    tenant: str
-    decisions: tuple[Decided, ...]
-    captured_at: datetime | None
-    source: str
-    method: str
-    policy_version: str | None
-    collection_point: str | None
-    actor: str
-    evidence: dict | None
-
-
 class HeadMoved(Exception):
     """Another writer extended the subject's chain between the lookup and the write."""
 
@@ -165,42 +139,36 @@ async def lookup(
     return version, found, head
 
 
-def _events(record: Record, rules: dict[str, Rule], subject_id: uuid.UUID, head: Head) -> tuple[list[dict], Head, datetime]:
-    """The record's events, chained after `head` and stamped now; the new head."""
+def _events(record: Record, rules: dict[str, Rule], subject_id: uuid.UUID, head: Head) -> list[Event]:
+    """The record's events, chained after `head` and stamped now."""
     recorded_at = utcnow()
-    captured_at = record.captured_at or recorded_at
     events = []
-    for decided in record.decisions:
-        event = {
-            "event_id": uuid.uuid4(), "tenant_id": record.tenant, "subject_id": subject_id, "purpose": decided.purpose,
-            "purpose_version": rules[decided.purpose].version, "channel": decided.channel, "status": decided.status,
-            "captured_at": captured_at, "recorded_at": recorded_at, "source": record.source,
-            "method": decided.method or record.method,
-            "policy_version": record.policy_version, "collection_point": record.collection_point,
-            "actor": record.actor, "evidence": record.evidence,
-        }
-        head = extend(head, event)
+    for draft in drafts(record, subject_id=subject_id, rules=rules):
+        event = extend(head, draft, recorded_at=recorded_at)
+        head = head_of(event)
         events.append(event)
-    return events, head, recorded_at
+    return events
 
 
-def _arguments(record: Record, rules: dict[str, Rule], events: list[dict], head: Head) -> list:
+_CHAINED = ("event_id", "purpose", "purpose_version", "channel", "status", "chain_index", "prev_event_id", "prev_hash",
+            "hash")
+
+
+def _arguments(record: Record, rules: dict[str, Rule], events: list[Event]) -> list:
     """The parameters $1-$27 of WRITE_NEW and WRITE_KNOWN."""
-    first = events[0]
+    first, last = events[0], events[-1]
     # One decision per key stands: the last of the record's (they share captured_at, and seq follows their order).
-    newest = sorted({(e["purpose"], e["channel"]): e for e in events}.values(), key=lambda e: (e["purpose"], e["channel"]))
-    columns = ("event_id", "purpose", "purpose_version", "channel", "status", "chain_index", "prev_event_id",
-               "prev_hash", "hash")
+    newest = sorted({(e.purpose, e.channel): e for e in events}.values(), key=lambda e: (e.purpose, e.channel))
     return [
-        record.tenant, first["subject_id"], first["captured_at"], first["recorded_at"], record.source,
-        [e["method"] for e in events],
+        record.tenant, first.subject_id, first.captured_at, first.recorded_at, record.source,
+        [e.method for e in events],
         record.policy_version, record.collection_point, record.actor,
         None if record.evidence is None else orjson.dumps(record.evidence).decode(),
-        *([e[name] for e in events] for name in columns),
-        head[0], head[2],
-        [e["event_id"] for e in newest], [e["purpose"] for e in newest], [e["channel"] for e in newest],
-        [e["status"] for e in newest], [e["purpose_version"] for e in newest],
-        [grant_expiry(rules[e["purpose"]], e["status"], e["captured_at"]) for e in newest],
+        *([getattr(e, name) for e in events] for name in _CHAINED),
+        last.chain_index, last.hash,
+        [e.event_id for e in newest], [e.purpose for e in newest], [e.channel for e in newest],
+        [e.status for e in newest], [e.purpose_version for e in newest],
+        [grant_expiry(rules[e.purpose], e.status, e.captured_at) for e in newest],
     ]
 
 
@@ -212,7 +180,7 @@ async def write(
     subject_id: uuid.UUID | None,
     head: Head | None,
     claim: Claim | None,
-) -> tuple[uuid.UUID, list[dict]]:
+) -> tuple[uuid.UUID, list[Event]]:
     """Store the record for the subject found by `lookup` (None: create it with `claim`); the subject and its events.
 
     Raises HeadMoved when a writer of the same subject came in between, and asyncpg.UniqueViolationError when a
@@ -221,14 +189,15 @@ async def write(
     if subject_id is None:
         assert claim is not None
         subject_id = uuid.uuid4()
-        events, new_head, recorded_at = _events(record, rules, subject_id, EMPTY)
+        events = _events(record, rules, subject_id, EMPTY)
         await connection.fetchval(
-            WRITE_NEW, *_arguments(record, rules, events, new_head), recorded_at, claim.id_hash, claim.kind, claim.sealed
+            WRITE_NEW, *_arguments(record, rules, events), events[0].recorded_at, claim.id_hash, claim.kind,
+            claim.sealed,
         )
         return subject_id, events
     assert head is not None
-    events, new_head, _ = _events(record, rules, subject_id, head)
-    linked = await connection.fetchval(WRITE_KNOWN, *_arguments(record, rules, events, new_head), head[0])
+    events = _events(record, rules, subject_id, head)
+    linked = await connection.fetchval(WRITE_KNOWN, *_arguments(record, rules, events), head[0])
     if not linked:
         raise HeadMoved
     return subject_id, events
@@ -236,14 +205,14 @@ async def write(
 
 async def write_locked(
     connection: asyncpg.Connection, rules: dict[str, Rule], record: Record, *, subject_id: uuid.UUID
-) -> list[dict]:
+) -> list[Event]:
     """The write for a known subject under its chain's row lock (after HeadMoved): it cannot move again."""
     async with connection.transaction():
         length, head_event_id, head_hash = await connection.fetchrow(LOCK, subject_id)
         head = (length, head_event_id, head_hash)
         # Stamped after the wait for the lock: along a chain, recorded_at never runs backwards.
-        events, new_head, _ = _events(record, rules, subject_id, head)
-        await connection.fetchval(WRITE_KNOWN, *_arguments(record, rules, events, new_head), length)
+        events = _events(record, rules, subject_id, head)
+        await connection.fetchval(WRITE_KNOWN, *_arguments(record, rules, events), length)
     return events
 
 
@@ -263,7 +232,7 @@ async def record_events(
     validate: Callable[[dict[str, Rule]], tuple[Decided, ...]],
     claim: Claim | None,
     subject_id: uuid.UUID | None,
-) -> tuple[uuid.UUID, list[dict]]:
+) -> tuple[uuid.UUID, list[Event]]:
     """Look up, validate against the current rules, write; start over once if another request created the person."""
     async with acquire(pool) as connection:
         for attempt in range(2):

@@ -1,0 +1,110 @@
+"""What the ledger records, as typed records: a write's validated `Record` of `Decided` decisions, each made into a
+`Draft` for its subject, which joins the subject's chain as an `Event` (chains.py).
+
+Nothing here changes after it is made: a draft becomes an event by `chains.extend`, the one place where an event is
+stamped with `recorded_at` and its chain fields. Both halves of a write (consents.py on a session, pg_write.py on
+asyncpg) and the import, the banner and device links make the same records.
+"""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.services.purposes import Rule
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """One decision of a record, as validated: purpose, stored channel, status."""
+
+    purpose: str
+    channel: str
+    status: str
+    # How it was given, when not the record's own method (a banner's GPC-implied withdrawals).
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What one consent write stores, once validated: its decisions and what they share."""
+
+    tenant: str
+    decisions: tuple[Decided, ...]
+    # None: the moment the ledger records it.
+    captured_at: datetime | None
+    source: str
+    method: str
+    policy_version: str | None
+    collection_point: str | None
+    actor: str
+    evidence: dict | None
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """One decision for one subject, before it joins the subject's chain."""
+
+    event_id: uuid.UUID
+    tenant_id: str
+    subject_id: uuid.UUID
+    purpose: str
+    purpose_version: int
+    channel: str
+    status: str
+    # None: the moment the ledger records it (chains.extend sets it).
+    captured_at: datetime | None
+    source: str
+    method: str
+    policy_version: str | None
+    collection_point: str | None
+    actor: str
+    evidence: dict | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event as the ledger holds it: a draft stamped and placed in its subject's chain (chains.extend)."""
+
+    event_id: uuid.UUID
+    tenant_id: str
+    subject_id: uuid.UUID
+    purpose: str
+    purpose_version: int
+    channel: str
+    status: str
+    captured_at: datetime
+    recorded_at: datetime
+    source: str
+    method: str
+    policy_version: str | None
+    collection_point: str | None
+    actor: str
+    evidence: dict | None
+    chain_index: int
+    prev_event_id: uuid.UUID | None
+    prev_hash: str
+    hash: str
+
+    def row(self) -> dict[str, Any]:
+        """The event as a row of consent_events (without its `seq`, which the database gives it)."""
+        return {name: getattr(self, name) for name in EVENT_FIELDS}
+
+
+EVENT_FIELDS = tuple(Event.__dataclass_fields__)
+
+
+def drafts(record: Record, *, subject_id: uuid.UUID, rules: Mapping[str, Rule]) -> list[Draft]:
+    """A draft for each of the record's decisions, under its purpose's current version, in the record's order."""
+    return [
+        Draft(
+            event_id=uuid.uuid4(), tenant_id=record.tenant, subject_id=subject_id, purpose=decided.purpose,
+            purpose_version=rules[decided.purpose].version, channel=decided.channel, status=decided.status,
+            captured_at=record.captured_at, source=record.source, method=decided.method or record.method,
+            policy_version=record.policy_version, collection_point=record.collection_point, actor=record.actor,
+            evidence=record.evidence,
+        )
+        for decided in record.decisions
+    ]
+
