@@ -3,9 +3,11 @@ session's half (consents.record_in) stores for the same records, chains that ver
 forked when writers race for one subject or for one new person."""
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from app.models.consents import ConsentRecordIn
@@ -109,7 +111,18 @@ async def test_both_halves_store_the_same_rows(pg_backend):
         assert (report.ok, report.checked) == (True, 8), report
 
 
-async def test_racing_writers_of_one_subject_all_land_on_one_chain(pg_backend):
+class OwnGates:
+    """Each writer its own gates, as if each were in another worker: the race is the database's to settle."""
+
+    @contextlib.asynccontextmanager
+    async def through(self, key):
+        yield
+
+
+@pytest.mark.parametrize("workers", ["one worker", "one worker each"])
+async def test_racing_writers_of_one_subject_all_land_on_one_chain(pg_backend, workers, monkeypatch):
+    if workers == "one worker each":
+        monkeypatch.setattr(pg_write, "WRITERS", OwnGates())
     tenant = await make_tenant(pg_backend)
     database, keys, cache = pg_backend.database, pg_backend.app.state.identifier_keys, pg_backend.app.state.rule_cache
 

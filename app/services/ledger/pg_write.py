@@ -26,6 +26,7 @@ import orjson
 from app.db import acquire
 from app.errors import NotFound
 from app.models.base import utcnow
+from app.services.kit import Gates
 from app.services.ledger.chains import EMPTY, Head, extend, head_of
 from app.services.ledger.events import Decided, Event, Record, drafts
 from app.services.purposes import Rule, RuleCache, grant_expiry
@@ -216,6 +217,10 @@ async def write_locked(
     return events
 
 
+# The subject's writers in this worker, by the identifier or id they name it by.
+WRITERS = Gates()
+
+
 class NoChain(Exception):
     """The subject exists but has never had an event: the SQLAlchemy half opens its chain."""
 
@@ -233,8 +238,12 @@ async def record_events(
     claim: Claim | None,
     subject_id: uuid.UUID | None,
 ) -> tuple[uuid.UUID, list[Event]]:
-    """Look up, validate against the current rules, write; start over once if another request created the person."""
-    async with acquire(pool) as connection:
+    """Look up, validate against the current rules, write; start over once if another request created the person.
+
+    Writers of one subject in this process take turns (`WRITERS`) before they take a connection.
+    """
+    gate = (record.tenant, claim.id_hash) if claim is not None else (record.tenant, subject_id)
+    async with WRITERS.through(gate), acquire(pool) as connection:
         for attempt in range(2):
             version, found, head = await lookup(connection, tenant=record.tenant, claim=claim, subject_id=subject_id)
             rules = await cache.current(connection, tenant=record.tenant, version=version)
