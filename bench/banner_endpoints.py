@@ -29,15 +29,25 @@ Everything listens on and talks to 127.0.0.1. The server's log and a JSON summar
 import argparse
 import asyncio
 import random
-import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from harness import HOST, RESULTS, BenchDatabase, Server, run_main, start_consentd, write_results
+from harness import (
+    HOST,
+    RESULTS,
+    BenchDatabase,
+    Server,
+    add_wrk_arguments,
+    check_wrk_arguments,
+    run_main,
+    start_consentd,
+    unlimited_public_rates,
+    write_results,
+    wrk_missing,
+)
 
 from app.db import Database
 from app.migrations import upgrade
@@ -51,10 +61,6 @@ TENANT = "bench"
 ORIGIN = "https://shop.example"
 POLICY_VERSION = "1"
 CATEGORIES = ("cookies_analytics", "cookies_advertising", "cookies_functional")
-# Far above anything one machine's load reaches: the bench measures the endpoints, not the limiter.
-# Per second, not per minute: the in-memory moving window keeps one entry a hit for its whole window, so a
-# minute-long window under this load would make every hit scan tens of thousands (production limits are small).
-UNLIMITED = "100000000/second"
 
 
 # ----------------------------------------------------------------------------------------------------- seeding
@@ -133,15 +139,6 @@ local kind = "__KIND__"
 local path = "__PATH__"
 local devices = {__DEVICES__}
 local headers = { ["Origin"] = "__ORIGIN__" }
-local threads = {}
-local counter = 0
-statuses = {}
-
-function setup(thread)
-  counter = counter + 1
-  thread:set("thread_id", counter)
-  table.insert(threads, thread)
-end
 
 local fixed = nil
 
@@ -168,32 +165,6 @@ function request()
       '"cookies_advertising":false,"cookies_functional":true},"policy_version":"__POLICY__"}'
     return wrk.format("POST", path, headers, body)
   end
-end
-
-function response(status, headers, body)
-  statuses[status] = (statuses[status] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  local counts = {}
-  for _, thread in ipairs(threads) do
-    local seen = thread:get("statuses") or {}
-    for status, n in pairs(seen) do
-      counts[status] = (counts[status] or 0) + n
-    end
-  end
-  local parts = {}
-  for status, n in pairs(counts) do
-    table.insert(parts, string.format('"%d":%d', status, n))
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,"connect_errors":%d,"read_errors":%d,' ..
-    '"write_errors":%d,"timeouts":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f,' ..
-    '"statuses":{%s}}\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
-    table.concat(parts, ",")))
 end
 """
 
@@ -243,7 +214,8 @@ def write_lua(directory: Path, endpoint: Endpoint, ids: list[str]) -> Path:
         LUA.replace("__LABEL__", endpoint.label).replace("__KIND__", endpoint.kind).replace("__PATH__", endpoint.path)
         .replace("__ORIGIN__", ORIGIN).replace("__POLICY__", POLICY_VERSION).replace("__DEVICES__", devices)
     )
-    script.write_text(text)
+    # The status counts and the BENCH_RESULT line that check_throughput.wrk reads.
+    script.write_text(text + "\n" + (Path(__file__).with_name("wrk_report.lua")).read_text())
     return script
 
 
@@ -340,29 +312,22 @@ def print_table(runs: list[Run]) -> dict:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=5_000, help="devices seeded with choices (default 5,000)")
-    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured run (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="seconds of the warm-up before each run (default 2)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    add_wrk_arguments(parser, warmup=2)
     parser.add_argument("--seed-tasks", type=int, default=16, help="concurrent POSTs while seeding (default 16)")
     parser.add_argument("--reseed", action="store_true", help="drop and rebuild the bench database")
     args = parser.parse_args()
-    if min(args.devices, args.duration, args.seed_tasks, args.threads) < 1 or args.warmup < 0:
-        parser.error("--devices, --duration, --seed-tasks and --threads must be positive, --warmup not negative")
-    if args.connections < args.threads:
-        parser.error("--connections must be at least --threads")
+    check_wrk_arguments(parser, args)
+    if min(args.devices, args.seed_tasks) < 1:
+        parser.error("--devices and --seed-tasks must be positive")
     return args
 
 
 def main() -> int:
     args = parse_args()
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed. Install it with:\n    apt-get install -y wrk", file=sys.stderr)
+    if wrk_missing():
         return 2
     database = BenchDatabase(DB_NAME)
-    database.env = {
-        **database.env, "CONSENTD_PUBLIC_RATE_PER_IP": UNLIMITED, "CONSENTD_PUBLIC_RATE_PER_KEY": UNLIMITED,
-    }
+    unlimited_public_rates(database)
     started = time.perf_counter()
     server = None
     try:

@@ -15,18 +15,16 @@ No authentication, no identifier normalisation, no joins, no middleware, no metr
 import hashlib
 import hmac
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
 from app.config import Settings
-from app.db import _keep_session, asyncpg_dsn
+from app.db import asyncpg_dsn
 from app.services.subjects.identifiers import IdentifierKeys
+from bench.bare_pool import pool_lifespan
 
 TENANT = "bench"
 LOOKUP = "SELECT subject_id FROM subject_identifiers WHERE tenant_id = $1 AND id_hash = $2"
@@ -47,23 +45,7 @@ def create_app() -> FastAPI:
     dsn = os.environ.get("BENCH_DATABASE_URL") or asyncpg_dsn(settings.database_url)
     index_key = IdentifierKeys(settings.identifier_key, settings.default_region)._index_key
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The same pool settings as app.db.Database.open.
-        app.state.pool = await asyncpg.create_pool(
-            dsn,
-            min_size=0,
-            max_size=settings.db_pool_size,
-            timeout=settings.db_timeout,
-            command_timeout=settings.db_timeout,
-            reset=_keep_session,
-        )
-        try:
-            yield
-        finally:
-            await app.state.pool.close()
-
-    app = FastAPI(title="bare baseline", lifespan=lifespan)
+    app = FastAPI(title="bare baseline", lifespan=pool_lifespan(dsn, settings))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

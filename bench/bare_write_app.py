@@ -30,19 +30,17 @@ No authentication, no middleware, no metrics, no access log: that is the point.
 import hashlib
 import hmac
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Literal
 
-import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from app.config import Settings
-from app.db import _keep_session, asyncpg_dsn
+from app.db import asyncpg_dsn
+from bench.bare_pool import pool_lifespan
 
 TENANT = "bench"
 # Created by write_throughput.py; here so that the app and its tables are read together.
@@ -122,23 +120,7 @@ def create_app() -> FastAPI:
     settings = Settings()  # CONSENTD_* as for consentd: the same database, identifier key and pool size
     index_key = hashlib.sha256(settings.identifier_key.encode()).digest()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # The same pool settings as app.db.Database.open's asyncpg pool.
-        app.state.pool = await asyncpg.create_pool(
-            asyncpg_dsn(settings.database_url),
-            min_size=0,
-            max_size=settings.db_pool_size,
-            timeout=settings.db_timeout,
-            command_timeout=settings.db_timeout,
-            reset=_keep_session,
-        )
-        try:
-            yield
-        finally:
-            await app.state.pool.close()
-
-    app = FastAPI(title="bare write reference", lifespan=lifespan)
+    app = FastAPI(title="bare write reference", lifespan=pool_lifespan(asyncpg_dsn(settings.database_url), settings))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

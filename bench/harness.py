@@ -4,9 +4,11 @@ The seeded check database, the server wrapper and the helpers around them come f
 module adds what stream_throughput.py, changes_feed.py and import_throughput.py need on top.
 """
 
+import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -110,6 +112,39 @@ async def seed_check_database(subjects: int, reseed: bool) -> tuple[BenchDatabas
         database.admin_url, database.app_url, database.settings, subjects, reseed
     )
     return database, seconds
+
+
+def add_wrk_arguments(parser: argparse.ArgumentParser, *, warmup: int) -> None:
+    """The options of every bench that drives wrk: --duration, --warmup, --connections, --threads."""
+    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured run (default 10)")
+    parser.add_argument("--warmup", type=int, default=warmup, help=f"seconds of the warm-up before each run (default {warmup})")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+
+
+def check_wrk_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with the parser's error when the wrk options make no run."""
+    if min(args.duration, args.threads) < 1 or args.warmup < 0 or args.connections < args.threads:
+        parser.error("--duration and --threads must be positive, --warmup not negative, --connections at least --threads")
+
+
+# The public endpoints' rate limits, far above anything one machine's load reaches: the benches measure the
+# endpoints, not the limiter. Per second, not per minute: a moving window keeps one entry a hit for its whole
+# window (production limits are small).
+UNLIMITED = "100000000/second"
+
+
+def unlimited_public_rates(database: "BenchDatabase") -> None:
+    """Run consentd for `database` with its public rate limits out of the way."""
+    database.env = {**database.env, "CONSENTD_PUBLIC_RATE_PER_IP": UNLIMITED, "CONSENTD_PUBLIC_RATE_PER_KEY": UNLIMITED}
+
+
+def wrk_missing() -> bool:
+    """True (having said how to install it) when wrk is not installed."""
+    if shutil.which("wrk") is not None:
+        return False
+    print("error: wrk is not installed. Install it with:\n    apt-get install -y wrk", file=sys.stderr)
+    return True
 
 
 def consentd_command() -> list[str]:

@@ -5,17 +5,7 @@
 --           "read": GET CONFIG.path with "{id}" replaced by a random one of CONFIG.ids
 --   path, token (sent as a bearer token when set), salt (unique to the run: no email repeats across rounds or
 --   runs), origin (sent as Origin when set), policy (the banner's policy_version), email, ids.
--- It counts the answers' statuses and ends by printing one `BENCH_RESULT {json}` line (check_throughput.wrk reads it).
-
-local threads = {}
-local counter = 0
-statuses = {}
-
-function setup(thread)
-  counter = counter + 1
-  thread:set("thread_id", counter)
-  table.insert(threads, thread)
-end
+-- bench/wrk_report.lua is appended: it counts the answers' statuses and prints the `BENCH_RESULT {json}` line.
 
 local headers = {}
 local sent = 0
@@ -53,29 +43,4 @@ function request()
     local id = CONFIG.ids[math.random(1, #CONFIG.ids)]
     return wrk.format("GET", (CONFIG.path:gsub("{id}", id, 1)), headers)
   end
-end
-
-function response(status, headers, body)
-  statuses[status] = (statuses[status] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  local counts = {}
-  for _, thread in ipairs(threads) do
-    for status, n in pairs(thread:get("statuses") or {}) do
-      counts[status] = (counts[status] or 0) + n
-    end
-  end
-  local parts = {}
-  for status, n in pairs(counts) do
-    table.insert(parts, string.format('"%d":%d', status, n))
-  end
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_RESULT {"requests":%d,"duration_us":%d,"bytes":%d,"connect_errors":%d,"read_errors":%d,' ..
-    '"write_errors":%d,"timeouts":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f,' ..
-    '"statuses":{%s}}\n',
-    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean,
-    table.concat(parts, ",")))
 end

@@ -36,7 +36,6 @@ Everything listens on and talks to 127.0.0.1.
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -53,13 +52,17 @@ from harness import (
     HOST,
     BenchDatabase,
     Server,
+    add_wrk_arguments,
+    check_wrk_arguments,
     mint_token,
     run_consentd,
     run_main,
     start_consentd,
     start_uvicorn,
     tree_cpu_seconds,
+    unlimited_public_rates,
     write_results,
+    wrk_missing,
 )
 
 from bench.bare_write_app import TABLES
@@ -72,10 +75,7 @@ DB_NAME = "consentd_bench_write"
 TENANT = "bench"
 ORIGIN = "https://shop.example"
 LUA = Path(__file__).with_suffix(".lua")
-# Far above anything one machine's load reaches: the bench measures the endpoints, not the limiter.
-# Per second, not per minute: the in-memory moving window keeps one entry a hit for its whole window, so a
-# minute-long window under this load would make every hit scan tens of thousands (production limits are small).
-UNLIMITED = "100000000/second"
+WRK_REPORT = Path(__file__).with_name("wrk_report.lua")
 # What each read subject is given, in two POSTs: 5 events, 4 standing states (marketing/sms twice).
 SEED_DECISIONS = (
     [("marketing", "email", "granted"), ("marketing", "sms", "granted"), ("market_research", "email", "granted")],
@@ -150,7 +150,7 @@ def write_script(directory: Path, load: Load, *, token: str, policy: str, email:
     entries = ", ".join(f"{k} = {lua_string(v)}" for k, v in config.items())
     ids_lua = ", ".join(lua_string(i) for i in ids) if load.kind == "read" else ""
     script = directory / f"{load.name}-{salt}.lua"
-    script.write_text(f"CONFIG = {{{entries}, ids = {{{ids_lua}}}}}\n\n{LUA.read_text()}")
+    script.write_text(f"CONFIG = {{{entries}, ids = {{{ids_lua}}}}}\n\n{LUA.read_text()}\n{WRK_REPORT.read_text()}")
     return script
 
 
@@ -351,31 +351,24 @@ def ratios(runs: list[Run], rounds: int) -> dict:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of all eight loads, interleaved (default 3)")
-    parser.add_argument("--duration", type=int, default=10, help="seconds of each measured run (default 10)")
-    parser.add_argument("--warmup", type=int, default=1, help="seconds of the warm-up before each run (default 1)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads (default 1)")
+    add_wrk_arguments(parser, warmup=1)
     parser.add_argument("--workers", type=int, default=1, help="server processes of consentd and of the reference")
     parser.add_argument("--read-subjects", type=int, default=500, help="subjects the reads pick from (default 500)")
     parser.add_argument("--seed-tasks", type=int, default=16, help="concurrent POSTs while seeding (default 16)")
     parser.add_argument("--keep-db", action="store_true", help="leave the database in place at the end")
     args = parser.parse_args()
-    if min(args.rounds, args.duration, args.threads, args.workers, args.read_subjects, args.seed_tasks) < 1:
-        parser.error("--rounds, --duration, --threads, --workers, --read-subjects and --seed-tasks must be positive")
-    if args.warmup < 0 or args.connections < args.threads:
-        parser.error("--warmup must not be negative, --connections at least --threads")
+    check_wrk_arguments(parser, args)
+    if min(args.rounds, args.workers, args.read_subjects, args.seed_tasks) < 1:
+        parser.error("--rounds, --workers, --read-subjects and --seed-tasks must be positive")
     return args
 
 
 def main() -> int:
     args = parse_args()
-    if shutil.which("wrk") is None:
-        print("error: wrk is not installed. Install it with:\n    apt-get install -y wrk", file=sys.stderr)
+    if wrk_missing():
         return 2
     database = BenchDatabase(DB_NAME)
-    database.env = {
-        **database.env, "CONSENTD_PUBLIC_RATE_PER_IP": UNLIMITED, "CONSENTD_PUBLIC_RATE_PER_KEY": UNLIMITED,
-    }
+    unlimited_public_rates(database)
     started = time.perf_counter()
     servers: dict[str, Server] = {}
     try:
