@@ -390,3 +390,44 @@ async def test_banner_views_are_cached_and_dropped_on_change(backend, tenant, to
         response = await http.get("/v1/public/banner", params={"key": key}, headers={"Origin": SHOP})
         assert response.json()["policy_version"] == "3"
         assert "cookies_social" in {c["key"] for c in response.json()["categories"]}
+
+
+async def test_a_first_choice_is_checked_against_the_banner_another_worker_changed(backend, tenant, token, key):
+    """This worker holds the banner as it was; a change made through another (the shared test app) is what the next
+    new device's choices are checked against, never the held one (on PostgreSQL the write is fenced on the
+    config version it was checked at)."""
+    app = create_app(settings_for(backend.url))
+    admin = {"Authorization": f"Bearer {token('admin')}"}
+    other_worker = httpx.AsyncClient(transport=httpx.ASGITransport(app=backend.app), base_url="http://t")
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.78", 50000))
+    async with app.router.lifespan_context(app), other_worker, httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers={"Origin": SHOP}
+    ) as here:
+        await post_choices(here, key, None, ALL_ON)  # this worker now holds the banner as of policy "1"
+        assert (await other_worker.put("/v1/banner", json={"policy_version": "2"}, headers=admin)).status_code == 200
+        assert (await post_choices(here, key, None, ALL_ON, policy_version="2"))["policy_version"] == "2"
+        purpose = {"title": "Social media cookies", "legal_basis": "consent", "category": "cookies"}
+        assert (await other_worker.put("/v1/purposes/cookies_social", json=purpose, headers=admin)).status_code == 200
+        answer = await post_choices(here, key, None, {"cookies_social": True}, policy_version="2")
+        assert [(e["purpose"], e["status"]) for e in answer["events"]] == [("cookies_social", "granted")]
+        # A change that leaves the choices valid: the write fenced on the held version is made again on the new.
+        renamed = {"title": "Analytics cookies, renamed", "legal_basis": "consent", "category": "cookies"}
+        changed = await other_worker.put("/v1/purposes/cookies_analytics", json=renamed, headers=admin)
+        assert changed.status_code == 200, changed.text
+        answer = await post_choices(here, key, None, {"cookies_analytics": True}, policy_version="2")
+        async with backend.database.transaction() as session:
+            version = (await session.execute(
+                sa.select(ConsentEvent.purpose_version).where(ConsentEvent.event_id == uuid.UUID(answer["events"][0]["event_id"]))
+            )).scalar_one()
+        assert version == changed.json()["version"]
+        # What the banner does not offer is still refused, and nothing is stored for it.
+        refused = await here.post(
+            "/v1/public/cookie-consents", params={"key": key},
+            json={"choices": {"cookies_unknown": True}, "policy_version": "2"},
+        )
+        assert_problem(refused, 422)
+    async with backend.database.transaction() as session:
+        events = (await session.execute(
+            sa.select(ConsentEvent.purpose).where(ConsentEvent.tenant_id == tenant)
+        )).scalars().all()
+    assert sorted(events) == sorted([*CATEGORIES, *CATEGORIES, "cookies_social", "cookies_analytics"])

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, acquire
-from app.errors import Unprocessable
+from app.errors import Unavailable, Unprocessable
 from app.models import ConsentState
 from app.models.banners import CookieConsentIn, CookieConsentsOut, CookieConsentsRecorded, CookieEventOut
 from app.models.base import table_of, utcnow
@@ -192,34 +192,61 @@ async def _record_new_device(
     database: Database, keys: IdentifierKeys, views: banners.ViewCache, *, tenant: str, banner_key: str,
     body: CookieConsentIn, visit: Visit,
 ) -> dict:
-    """A new device's first choices: the banner as of the tenant's config version (read in the same round trip
-    as nothing else needs), then one statement that creates the device's subject and records the choices."""
+    """A new device's first choices, validated against the banner view this worker holds and written in one
+    statement fenced on the config version the view was read at. When the version has moved, no view is held, or
+    the held view refuses the choices, the version is read and the view with it, and the write made again."""
     assert database.pool is not None
     async with acquire(database.pool) as connection:
-        version = await connection.fetchval(CONFIG_VERSION, tenant)
-        view = views.versioned.get(tenant, version)
-        if view is None:
-            async with database.transaction(read_only=True) as session:
-                view = await banners.load_view(session, tenant=tenant)
-            views.versioned.put(tenant, version, view)
-        decisions = _decisions(view, body, visit)
-        device_id = keys.new_device_id(tenant)
-        named = subjects.naming(keys, tenant=tenant, ref=SubjectRef(device_id=device_id), identifiers=None, loc=("body",))
-        assert named.own is not None and named.own.sealed is not None
-        page, evidence = _evidence(body, visit, banner_key)
-        record = Record(
-            tenant=tenant,
-            decisions=tuple(Decided(purpose, channel, status, method) for purpose, channel, status, method in decisions),
-            captured_at=None, source=SOURCE, method="banner", policy_version=body.policy_version,
-            collection_point=page[:200] if page else None, actor=f"banner:{banner_key[:11]}", evidence=evidence,
-        )
-        claim = pg_write.Claim(id_hash=named.own.id_hash, kind=named.own.kind, sealed=named.own.sealed)
-        _, events = await pg_write.write(connection, view.rules, record, subject_id=None, head=None, claim=claim)
+        held, fresh = views.versioned.newest(tenant), False
+        for _ in range(3):
+            if held is None:
+                version = await connection.fetchval(CONFIG_VERSION, tenant)
+                async with database.transaction(read_only=True) as session:
+                    # Of `version` or newer: a write fenced on `version` is never validated against an older one.
+                    held, fresh = (version, await banners.load_view(session, tenant=tenant)), True
+                views.versioned.put(tenant, *held)
+            version, view = held
+            try:
+                record = _record(view, body, visit, banner_key=banner_key, tenant=tenant)
+            except Unprocessable:
+                if fresh:
+                    raise
+                held = None  # refused by a view that may be out of date: ask the current one
+                continue
+            device_id = keys.new_device_id(tenant)
+            claim = _device_claim(keys, tenant=tenant, device_id=device_id)
+            try:
+                _, events = await pg_write.write(
+                    connection, view.rules, record, subject_id=None, head=None, claim=claim, fence=version
+                )
+                break
+            except pg_write.ConfigMoved:
+                held = None
+        else:
+            raise Unavailable("the banner's settings are changing: try again")
     # A new device's standing decisions are the ones just written (one per category: choices and GPC never overlap).
     standing = [
         (e.purpose, Standing(e.event_id, e.status, e.captured_at, e.policy_version, e.purpose_version)) for e in events
     ]
     return _answer(_out(view, standing, events[0].recorded_at), device_id, events)
+
+
+def _record(view: banners.BannerView, body: CookieConsentIn, visit: Visit, *, banner_key: str, tenant: str) -> Record:
+    """The choices (and what GPC implies) as the ledger records them; 422 for a choice the banner refuses."""
+    decisions = _decisions(view, body, visit)
+    page, evidence = _evidence(body, visit, banner_key)
+    return Record(
+        tenant=tenant,
+        decisions=tuple(Decided(purpose, channel, status, method) for purpose, channel, status, method in decisions),
+        captured_at=None, source=SOURCE, method="banner", policy_version=body.policy_version,
+        collection_point=page[:200] if page else None, actor=f"banner:{banner_key[:11]}", evidence=evidence,
+    )
+
+
+def _device_claim(keys: IdentifierKeys, *, tenant: str, device_id: str) -> pg_write.Claim:
+    named = subjects.naming(keys, tenant=tenant, ref=SubjectRef(device_id=device_id), identifiers=None, loc=("body",))
+    assert named.own is not None and named.own.sealed is not None
+    return pg_write.Claim(id_hash=named.own.id_hash, kind=named.own.kind, sealed=named.own.sealed)
 
 
 async def record_in(
@@ -243,19 +270,12 @@ async def record_in(
             return replay.status_code, replay.body
     # Read afresh, not from the GETs' cache: a choice is checked against the banner as it is now.
     view = await banners.load_view(session, tenant=tenant)
-    decisions = _decisions(view, body, visit)
+    record = _record(view, body, visit, banner_key=banner_key, tenant=tenant)
     device_id = body.device_id or keys.new_device_id(tenant)
     subject_id = await subjects.resolve(
         session, keys, tenant=tenant, ref=SubjectRef(device_id=device_id), identifiers=None
     )
     now = utcnow()
-    page, evidence = _evidence(body, visit, banner_key)
-    record = Record(
-        tenant=tenant,
-        decisions=tuple(Decided(purpose, channel, status, method) for purpose, channel, status, method in decisions),
-        captured_at=None, source=SOURCE, method="banner", policy_version=body.policy_version,
-        collection_point=page[:200] if page else None, actor=f"banner:{banner_key[:11]}", evidence=evidence,
-    )
     events = await consents.append(session, drafts(record, subject_id=subject_id, rules=view.rules), view.rules)
     answer = _answer(await _status(session, tenant=tenant, view=view, subject_id=subject_id, at=now), device_id, events)
     if idempotency_key is not None:

@@ -21,6 +21,10 @@ class Versioned(Generic[V]):
         held = self._held.get(tenant)
         return held[1] if held is not None and held[0] == version else None
 
+    def newest(self, tenant: str) -> tuple[int, V] | None:
+        """The (version, value) held for the tenant, whichever version it is: for a write fenced on that version."""
+        return self._held.get(tenant)
+
     def put(self, tenant: str, version: int, value: V) -> None:
         if len(self._held) >= self._max and tenant not in self._held:
             self._held.clear()

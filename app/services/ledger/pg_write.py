@@ -90,10 +90,13 @@ e AS (
 SELECT count(*) FROM c
 """
 # A new subject: the subject, its identifier (unique per tenant: a concurrent creation of the same person fails
-# here) and its chain. $28 created_at; $29-$31 the identifier.
-WRITE_NEW = """
+# here) and its chain. $28 created_at; $29-$31 the identifier. Fenced, only while the tenant's config version is
+# still $32, the one the caller validated against: else nothing is written.
+_NEW_SUBJECT = """
 WITH subject AS (
-    INSERT INTO subjects (id, tenant_id, flags, feed_position, created_at) VALUES ($2, $1, '[]'::json, 0, $28)
+    INSERT INTO subjects (id, tenant_id, flags, feed_position, created_at)
+    SELECT $2::uuid, $1::text, '[]'::json, 0, $28::timestamptz
+    {fence}
     RETURNING id
 ), claimed AS (
     INSERT INTO subject_identifiers (tenant_id, id_hash, subject_id, type, value_sealed, created_at)
@@ -102,7 +105,11 @@ WITH subject AS (
     INSERT INTO ledger_chains (subject_id, tenant_id, length, head_event_id, head_hash)
     SELECT id, $1, $20::int, ($11::uuid[])[$20::int], $21::text FROM subject
     RETURNING subject_id
-),""" + _TAIL
+),"""
+WRITE_NEW = _NEW_SUBJECT.format(fence="") + _TAIL
+WRITE_NEW_FENCED = (
+    _NEW_SUBJECT.format(fence="WHERE (SELECT config_version FROM tenants WHERE key = $1) = $32::bigint") + _TAIL
+)
 # A known subject: the head moves only from the one read before ($28: its length), else nothing is written.
 WRITE_KNOWN = """
 WITH c AS (
@@ -123,6 +130,10 @@ class Claim:
 
 class HeadMoved(Exception):
     """Another writer extended the subject's chain between the lookup and the write."""
+
+
+class ConfigMoved(Exception):
+    """The tenant's config version is no longer the one a fenced write was validated against."""
 
 
 async def lookup(
@@ -181,20 +192,23 @@ async def write(
     subject_id: uuid.UUID | None,
     head: Head | None,
     claim: Claim | None,
+    fence: int | None = None,
 ) -> tuple[uuid.UUID, list[Event]]:
     """Store the record for the subject found by `lookup` (None: create it with `claim`); the subject and its events.
 
     Raises HeadMoved when a writer of the same subject came in between, and asyncpg.UniqueViolationError when a
-    concurrent request created the same person first: the caller starts over (`record`).
+    concurrent request created the same person first: the caller starts over (`record`). `fence` (a new subject
+    only): the config version `rules` are of, read without a lookup; ConfigMoved when it is no longer current.
     """
     if subject_id is None:
         assert claim is not None
         subject_id = uuid.uuid4()
         events = _events(record, rules, subject_id, EMPTY)
-        await connection.fetchval(
-            WRITE_NEW, *_arguments(record, rules, events), events[0].recorded_at, claim.id_hash, claim.kind,
-            claim.sealed,
-        )
+        arguments = [*_arguments(record, rules, events), events[0].recorded_at, claim.id_hash, claim.kind, claim.sealed]
+        if fence is None:
+            await connection.fetchval(WRITE_NEW, *arguments)
+        elif not await connection.fetchval(WRITE_NEW_FENCED, *arguments, fence):
+            raise ConfigMoved
         return subject_id, events
     assert head is not None
     events = _events(record, rules, subject_id, head)
