@@ -1,10 +1,11 @@
-"""Typed dependencies: the database session, the calling principal, scope requirements.
+"""Typed dependencies: what the lifespan built, the database session, the calling principal, scope requirements.
 
 Every dependency is `async def`: FastAPI runs a plain `def` one in a worker thread, a costly hop on the hot path.
 """
 
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 from urllib.parse import urlsplit
 
@@ -13,15 +14,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.applications import Starlette
 
+from app.config import Settings
 from app.db import Database
 from app.errors import Forbidden, Unauthorized
-from app.security import SCOPES, Principal, Signer
+from app.security import SCOPES, Principal, Signer, TokenVerifier
 from app.services.access import AccessLog
-from app.services.banner import KeyGrant, normalise_origin
+from app.services.banner import KeyDirectory, KeyGrant, Throttle, ViewCache, normalise_origin
 from app.services.checks import Checker
 from app.services.purposes import RuleCache
 from app.services.subjects import IdentifierKeys
+from app.services.tenants import TenantDirectory
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,39 +33,76 @@ _bearer = HTTPBearer(auto_error=False, description="A JWT with the claims iss, a
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
+@dataclass(frozen=True)
+class Services:
+    """What the lifespan builds once per process (main.py) and every request shares. It lives here, below main and
+    the routers, so that both may name it (the layers in pyproject.toml)."""
+
+    database: Database
+    verifier: TokenVerifier
+    signer: Signer
+    identifier_keys: IdentifierKeys
+    checker: Checker
+    access_log: AccessLog
+    rule_cache: RuleCache
+    tenants: TenantDirectory
+    banner_keys: KeyDirectory
+    banner_views: ViewCache
+    throttle: Throttle
+
+
+def install(app: Starlette, built: Services) -> None:
+    """Keep the record on the app, as its one attribute of app.state besides the settings."""
+    app.state.services = built
+
+
+def services_of(app: Starlette) -> Services:
+    """The record the lifespan installed (AttributeError before it has run)."""
+    return app.state.services
+
+
+def services(request: Request) -> Services:
+    return services_of(request.app)
+
+
+def app_settings(request: Request) -> Settings:
+    """The app's settings, there from create_app on (before the lifespan runs)."""
+    return request.app.state.settings
+
+
 async def get_database(request: Request) -> Database:
-    return request.app.state.database
+    return services(request).database
 
 
 async def get_identifier_keys(request: Request) -> IdentifierKeys:
-    return request.app.state.identifier_keys
+    return services(request).identifier_keys
 
 
 async def get_rule_cache(request: Request) -> RuleCache:
-    return request.app.state.rule_cache
+    return services(request).rule_cache
 
 
 async def get_checker(request: Request) -> Checker:
-    return request.app.state.checker
+    return services(request).checker
 
 
 async def get_signer(request: Request) -> Signer:
-    return request.app.state.signer
+    return services(request).signer
 
 
 async def get_access_log(request: Request) -> AccessLog:
-    return request.app.state.access_log
+    return services(request).access_log
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed before the response is sent."""
-    async with request.app.state.database.transaction() as session:
+    async with services(request).database.transaction() as session:
         yield session
 
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A transaction for a request that only reads."""
-    async with request.app.state.database.transaction(read_only=True) as session:
+    async with services(request).database.transaction(read_only=True) as session:
         yield session
 
 
@@ -70,14 +111,15 @@ async def authorize(request: Request, token: str | None, scopes: tuple[str, ...]
     scope); 401 for a missing or bad token or a tenant that does not exist, 403 for a missing scope."""
     if not token:
         raise Unauthorized("a bearer token is required")
-    principal = await request.app.state.verifier.verify_refreshing(token)
+    built = services(request)
+    principal = await built.verifier.verify_refreshing(token)
     # Scopes before the tenant: a token refused for its scope costs no database round trip.
     missing = [scope for scope in scopes if not principal.has(scope)]
     if missing:
         raise Forbidden(f"this needs the scope {' '.join(missing)}")
     if not scopes and not principal.scopes & SCOPES:
         raise Forbidden("this needs at least one scope")
-    if not await request.app.state.tenants.exists(principal.tenant):
+    if not await built.tenants.exists(principal.tenant):
         raise Unauthorized("the token names a tenant that does not exist")
     return principal
 
@@ -90,7 +132,7 @@ def bearer_token(request: Request) -> str | None:
 
 async def metrics_access(request: Request) -> None:
     """With CONSENTD_METRICS_TOKEN set, 401 unless the request bears it (compared in constant time)."""
-    expected = request.app.state.settings.metrics_token
+    expected = app_settings(request).metrics_token
     if expected and not secrets.compare_digest((bearer_token(request) or "").encode(), expected.encode()):
         raise Unauthorized("/metrics needs the bearer token set in CONSENTD_METRICS_TOKEN")
 
@@ -178,18 +220,18 @@ async def public_access(
     429 past the rate of the client's address or of the key; 401 for a missing, unknown or revoked key; 403 for
     a page of another origin. Only an allowed origin is ever named in Access-Control-Allow-Origin.
     """
-    throttle = request.app.state.throttle
-    await throttle.hit("ip", request.client.host if request.client else "")
+    built = services(request)
+    await built.throttle.hit("ip", request.client.host if request.client else "")
     if not key:
         raise Unauthorized("a publishable key is required: ?key=pk_...", bearer=False)
-    grant = await request.app.state.banner_keys.grant(key)
+    grant = await built.banner_keys.grant(key)
     if grant is None:
         raise Unauthorized("unknown or revoked publishable key", bearer=False)
     origin = request_origin(request)
     if origin is None or origin not in grant.origins:
         raise Forbidden("this key is not valid for this page's origin")
     request.scope[CORS_ORIGIN] = origin
-    await throttle.hit("key", grant.key)
+    await built.throttle.hit("key", grant.key)
     return grant
 
 

@@ -11,6 +11,7 @@ from fastapi_offline import FastAPIOffline
 from app import handlers, logs, metrics
 from app.config import Settings, get_settings
 from app.db import Database
+from app.deps import Services, install
 from app.middleware import BodyLimit, PublicCors, RequestMetrics, ResponseHeaders
 from app.models.common import problem_responses
 from app.routers import (
@@ -51,20 +52,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("could not load the JWKS: %s", type(exc).__name__)
         keys = IdentifierKeys(settings.identifier_key, settings.default_region)
         reader = PostgresReader(database.pool) if database.pool is not None else SqlReader(database)
-        app.state.database = database
-        app.state.verifier = verifier
-        app.state.signer = Signer(settings)
-        app.state.identifier_keys = keys
-        app.state.checker = Checker(reader, keys)
-        app.state.access_log = AccessLog(database)
-        app.state.rule_cache = RuleCache()
-        app.state.tenants = TenantDirectory(database)
-        app.state.banner_keys = KeyDirectory(database, ttl=settings.banner_key_cache_seconds)
-        app.state.banner_views = ViewCache(ttl=settings.banner_key_cache_seconds)
-        app.state.throttle = Throttle(
-            per_ip=settings.public_rate_per_ip, per_key=settings.public_rate_per_key,
-            secret=settings.identifier_key.encode(), redis_url=settings.redis_url,
+        built = Services(
+            database=database,
+            verifier=verifier,
+            signer=Signer(settings),
+            identifier_keys=keys,
+            checker=Checker(reader, keys),
+            access_log=AccessLog(database),
+            rule_cache=RuleCache(),
+            tenants=TenantDirectory(database),
+            banner_keys=KeyDirectory(database, ttl=settings.banner_key_cache_seconds),
+            banner_views=ViewCache(ttl=settings.banner_key_cache_seconds),
+            throttle=Throttle(
+                per_ip=settings.public_rate_per_ip, per_key=settings.public_rate_per_key,
+                secret=settings.identifier_key.encode(), redis_url=settings.redis_url,
+            ),
         )
+        install(app, built)
         # What startup built lives as long as the process: keep it out of the collector's full passes, which
         # otherwise walk the whole heap every few thousand allocations and stall a request for 50-150 ms.
         gc.collect()
@@ -72,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await app.state.throttle.close()
+            await built.throttle.close()
             await database.close()
             metrics.process_exit()
 
@@ -87,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         static_url=DOCS_ASSETS,
         swagger_ui_parameters={"validatorUrl": None},
     )
+    # Apart from the Services record: the settings are there before the lifespan runs (deps.app_settings).
     app.state.settings = settings
     # The check router first: routes are matched in order, and checks are the hot path.
     for router in (

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.db import Database
+from app.deps import Services, services_of
 from app.main import create_app
 from app.migrations import upgrade
 from app.security import mint_token
@@ -108,8 +109,12 @@ class Backend:
     app: FastAPI
 
     @property
+    def services(self) -> Services:
+        return services_of(self.app)
+
+    @property
     def database(self) -> Database:
-        return self.app.state.database
+        return self.services.database
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])

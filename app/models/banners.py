@@ -39,7 +39,8 @@ class Banner(SQLModel, table=True):
     privacy_policy_url: str | None = Field(default=None, max_length=2000)
     # Purposes a GPC signal withdraws when not explicitly granted; None: chosen by category (services/banner/banners.py).
     gpc_purposes: list[str] | None = Field(default=None, sa_type=sa.JSON)
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # Never NULL when stored; None on the unsaved default banner a tenant without one is shown (banners.current).
+    updated_at: datetime | None = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
 class BannerPolicy(SQLModel, table=True):
@@ -50,7 +51,8 @@ class BannerPolicy(SQLModel, table=True):
     tenant_id: str = Field(primary_key=True, foreign_key="tenants.key", max_length=64)
     policy_version: str = Field(primary_key=True, max_length=64)
     material: bool
-    published_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # Never NULL when stored; None on the unsaved first policy a tenant without a banner is shown (banners.policies).
+    published_at: datetime | None = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
 class BannerTexts(Schema):

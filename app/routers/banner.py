@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request
 
-from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes
+from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes, services
 from app.models.banners import BannerIn, BannerOut
 from app.security import Principal
 from app.services.banner import banners
@@ -26,5 +26,5 @@ async def put_banner_settings(
     """Change the banner. A new `policy_version` is published; `material: true` asks every visitor again."""
     changed = await banners.put(session, tenant=principal.tenant, body=body)
     # This process's banner endpoints see the change at once; other processes within their cache's few seconds.
-    request.app.state.banner_views.forget(principal.tenant)
+    services(request).banner_views.forget(principal.tenant)
     return changed

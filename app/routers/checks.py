@@ -3,7 +3,17 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from app.deps import CheckerDep, authorize, bearer_token, json_body, line_format, query_flag, require_scopes
+from app.deps import (
+    CheckerDep,
+    app_settings,
+    authorize,
+    bearer_token,
+    json_body,
+    line_format,
+    query_flag,
+    require_scopes,
+    services,
+)
 from app.errors import UnsupportedMediaType
 from app.models.base import utcnow
 from app.models.checks import BatchCheckIn, BatchCheckOut, CheckIn, SignedCheckOut
@@ -42,11 +52,10 @@ async def check(request: Request) -> Response:
     # A check without a query string does not parse one: the receipt costs nothing unless asked for.
     signed = bool(request.scope["query_string"]) and query_flag(request, "receipt")
     body = await json_body(request, CheckIn)
-    result = await request.app.state.checker.one(tenant=principal.tenant, body=body, at=utcnow())
+    built = services(request)
+    result = await built.checker.one(tenant=principal.tenant, body=body, at=utcnow())
     if signed:
-        result = receipts.check_receipt(
-            request.app.state.signer, answer=result, tenant=principal.tenant, client=principal.client
-        )
+        result = receipts.check_receipt(built.signer, answer=result, tenant=principal.tenant, client=principal.client)
     return json_response(result)
 
 
@@ -88,7 +97,7 @@ async def check_stream(
     fmt = line_format(request)
     if fmt is None:
         raise UnsupportedMediaType("send text/csv or application/x-ndjson")
-    settings = request.app.state.settings
+    settings = app_settings(request)
     stream = CheckStream(
         checker, tenant=principal.tenant, purpose=purpose, channel=channel,
         limits=Limits(max_lines=settings.stream_max_lines, max_line_bytes=settings.stream_max_line_bytes),

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from app.deps import DatabaseDep, KeysDep, RuleCacheDep, SessionDep, line_format, require_scopes
+from app.deps import DatabaseDep, KeysDep, RuleCacheDep, SessionDep, app_settings, line_format, require_scopes
 from app.errors import UnsupportedMediaType
 from app.models.common import problem_responses
 from app.models.consents import ConsentRecordIn, ConsentRecordOut, ImportResult
@@ -64,5 +64,5 @@ async def import_consents(
     by number. Records imported before (same content) are skipped, so a re-run stores nothing twice."""
     if line_format(request) != "ndjson":
         raise UnsupportedMediaType("send application/x-ndjson: one POST /v1/consents body a line")
-    lines = imports.split_ndjson(await request.body(), max_lines=request.app.state.settings.import_max_lines)
+    lines = imports.split_ndjson(await request.body(), max_lines=app_settings(request).import_max_lines)
     return await imports.run(session, keys, tenant=principal.tenant, actor=principal.client, lines=lines)

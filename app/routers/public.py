@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from app.deps import DatabaseDep, KeysDep, PublicAccess, ReadSessionDep
+from app.deps import DatabaseDep, KeysDep, PublicAccess, ReadSessionDep, services
 from app.models.banners import DEVICE_ID, CookieConsentIn, CookieConsentsOut, CookieConsentsRecorded, PublicBannerOut
 from app.services.banner import banners, cookie_consents
 
@@ -30,7 +30,7 @@ async def get_banner(
     """The banner's texts, its categories (the tenant's purposes of category `cookies`) and the policy version."""
     # Dependencies resolve in order: a refused request (401, 403, 429) never opens a transaction.
     response.headers.update(NO_STORE)
-    return (await request.app.state.banner_views.get(session, tenant=grant.tenant)).config
+    return (await services(request).banner_views.get(session, tenant=grant.tenant)).config
 
 
 @router.post("/cookie-consents", status_code=201, response_model=CookieConsentsRecorded)
@@ -52,7 +52,7 @@ async def post_cookie_consents(
         gpc=request.headers.get("sec-gpc", "").strip() == "1",
     )
     status, answer = await cookie_consents.record(
-        database, keys, request.app.state.banner_views, tenant=grant.tenant, banner_key=grant.key, body=body,
+        database, keys, services(request).banner_views, tenant=grant.tenant, banner_key=grant.key, body=body,
         visit=visit, idempotency_key=idempotency_key,
     )
     return JSONResponse(answer, status_code=status, headers=NO_STORE)
@@ -66,7 +66,7 @@ async def get_cookie_consents(
     """The device's standing choices, and whether the banner must ask again (`reprompt`); 422 for a device id
     consentd did not issue for this site."""
     response.headers.update(NO_STORE)
-    view = await request.app.state.banner_views.get(session, tenant=grant.tenant)
+    view = await services(request).banner_views.get(session, tenant=grant.tenant)
     return await cookie_consents.status(session, keys, tenant=grant.tenant, view=view, device_id=device_id)
 
 

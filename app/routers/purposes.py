@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
 
-from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes
+from app.deps import AnyPrincipal, ReadSessionDep, SessionDep, require_scopes, services
 from app.models.common import PURPOSE_KEY
 from app.models.purposes import PurposeList, PurposeOut, PurposeWrite
 from app.security import Principal
@@ -24,7 +24,7 @@ async def put_purpose(
     true` (a material change), raises `consent_from_version` to the new version: earlier grants stop counting and
     checks answer `reconsent_required` until the person decides again."""
     changed = await purposes.put(session, tenant=principal.tenant, key=key, body=body)
-    request.app.state.banner_views.forget(principal.tenant)  # a cookie purpose is a banner category
+    services(request).banner_views.forget(principal.tenant)  # a cookie purpose is a banner category
     return changed
 
 

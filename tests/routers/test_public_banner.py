@@ -41,7 +41,7 @@ async def visitor(backend: Backend) -> httpx.AsyncClient:
 
 def issued(backend: Backend, tenant: str) -> str:
     """A device id as consentd issues them to this tenant's banner, not yet used."""
-    return backend.app.state.identifier_keys.new_device_id(tenant)
+    return backend.services.identifier_keys.new_device_id(tenant)
 
 
 async def post_choices(visitor, key: str, device_id: str | None, choices: dict, status: int = 201, **extra) -> dict:

@@ -53,7 +53,7 @@ async def test_jwks_is_public_and_cacheable(backend, anonymous):
     assert response.status_code == 200
     assert response.headers["cache-control"] == "public, max-age=300"
     keys = response.json()["keys"]
-    assert keys == backend.app.state.signer.jwks()["keys"]
+    assert keys == backend.services.signer.jwks()["keys"]
     for key in keys:
         assert key["use"] == "sig" and key["kid"] and key["alg"] in ("ES256", "RS256")
         assert key["kty"] == ("EC" if key["alg"] == "ES256" else "RSA")

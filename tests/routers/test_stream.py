@@ -284,7 +284,7 @@ async def test_bad_csv_lines_are_reported_and_the_stream_goes_on(client):
 async def test_more_lines_than_a_chunk(client, backend: Backend, monkeypatch):
     """Chunks of 7 lines: each is one round of reads, answered in order, line numbers never shifted."""
     monkeypatch.setattr(streams, "CHUNK_LINES", 7)
-    reader = backend.app.state.checker.reader
+    reader = backend.services.checker.reader
     real_many = reader.many
     rounds: list[int] = []
 

@@ -29,11 +29,11 @@ async def _seed(client) -> list[dict]:
 
 async def _checkpoint(backend, tenant):
     async with backend.database.transaction() as session:
-        return await checkpoints.create(session, backend.app.state.signer, tenant=tenant)
+        return await checkpoints.create(session, backend.services.signer, tenant=tenant)
 
 
 async def _verify(backend, tenant, saved_jws=None):
-    result = await checkpoints.verify(backend.database, backend.app.state.signer, tenant=tenant, saved_jws=saved_jws)
+    result = await checkpoints.verify(backend.database, backend.services.signer, tenant=tenant, saved_jws=saved_jws)
     return result, [(str(p.event_id) if p.event_id else None, p.problem) for p in result.problems]
 
 
@@ -59,7 +59,7 @@ async def test_a_checkpoint_signs_every_head(backend, client, tenant):
     await _seed(client)
     taken = await _checkpoint(backend, tenant)
     assert (taken.chains, taken.events, taken.previous_root) == (2, 6, None)
-    payload = backend.app.state.signer.verify(taken.jws)
+    payload = backend.services.signer.verify(taken.jws)
     assert (payload["tenant"], payload["root"], payload["checkpoint_id"]) == (tenant, taken.root, taken.id)
     result, problems = await _verify(backend, tenant)
     assert problems == [] and result.ok and result.checkpoint.id == taken.id
@@ -118,7 +118,7 @@ async def test_a_checkpoint_signed_by_another_key_does_not_verify(backend, clien
     )
     (tmp_path / "other.pem").write_bytes(pem)
     stranger = Signer(settings_for(backend.url, signing_key=str(tmp_path / "other.pem")))
-    forged = stranger.sign(backend.app.state.signer.verify(taken.jws), typ=checkpoints.TYP)
+    forged = stranger.sign(backend.services.signer.verify(taken.jws), typ=checkpoints.TYP)
     result, problems = await _verify(backend, tenant, saved_jws=forged)
     assert problems[0] == (None, "rewritten") and "signature" in result.problems[0].detail
 
@@ -127,18 +127,18 @@ async def test_another_tenants_checkpoint_is_not_found(backend, client, tenant, 
     await _seed(client)
     taken = await _checkpoint(backend, tenant)
     with pytest.raises(NotFound):
-        await checkpoints.verify(backend.database, backend.app.state.signer, tenant=other_tenant, saved_jws=taken.jws)
+        await checkpoints.verify(backend.database, backend.services.signer, tenant=other_tenant, saved_jws=taken.jws)
 
 
 async def test_incremental_verification_reads_only_the_chains_that_moved(backend, client, tenant):
     events = await _seed(client)
     await _checkpoint(backend, tenant)
     moved = (await record(client, JANE, ("marketing", "sms", "granted")))["events"][0]
-    result = await checkpoints.verify(backend.database, backend.app.state.signer, tenant=tenant, incremental=True)
+    result = await checkpoints.verify(backend.database, backend.services.signer, tenant=tenant, incremental=True)
     assert (result.ok, result.checked, result.chains) == (True, 4, 2)
     # A change to a chain that moved is found; so is a chain rewritten since the checkpoint.
     await _rewrite_chain(backend, moved["subject_id"], events[1]["event_id"])
-    result = await checkpoints.verify(backend.database, backend.app.state.signer, tenant=tenant, incremental=True)
+    result = await checkpoints.verify(backend.database, backend.services.signer, tenant=tenant, incremental=True)
     assert [(str(p.event_id), p.problem) for p in result.problems] == [(events[2]["event_id"], "rewritten")]
 
 

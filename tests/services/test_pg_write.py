@@ -40,8 +40,8 @@ def records(subject_id_of: dict[str, str]) -> list[dict]:
 
 
 async def write_all(backend, tenant: str, *, fast: bool) -> None:
-    database, keys = backend.database, backend.app.state.identifier_keys
-    cache = backend.app.state.rule_cache
+    database, keys = backend.database, backend.services.identifier_keys
+    cache = backend.services.rule_cache
     ids: dict[str, str] = {}
     for raw in records(ids):
         if raw["subject"].get("subject_id", "").startswith("@"):
@@ -124,7 +124,7 @@ async def test_racing_writers_of_one_subject_all_land_on_one_chain(pg_backend, w
     if workers == "one worker each":
         monkeypatch.setattr(pg_write, "WRITERS", OwnGates())
     tenant = await make_tenant(pg_backend)
-    database, keys, cache = pg_backend.database, pg_backend.app.state.identifier_keys, pg_backend.app.state.rule_cache
+    database, keys, cache = pg_backend.database, pg_backend.services.identifier_keys, pg_backend.services.rule_cache
 
     async def send(n: int) -> dict:
         body = ConsentRecordIn.model_validate({
@@ -147,8 +147,8 @@ async def test_racing_writers_of_one_subject_all_land_on_one_chain(pg_backend, w
 async def test_a_head_moved_in_between_is_written_under_the_lock(pg_backend):
     """The optimistic write finds the head moved, writes nothing, and the locked write chains after the newcomer."""
     tenant = await make_tenant(pg_backend)
-    database, cache = pg_backend.database, pg_backend.app.state.rule_cache
-    keys = pg_backend.app.state.identifier_keys
+    database, cache = pg_backend.database, pg_backend.services.rule_cache
+    keys = pg_backend.services.identifier_keys
     first = ConsentRecordIn.model_validate({"subject": {"external_id": "X"}, "source": "s",
                                             "decisions": [{"purpose": "profiling", "status": "granted"}]})
     subject_id = uuid.UUID((await consents.record(database, keys, cache, tenant=tenant, actor="t", body=first)).body["subject_id"])

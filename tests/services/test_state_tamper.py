@@ -43,7 +43,7 @@ async def _verify(backend, tenant, mode: str, taken) -> tuple:
         result = await verification.verify(backend.database, tenant=tenant, checkpoint=None)
     else:
         result = await checkpoints.verify(
-            backend.database, backend.app.state.signer, tenant=tenant,
+            backend.database, backend.services.signer, tenant=tenant,
             saved_jws=taken.jws if mode == "signed-checkpoint" else None, incremental=mode.startswith("incremental"),
         )
     return result, sorted((str(p.event_id), p.problem, str(p.subject_id)) for p in result.problems)
@@ -56,7 +56,7 @@ async def _prepared(backend, client, tenant, mode: str):
     taken = None
     if mode != "full":
         async with backend.database.transaction() as session:
-            taken = await checkpoints.create(session, backend.app.state.signer, tenant=tenant)
+            taken = await checkpoints.create(session, backend.services.signer, tenant=tenant)
     if mode == "incremental-moved":
         await record(client, JANE, ("market_research", "email", "granted"))
     result, problems = await _verify(backend, tenant, mode, taken)
@@ -167,7 +167,7 @@ async def test_a_state_on_an_event_that_exists_nowhere_is_named(backend, client,
     await _sql(backend, "UPDATE consent_state SET event_id = :f WHERE event_id = :e", f=forged, e=ids["john_email"])
     assert (await _verify(backend, tenant, "full", None))[1] == [(forged, "state_mismatch", ids["john"])]
     async with backend.database.transaction() as session:
-        taken = await checkpoints.create(session, backend.app.state.signer, tenant=tenant)
+        taken = await checkpoints.create(session, backend.services.signer, tenant=tenant)
     # Incremental does not read John's chain: the state names an event that exists nowhere.
     assert (await _verify(backend, tenant, "incremental", taken))[1] == [(forged, "deleted", "None")]
 

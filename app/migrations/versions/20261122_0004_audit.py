@@ -9,11 +9,13 @@ from collections.abc import Sequence
 
 import hashlib
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
+from sqlalchemy.types import TypeEngine
 
 import app.models.base
 
@@ -149,24 +151,28 @@ def _access_log_append_only() -> None:
         )
 
 
+def _table(name: str, columns: list[tuple[str, TypeEngine[Any]]]) -> sa.TableClause:
+    return sa.table(name, *(sa.column(column, kind) for column, kind in columns))
+
+
 # The columns as of this revision (not the live models, which may have grown since).
-_EVENTS = sa.table(
+_EVENTS = _table(
     "consent_events",
-    *(sa.column(name, kind) for name, kind in [
+    [
         ("seq", sa.BigInteger()), ("event_id", sa.Uuid()), ("tenant_id", sa.String()), ("subject_id", sa.Uuid()),
         ("purpose", sa.String()), ("purpose_version", sa.Integer()), ("channel", sa.String()), ("status", sa.String()),
         ("captured_at", app.models.base.UTCDateTime()), ("recorded_at", app.models.base.UTCDateTime()),
         ("source", sa.String()), ("method", sa.String()), ("policy_version", sa.String()),
         ("collection_point", sa.String()), ("actor", sa.String()), ("evidence", sa.JSON()), ("chain_index", sa.Integer()),
         ("prev_event_id", sa.Uuid()), ("prev_hash", sa.String()), ("hash", sa.String()),
-    ]),
+    ],
 )
-_CHAINS = sa.table(
+_CHAINS = _table(
     "ledger_chains",
-    *(sa.column(name, kind) for name, kind in [
+    [
         ("subject_id", sa.Uuid()), ("tenant_id", sa.String()), ("length", sa.Integer()), ("head_event_id", sa.Uuid()),
         ("head_hash", sa.String()),
-    ]),
+    ],
 )
 _PAGE = 10_000
 

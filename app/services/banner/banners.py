@@ -5,17 +5,18 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.db import Database
 from app.errors import Conflict, Unprocessable
 from app.models import Banner, BannerKey, BannerPolicy, Purpose
 from app.models.banners import BannerIn, BannerOut, CategoryOut, PolicyOut, PublicBannerOut
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.services.kit import Versioned, upsert
 from app.services.purposes import Rule, bump, to_rule
 
@@ -74,7 +75,7 @@ async def create_key(session: AsyncSession, *, tenant: str, origins: list[str]) 
 async def list_keys(session: AsyncSession, *, tenant: str) -> list[BannerKey]:
     """The tenant's keys, newest first, revoked ones included."""
     rows = await session.execute(
-        select(BannerKey).where(BannerKey.tenant_id == tenant).order_by(BannerKey.created_at.desc())
+        select(BannerKey).where(col(BannerKey.tenant_id) == tenant).order_by(col(BannerKey.created_at).desc())
     )
     return list(rows.scalars())
 
@@ -82,9 +83,10 @@ async def list_keys(session: AsyncSession, *, tenant: str) -> list[BannerKey]:
 async def revoke_key(session: AsyncSession, *, key: str) -> bool:
     """Stop a key at once; False when there is no such active key."""
     done = await session.execute(
-        update(BannerKey).where(BannerKey.key == key, BannerKey.revoked_at.is_(None)).values(revoked_at=utcnow())
+        update(BannerKey).where(col(BannerKey.key) == key, col(BannerKey.revoked_at).is_(None)).values(revoked_at=utcnow())
     )
-    return done.rowcount == 1
+    # An UPDATE's result is a CursorResult, which has the rowcount (execute is typed as returning any Result).
+    return cast(CursorResult, done).rowcount == 1
 
 
 async def active_key(session: AsyncSession, *, key: str) -> BannerKey | None:
@@ -104,12 +106,12 @@ async def demo_key(session: AsyncSession, *, tenant: str, origin: str) -> str | 
 async def ensure(session: AsyncSession, *, tenant: str) -> None:
     """Create the tenant's banner with the default texts and policy version "1" unless it has one."""
     await session.execute(
-        upsert(session, Banner.__table__)
+        upsert(session, table_of(Banner))
         .values(tenant_id=tenant, policy_version=FIRST_POLICY, texts={}, updated_at=utcnow())
         .on_conflict_do_nothing(index_elements=["tenant_id"])
     )
     await session.execute(
-        upsert(session, BannerPolicy.__table__)
+        upsert(session, table_of(BannerPolicy))
         .values(tenant_id=tenant, policy_version=FIRST_POLICY, material=True, published_at=utcnow())
         .on_conflict_do_nothing(index_elements=["tenant_id", "policy_version"])
     )
@@ -125,8 +127,8 @@ async def policies(session: AsyncSession, *, tenant: str) -> list[BannerPolicy]:
     """Every policy version the tenant published, oldest first (the default first one when it published none)."""
     rows = await session.execute(
         select(BannerPolicy)
-        .where(BannerPolicy.tenant_id == tenant)
-        .order_by(BannerPolicy.published_at, BannerPolicy.policy_version)
+        .where(col(BannerPolicy.tenant_id) == tenant)
+        .order_by(col(BannerPolicy.published_at), col(BannerPolicy.policy_version))
     )
     return list(rows.scalars()) or [
         BannerPolicy(tenant_id=tenant, policy_version=FIRST_POLICY, material=True, published_at=None)
@@ -154,7 +156,7 @@ async def put(session: AsyncSession, *, tenant: str, body: BannerIn) -> BannerOu
     await ensure(session, tenant=tenant)
     # One writer at a time per tenant: the policy history is ordered by publication.
     banner = (
-        await session.execute(select(Banner).where(Banner.tenant_id == tenant).with_for_update())
+        await session.execute(select(Banner).where(col(Banner.tenant_id) == tenant).with_for_update())
     ).scalar_one()
     if body.gpc_purposes is not None:
         known = {p.key for p in await _cookie_purposes(session, tenant=tenant)}
@@ -189,7 +191,7 @@ def _settings_out(banner: Banner, published: list[BannerPolicy]) -> BannerOut:
 
 async def _cookie_purposes(session: AsyncSession, *, tenant: str) -> list[Purpose]:
     rows = await session.execute(
-        select(Purpose).where(Purpose.tenant_id == tenant, Purpose.category == COOKIES).order_by(Purpose.key)
+        select(Purpose).where(col(Purpose.tenant_id) == tenant, col(Purpose.category) == COOKIES).order_by(col(Purpose.key))
     )
     return list(rows.scalars())
 
@@ -322,7 +324,7 @@ class KeyDirectory:
         return await self._seen.get(key, lambda: self._read(key))
 
     async def _read(self, key: str) -> KeyGrant | None:
-        table = BannerKey.__table__
+        table = table_of(BannerKey)
         async with self.database.reading() as connection:
             row = (
                 await connection.execute(

@@ -47,7 +47,8 @@ class Throttle:
         self._secret = hashlib.blake2b(secret, digest_size=32, person=b"consentd-rate").digest()
         # limits' moving window, at a constant cost a hit (local_window.py says why not its MemoryStorage).
         self._local = LocalWindow()
-        self._pool = self._shared = None
+        self._pool: redis.asyncio.ConnectionPool | None = None
+        self._shared: aio.strategies.MovingWindowRateLimiter | None = None
         self._paused_until = 0.0
         if redis_url:
             # A pool of our own, so that close() closes it, whose connections never retry: a client built from a
@@ -56,8 +57,9 @@ class Throttle:
                 redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT, retry=None,
             )
             storage = aio.storage.RedisStorage(
-                "async+redis://", implementation="redispy", connection_pool=self._pool, key_prefix=key_prefix,
-                wrap_exceptions=True,
+                "async+redis://", implementation="redispy", key_prefix=key_prefix, wrap_exceptions=True,
+                # limits documents connection_pool but types **options as float | str | bool.
+                connection_pool=self._pool,  # type: ignore[arg-type]
             )
             self._shared = aio.strategies.MovingWindowRateLimiter(storage)
 
@@ -65,7 +67,7 @@ class Throttle:
         """Count one request of `identity` ("ip" or "key"); 429 with Retry-After once its rate is spent."""
         rate = self._rates[kind]
         digest = self.identity_hash(identity)
-        outcome = await self._shared_hit(rate, kind, digest) if self._shared is not None else None
+        outcome = await self._shared_hit(self._shared, rate, kind, digest) if self._shared is not None else None
         if outcome is None:
             outcome = self._local_hit(rate, kind, digest)
         allowed, reset = outcome
@@ -83,16 +85,18 @@ class Throttle:
             return True, 0.0
         return False, self._local.reset_time(rate, kind, digest)
 
-    async def _shared_hit(self, rate: RateLimitItem, kind: str, digest: str) -> tuple[bool, float] | None:
+    async def _shared_hit(
+        self, shared: aio.strategies.MovingWindowRateLimiter, rate: RateLimitItem, kind: str, digest: str
+    ) -> tuple[bool, float] | None:
         """(allowed, reset time) from Redis; None when Redis failed or is paused after a failure."""
         if time.monotonic() < self._paused_until:
             FALLBACKS.inc()
             return None
         try:
             async with asyncio.timeout(2 * REDIS_TIMEOUT):  # the socket timeouts bound each step; this, all of them
-                if await self._shared.hit(rate, kind, digest):
+                if await shared.hit(rate, kind, digest):
                     return True, 0.0
-                return False, (await self._shared.get_window_stats(rate, kind, digest)).reset_time
+                return False, (await shared.get_window_stats(rate, kind, digest)).reset_time
         except (StorageError, OSError) as exc:  # TimeoutError is an OSError
             FALLBACKS.inc()
             now = time.monotonic()

@@ -183,8 +183,10 @@ async def events(
         )
     if not rows[0]["found"]:
         raise NotFound("subject", subject_id)
-    page = [row for row in rows if row["event_id"] is not None]
-    next_cursor = cursors.pack_moment(page[limit - 1]["captured_at"], page[limit - 1]["seq"]) if len(page) > limit else None
+    found = [row for row in rows if row["event_id"] is not None]
+    next_cursor = (
+        cursors.pack_moment(found[limit - 1]["captured_at"], found[limit - 1]["seq"]) if len(found) > limit else None
+    )
     return {
         "events": [
             {
@@ -194,7 +196,7 @@ async def events(
                 "source": row["source"], "policy_version": row["policy_version"],
                 "collection_point": row["collection_point"], "actor": row["actor"], "method": row["method"],
             }
-            for row in page[:limit]
+            for row in found[:limit]
         ],
         "next_cursor": next_cursor,
     }

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Tenant
+from app.models.base import table_of
 from app.services.kit import Versioned
 from app.services.purposes.rules import Rule
 
@@ -23,7 +24,7 @@ PG_RULES = (
 
 async def bump(session: AsyncSession, *, tenant: str) -> None:
     """Move the tenant's config version, in the caller's transaction: every worker's cache of it goes stale."""
-    table = Tenant.__table__  # type: ignore[attr-defined]
+    table = table_of(Tenant)
     await session.execute(
         sa.update(table).where(table.c.key == tenant).values(config_version=table.c.config_version + 1)
     )

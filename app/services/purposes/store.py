@@ -2,10 +2,11 @@
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from app.errors import NotFound, Unprocessable
 from app.models import Purpose, PurposeVersion
-from app.models.base import utcnow
+from app.models.base import table_of, utcnow
 from app.models.purposes import PurposeIn, PurposeOut, PurposeWrite
 from app.services.kit import upsert
 from app.services.purposes.cache import bump
@@ -39,13 +40,13 @@ async def put(session: AsyncSession, *, tenant: str, key: str, body: PurposeWrit
     definition = body.model_dump(exclude={"reconsent"})
     # Claim the key first so that two concurrent creations cannot both insert version 1.
     await session.execute(
-        upsert(session, Purpose.__table__)
+        upsert(session, table_of(Purpose))
         .values(tenant_id=tenant, key=key, version=0, **definition)
         .on_conflict_do_nothing(index_elements=["tenant_id", "key"])
     )
     purpose = (
         await session.execute(
-            select(Purpose).where(Purpose.tenant_id == tenant, Purpose.key == key).with_for_update()
+            select(Purpose).where(col(Purpose.tenant_id) == tenant, col(Purpose.key) == key).with_for_update()
         )
     ).scalar_one()
     current = {field: getattr(purpose, field) for field in DEFINITION_FIELDS}
@@ -75,13 +76,13 @@ async def get(session: AsyncSession, *, tenant: str, key: str) -> Purpose:
 
 async def list_all(session: AsyncSession, *, tenant: str) -> list[Purpose]:
     """Every purpose of the tenant, by key."""
-    result = await session.execute(select(Purpose).where(Purpose.tenant_id == tenant).order_by(Purpose.key))
+    result = await session.execute(select(Purpose).where(col(Purpose.tenant_id) == tenant).order_by(col(Purpose.key)))
     return list(result.scalars())
 
 
 async def rules(session: AsyncSession, *, tenant: str, keys: set[str] | None = None) -> dict[str, Rule]:
     """The decision rules of the tenant's purposes (all, or those named)."""
-    query = select(Purpose).where(Purpose.tenant_id == tenant)
+    query = select(Purpose).where(col(Purpose.tenant_id) == tenant)
     if keys is not None:
-        query = query.where(Purpose.key.in_(keys))
+        query = query.where(col(Purpose.key).in_(keys))
     return {purpose.key: to_rule(purpose) for purpose in (await session.execute(query)).scalars()}
