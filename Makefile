@@ -32,9 +32,10 @@ $(CHROMIUM):
 	$(SUDO) apt-get install -y --no-install-recommends chromium || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
 
-# ruff and the layer contracts first (seconds); mypy runs in `make lint` until app/ is clean of its errors.
+# ruff, mypy and the layer contracts first (seconds), then the suite.
 test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/ruff check app tests bench
+	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import sqlalchemy as sa
 
-from app.models.base import utcnow
 from app.models.consents import NO_CHANNEL
 from app.services import purposes
 from app.services.ledger import consents
+from app.services.ledger.events import Draft
 from app.services.purposes.rules import api_channel
 from tests.support.api import consent_body, iso, record
 
@@ -44,13 +44,12 @@ async def test_follower_sees_every_change_once_and_ends_at_the_state(pg_backend,
     writers_done = asyncio.Event()
     slow: dict[str, dict] = {}
 
-    def event(sid: str, purpose: str, channel: str | None, status: str, captured_at: datetime, actor: str) -> dict:
-        return {
-            "event_id": uuid.uuid4(), "tenant_id": tenant, "subject_id": uuid.UUID(sid), "purpose": purpose,
-            "purpose_version": versions[purpose], "channel": channel or NO_CHANNEL, "status": status,
-            "captured_at": captured_at, "recorded_at": utcnow(), "source": "test", "method": "api",
-            "policy_version": None, "collection_point": None, "actor": actor, "evidence": None,
-        }
+    def event(sid: str, purpose: str, channel: str | None, status: str, captured_at: datetime, actor: str) -> Draft:
+        return Draft(
+            event_id=uuid.uuid4(), tenant_id=tenant, subject_id=uuid.UUID(sid), purpose=purpose,
+            purpose_version=versions[purpose], channel=channel or NO_CHANNEL, status=status, captured_at=captured_at,
+            source="test", method="api", policy_version=None, collection_point=None, actor=actor, evidence=None,
+        )
 
     async def meanwhile(sid: str, purpose: str, channel: str, captured_at: datetime) -> str:
         """A request through the app, answered (so committed) while a slow transaction is open."""
@@ -68,7 +67,7 @@ async def test_follower_sees_every_change_once_and_ends_at_the_state(pg_backend,
             # A state of its own (no fast writer uses market_research): always a change.
             overtaking = await meanwhile(shared[1], "market_research", "phone", at(30))
             await asyncio.sleep(HOLD)
-        slow["slow-private"] = {"event_id": str(written["event_id"]), "overtaking": overtaking}
+        slow["slow-private"] = {"event_id": str(written.event_id), "overtaking": overtaking}
 
     async def slow_shared() -> None:
         """Takes its transaction id, lets a younger transaction move a state the fast writers share, then moves
@@ -83,7 +82,7 @@ async def test_follower_sees_every_change_once_and_ends_at_the_state(pg_backend,
             # The fast writers on this state now queue behind it.
             await consents.append(session, [written], await purposes.rules(session, tenant=tenant))
             await asyncio.sleep(HOLD / 2)
-        slow["slow-shared"] = {"event_id": str(written["event_id"]), "replaced": replaced, "xid": xid}
+        slow["slow-shared"] = {"event_id": str(written.event_id), "replaced": replaced, "xid": xid}
 
     async def slow_writers() -> None:
         async with asyncio.TaskGroup() as group:
