@@ -2,6 +2,18 @@
 read can record itself in its own transaction."""
 
 from . import log
-from .log import CONSENTS, EXPORT, HISTORY, LOOKUP, RECEIPT, SUBJECT, AccessLog, append, page
+from .log import CONSENTS, EXPORT, HISTORY, LOOKUP, PG_ENTRY_IF_FOUND, RECEIPT, SUBJECT, AccessLog, append, page
 
-__all__ = ["CONSENTS", "EXPORT", "HISTORY", "LOOKUP", "RECEIPT", "SUBJECT", "AccessLog", "append", "log", "page"]
+__all__ = [
+    "CONSENTS",
+    "EXPORT",
+    "HISTORY",
+    "LOOKUP",
+    "PG_ENTRY_IF_FOUND",
+    "RECEIPT",
+    "SUBJECT",
+    "AccessLog",
+    "append",
+    "log",
+    "page",
+]

@@ -1,7 +1,8 @@
 """The access log: who (which client) read or exported which subject's data, and when. Append-only.
 
-Entries are written in a transaction of their own, after the read succeeded and before the answer is sent: a
-read that cannot be logged is not answered (503). Nothing in the API writes, changes or deletes an entry.
+An entry is written in the read's own transaction (`append`, or `PG_ENTRY_IF_FOUND` inside the read's statement),
+or in one of its own (`AccessLog.record`) after the read succeeded and before the answer is sent: a read that cannot
+be logged is not answered (503). Nothing in the API writes, changes or deletes an entry.
 """
 
 import uuid
@@ -22,6 +23,15 @@ from app.services.kit import cursors
 LOOKUP, SUBJECT, CONSENTS, HISTORY, RECEIPT, EXPORT = (
     "subject.lookup", "subject.read", "consents.read", "history.read", "receipt.read", "events.export"
 )
+
+# The entry as a CTE of a read's own statement on PostgreSQL, made only when the read's CTE `subject` (the subject's
+# id, if it exists) finds it. $1 tenant, $3 the moment, $4 client, $5 action, $6 detail (json); the read numbers
+# its other parameters around these.
+PG_ENTRY_IF_FOUND = """
+logged AS (
+    INSERT INTO access_log (tenant_id, at, client, action, subject_id, detail)
+    SELECT $1, $3, $4, $5, id, $6::json FROM subject
+)"""
 
 
 class AccessLog:

@@ -105,13 +105,7 @@ async def history(
 
 # The subject, the access-log entry (only when the subject exists) and the rows, in one statement that commits
 # by itself. $1 tenant, $2 subject, $3 the moment, $4 client, $5 action, $6 detail.
-_LOGGED = """
-WITH subject AS (SELECT id FROM subjects WHERE tenant_id = $1 AND id = $2),
-logged AS (
-    INSERT INTO access_log (tenant_id, at, client, action, subject_id, detail)
-    SELECT $1, $3, $4, $5, id, $6::json FROM subject
-)
-"""
+_LOGGED = "WITH subject AS (SELECT id FROM subjects WHERE tenant_id = $1 AND id = $2)," + access_log.PG_ENTRY_IF_FOUND
 PG_STANDING = _LOGGED + """
 SELECT (SELECT config_version FROM tenants WHERE key = $1) AS version, (SELECT count(*) FROM subject) AS found,
        cs.purpose, cs.channel, cs.status, cs.captured_at, cs.event_id, cs.policy_version, cs.purpose_version
