@@ -231,13 +231,13 @@ class PostgresReader:
         """A streamed chunk (`channel` as stored): the rule, then every lookup's facts in one statement."""
         hashes = [value if kind == "hash" else None for kind, value in lookups]
         ids = [value if kind == "id" else None for kind, value in lookups]
-        async with acquire(self.pool) as connection:
+        async with acquire(self.pool) as connection, connection.transaction(readonly=True):
+            # A chunk's plan costs past jit_above_cost, and compiling it takes longer than running it. SET LOCAL:
+            # the pool does not reset sessions (_keep_session), so nothing may outlive this transaction.
+            await connection.execute("SET LOCAL jit = off")
             rule_row = await connection.fetchrow(PG_RULE, tenant, purpose)
             if rule_row is None or not lookups:
                 return ChunkFacts(None if rule_row is None else _rule(purpose, rule_row), [])
-            # A chunk's plan costs past jit_above_cost, and compiling it takes longer than running it. The pool
-            # resets the setting (RESET ALL) when the connection goes back.
-            await connection.execute("SET jit = off")
             rows = await connection.fetch(PG_CHUNK, tenant, hashes, ids, channel, purpose)
         return ChunkFacts(_rule(purpose, rule_row), [_chunk_facts(row) for row in rows])
 

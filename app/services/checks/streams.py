@@ -7,7 +7,7 @@ so memory stays flat however long the list is. A bad line is answered with its e
 import asyncio
 import csv
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +28,9 @@ CSV_COLUMNS = ("email", "phone", "external_id", "subject_id", "device_id")
 # Lines answered per statement: large enough to amortise the round trips and the plan, small enough to stream
 # in flat memory and to stay far inside the statement timeout (db_timeout) on a busy database.
 CHUNK_LINES = 25_000
+# The database works on two chunks at once, on the cores this process leaves it while it parses and answers; more
+# would finish no sooner and bring each statement nearer the statement timeout.
+STATEMENTS_AT_ONCE = 2
 PARSE_SLICE = 512
 
 
@@ -174,7 +177,7 @@ class CheckStream:
         self.stored_channel = ""
         self.lines: AsyncIterator[list[tuple[int, bytes | _TooLong]]] | None = None
         self._fetches: set[asyncio.Task] = set()
-        self._last_fetch: asyncio.Task | None = None
+        self._recent: deque[asyncio.Task] = deque(maxlen=STATEMENTS_AT_ONCE)
         self.parser: _Parser | None = None
 
     async def open(self, *, fmt: str, body: AsyncIterator[bytes]) -> None:
@@ -277,8 +280,9 @@ class CheckStream:
         for start in range(0, len(raw), PARSE_SLICE):
             chunk += [(number, self._lookup(line)) for number, line in raw[start : start + PARSE_SLICE]]
             await asyncio.sleep(0)
-        fetched = asyncio.ensure_future(self._fetch(chunk, after=self._last_fetch))
-        self._last_fetch = fetched
+        after = self._recent[0] if len(self._recent) == STATEMENTS_AT_ONCE else None
+        fetched = asyncio.ensure_future(self._fetch(chunk, after=after))
+        self._recent.append(fetched)
         self._fetches.add(fetched)
         fetched.add_done_callback(self._fetches.discard)
         await queue.put((chunk, fetched))
@@ -297,15 +301,12 @@ class CheckStream:
     async def _fetch(self, chunk: list[tuple[int, LookupKey | str]], *, after: asyncio.Task | None) -> ChunkFacts:
         lookups = [item for _, item in chunk if isinstance(item, tuple)]
         if after is not None:
-            # One chunk's statement at a time: two at once finish no sooner (the database works through them
-            # on the same cores) and each would come nearer the statement timeout. Its failure is its own chunk's.
+            # At most STATEMENTS_AT_ONCE chunks' statements at a time (its failure is its own chunk's).
             await asyncio.wait([after])
         return await self.checker.reader.chunk(self.tenant, lookups, self.purpose, self.stored_channel)
 
     def _render(self, chunk: list[tuple[int, LookupKey | str]], found: ChunkFacts, at: datetime) -> bytes:
         rule = found.rule
-        if rule is None:  # the purpose went away mid-stream
-            raise NotFound("purpose", self.purpose)
         decided: Counter[tuple[bool, str]] = Counter()
         facts = iter(found.facts)
         out = []
@@ -313,6 +314,8 @@ class CheckStream:
             if isinstance(item, str):
                 out.append(_line({"line": number, "error": item}).decode())
                 continue
+            if rule is None:  # the purpose went away mid-stream
+                raise NotFound("purpose", self.purpose)
             subject_id, flags, standing, suppressed = next(facts)
             one = decide(
                 rule, subject_known=subject_id is not None, flags=flags, standing=standing, at=at, suppressed=suppressed
