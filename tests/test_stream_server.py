@@ -18,13 +18,14 @@ import httpx
 import orjson
 import pytest
 
+from app.services.checks.streams import CHUNK_LINES  # the server answers this many lines at a time
 from tests.conftest import bearer, migrated_database
 from tests.test_server import REQUEST_TIMEOUT, Server, assert_jwt, consentd_env, run_consentd, start_server
 
 POOL_SIZE = 10  # CONSENTD_DB_POOL_SIZE of the server under test
-CHUNK_LINES = 5_000  # app.services.checks.streams.CHUNK_LINES: the server answers this many lines at a time
 STREAM_TIMEOUT = 60
-GRANTED_EVERY = 997  # person i has granted marketing by email when i % GRANTED_EVERY == 0
+GRANTED_EVERY = 997  # person i < SEEDED has granted marketing by email when i % GRANTED_EVERY == 0
+SEEDED = 4 * CHUNK_LINES + 1_000  # the longest list whose answers are checked line by line
 
 
 def person(i: int) -> str:
@@ -44,7 +45,7 @@ def server(pg_stream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     admin_token = assert_jwt(run_consentd(env, "demo", cwd=workdir).stdout.strip())
     for started in start_server(env, workdir, admin_token):
         with httpx.Client(base_url=started.base_url, headers=bearer(admin_token), timeout=REQUEST_TIMEOUT) as http:
-            for i in range(0, 60_000, GRANTED_EVERY):
+            for i in range(0, SEEDED, GRANTED_EVERY):
                 body = {"subject": {"email": person(i)}, "decisions": [{"purpose": "marketing", "channel": "email", "status": "granted"}]}
                 assert http.post("/v1/consents", json=body).status_code == 201
         yield started

@@ -1,11 +1,15 @@
 """`split_lines`: physical line numbers, blank lines skipped, long lines cut short, wherever the chunks break."""
 
+import csv
 import random
 from collections.abc import AsyncIterator
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from app.services.checks.streams import TOO_LONG, split_lines
+from app.errors import Unprocessable
+from app.services.checks.streams import TOO_LONG, csv_fields, split_batches, split_lines
 
 LIMIT = 16
 
@@ -96,12 +100,12 @@ async def test_long_line_is_not_held_in_memory():
     async def body() -> AsyncIterator[bytes]:
         for _ in range(160):
             yield b"m" * 65_536
-            # split_lines is waiting for the next chunk: what does it hold?
-            held.append(len(lines.ag_frame.f_locals["buffer"]))
+            # split_batches is waiting for the next chunk: what does it hold?
+            held.append(len(batches.ag_frame.f_locals["buffer"]))
         yield b"\nafter\n"
 
-    lines = split_lines(body(), 4_096)
-    assert [item async for item in lines] == [(1, TOO_LONG), (2, b"after")]
+    batches = split_batches(body(), 4_096)
+    assert [item async for batch in batches for item in batch] == [(1, TOO_LONG), (2, b"after")]
     assert len(held) == 160 and max(held) <= 4_097
 
 
@@ -110,3 +114,25 @@ async def test_line_exactly_at_the_limit_with_crlf_is_not_too_long():
     data = b"x" * LIMIT + b"\r\n"
     assert await split(data, [LIMIT + 1]) == [(1, b"x" * LIMIT)]
     assert await split(data, [LIMIT]) == [(1, b"x" * LIMIT)]
+
+
+def _column(read, text: str, index: int) -> str | None:
+    """The value a stream takes from column `index` of a line ("" when missing), None for a line refused."""
+    try:
+        fields = read(text, index)
+    except (Unprocessable, csv.Error):
+        return None
+    return fields[index].strip() if index < len(fields) else ""
+
+
+def _csv_module(text: str, index: int) -> list[str]:
+    return next(csv.reader([text]), [])
+
+
+@given(st.text(alphabet=st.sampled_from(list('ab ,"\r\t\x00\u00e9\u2028\x0b\x0c\x1c')), max_size=30), st.integers(0, 4))
+@example('a,"b,c",d', 1)
+@example("a,b\rc", 0)
+@example('a,b"c,d', 2)
+def test_csv_fields_read_as_the_csv_module(text: str, index: int):
+    """The split without the csv module takes each column's value exactly as the module reads it."""
+    assert _column(csv_fields, text, index) == _column(_csv_module, text, index)
