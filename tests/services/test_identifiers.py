@@ -50,7 +50,7 @@ def test_blind_index_is_keyed_per_tenant_and_type():
 
 @given(st.text(max_size=20), st.sampled_from(["email", "phone", "external_id", "device_id"]), st.text(max_size=300))
 def test_blind_index_is_hmac_sha256(tenant, kind, value):
-    """blind_index builds HMAC from its padded states: the same hex digest as hmac.new."""
+    """blind_index copies one keyed HMAC for each value: the same hex digest as a new hmac.new each time."""
     keys = IdentifierKeys("another-secret-of-enough-length-0123456789", "GB")
     message = f"{tenant}\x00{kind}\x00{value}".encode()
     assert keys.blind_index(tenant, kind, value) == hmac.new(keys._index_key, message, hashlib.sha256).hexdigest()
