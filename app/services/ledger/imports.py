@@ -18,10 +18,10 @@ from app.models import ImportedRecord
 from app.models.base import table_of, utcnow
 from app.models.consents import ConsentRecordIn, ImportResult
 from app.services import purposes, subjects
-from app.services.kit import is_postgres, upsert
+from app.services.kit import is_postgres, raw_connection, upsert
 from app.services.ledger import bulk as pg_bulk
-from app.services.ledger import consents
-from app.services.purposes import Rule, check_status, storage_channel
+from app.services.ledger import chains, consents
+from app.services.purposes import Rule, check_status, grant_expiry, storage_channel
 from app.services.subjects import IdentifierKeys
 
 # At most this many errors are listed per line: enough to fix it, bounded for a line full of mistakes.
@@ -172,17 +172,34 @@ async def _store(
     session: AsyncSession, keys: IdentifierKeys, *, tenant: str, actor: str, lines: int, checked: Checked
 ) -> ImportResult:
     fresh = await _claim_new(session, tenant=tenant, records=checked.records)
-    subject_ids, errors = await subjects.resolve_many(session, keys, tenant=tenant, namings=[r.naming for r in fresh])
-    if errors:
-        raise _invalid([_error(fresh[e["index"]].line, e["loc"], e["msg"]) for e in errors])
+    skipped = len(checked.records) - len(fresh) + checked.repeated
+    if not fresh:  # all imported before (an import run again)
+        return ImportResult(lines=lines, imported=0, skipped=skipped, events=0)
+    resolved = await subjects.resolve_many(session, keys, tenant=tenant, namings=[r.naming for r in fresh])
+    if resolved.errors:
+        raise _invalid([_error(fresh[e["index"]].line, e["loc"], e["msg"]) for e in resolved.errors])
     # No errors: every record has its subject.
-    resolved = cast(list[uuid.UUID], subject_ids)
+    subject_ids = cast(list[uuid.UUID], resolved.subject_ids)
     # The versions as they stand now (a purpose may have changed since the lines were checked).
     rules = await purposes.rules(session, tenant=tenant, keys={purpose for r in fresh for purpose, _, _ in r.decisions})
-    recorded_at = utcnow()
-    events = [
+    if is_postgres(session):
+        events = await _append_pg(session, tenant=tenant, actor=actor, records=fresh, subject_ids=subject_ids,
+                                  created=resolved.created, rules=rules)
+    else:
+        events = _events(tenant=tenant, actor=actor, records=fresh, subject_ids=subject_ids, rules=rules,
+                         recorded_at=utcnow())
+        if events:
+            await consents.append(session, events, rules)
+    return ImportResult(lines=lines, imported=len(fresh), skipped=skipped, events=len(events))
+
+
+def _events(
+    *, tenant: str, actor: str, records: list[Record], subject_ids: list[uuid.UUID], rules: dict[str, Rule],
+    recorded_at: datetime,
+) -> list[dict]:
+    return [
         event
-        for record, subject_id in zip(fresh, resolved, strict=True)
+        for record, subject_id in zip(records, subject_ids, strict=True)
         for event in consents.new_events(
             tenant=tenant, subject_id=subject_id, decisions=record.decisions, rules=rules,
             # A moment ahead of the clock (within the skew) or none: the moment the ledger records it.
@@ -192,10 +209,63 @@ async def _store(
             actor=actor, evidence=record.evidence,
         )
     ]
-    if events:
-        await consents.append(session, events, rules)
-    skipped = len(checked.records) - len(fresh) + checked.repeated
-    return ImportResult(lines=lines, imported=len(fresh), skipped=skipped, events=len(events))
+
+
+async def _append_pg(
+    session: AsyncSession, *, tenant: str, actor: str, records: list[Record], subject_ids: list[uuid.UUID],
+    created: set[uuid.UUID], rules: dict[str, Rule],
+) -> list[dict]:
+    """consents.append for an import on PostgreSQL: the same events, chains, states and feed, written with COPY.
+
+    Most subjects of an import were created by this transaction: their chains start empty and are written once,
+    with their final heads, instead of being created, locked and moved. The others' heads are locked first (in
+    subject order, as chains.link does), then moved by primary key.
+    """
+    known = sorted({s for r, s in zip(records, subject_ids, strict=True) if r.decisions and s not in created}, key=str)
+    heads: dict[uuid.UUID, chains.Head] = dict.fromkeys(created, chains.EMPTY)
+    if known:
+        db = await raw_connection(session)
+        heads.update({row["subject_id"]: tuple(row)[1:] for row in await db.fetch(chains.PG_LOCK, known, tenant)})
+    # Stamped after the wait for the locks: along a chain, recorded_at never runs backwards.
+    recorded_at = utcnow()
+    events = _events(tenant=tenant, actor=actor, records=records, subject_ids=subject_ids, rules=rules,
+                     recorded_at=recorded_at)
+    if not events:
+        return events
+    for event in events:
+        if event["captured_at"] is None:
+            event["captured_at"] = recorded_at
+        # As chains.extend: the event after its chain's head, hashed with chains.event_hash.
+        length, head_event_id, head_hash = heads[event["subject_id"]]
+        event["chain_index"], event["prev_event_id"], event["prev_hash"] = length + 1, head_event_id, head_hash or chains.GENESIS
+        event["hash"] = chains.event_hash(event)
+        heads[event["subject_id"]] = (length + 1, event["event_id"], event["hash"])
+    moved = sorted(((s, *heads[s]) for s in {e["subject_id"] for e in events}), key=lambda h: str(h[0]))
+    opened = [h for h in moved if h[0] in created]
+    if opened:
+        await pg_bulk.open_chains(session, tenant=tenant, heads=opened)
+    if len(opened) < len(moved):
+        await pg_bulk.move_heads(session, [h for h in moved if h[0] not in created])
+    expiries = {
+        e["event_id"]: expiry
+        for e in events
+        if (expiry := grant_expiry(rules[e["purpose"]], e["status"], e["captured_at"])) is not None
+    }
+    await pg_bulk.take_seqs(session, events)
+    await pg_bulk.copy_events(session, events)
+    await pg_bulk.copy_states(session, _newest_by_state(events), expiries)
+    return events
+
+
+def _newest_by_state(events: list[dict]) -> list[dict]:
+    """The newest event of each state key by (captured_at, seq), in key order (as consents.append moves them)."""
+    newest: dict[tuple, dict] = {}
+    for event in events:
+        key = (event["subject_id"], event["purpose"], event["channel"])
+        held = newest.get(key)
+        if held is None or (event["captured_at"], event["seq"]) > (held["captured_at"], held["seq"]):
+            newest[key] = event
+    return sorted(newest.values(), key=lambda e: (str(e["subject_id"]), e["purpose"], e["channel"]))
 
 
 def split_ndjson(body: bytes, *, max_lines: int) -> list[tuple[int, bytes]]:
