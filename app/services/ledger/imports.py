@@ -240,7 +240,8 @@ async def _append_pg(
         event["chain_index"], event["prev_event_id"], event["prev_hash"] = length + 1, head_event_id, head_hash or chains.GENESIS
         event["hash"] = chains.event_hash(event)
         heads[event["subject_id"]] = (length + 1, event["event_id"], event["hash"])
-    moved = sorted(((s, *heads[s]) for s in {e["subject_id"] for e in events}), key=lambda h: str(h[0]))
+    # In subject order (a UUID's int orders as its text and as PostgreSQL's uuid).
+    moved = sorted(((s, *heads[s]) for s in {e["subject_id"] for e in events}), key=lambda h: h[0].int)
     opened = [h for h in moved if h[0] in created]
     if opened:
         await pg_bulk.open_chains(session, tenant=tenant, heads=opened)
@@ -265,7 +266,7 @@ def _newest_by_state(events: list[dict]) -> list[dict]:
         held = newest.get(key)
         if held is None or (event["captured_at"], event["seq"]) > (held["captured_at"], held["seq"]):
             newest[key] = event
-    return sorted(newest.values(), key=lambda e: (str(e["subject_id"]), e["purpose"], e["channel"]))
+    return sorted(newest.values(), key=lambda e: (e["subject_id"].int, e["purpose"], e["channel"]))
 
 
 def split_ndjson(body: bytes, *, max_lines: int) -> list[tuple[int, bytes]]:

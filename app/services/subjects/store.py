@@ -2,7 +2,7 @@
 
 import os
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy import delete, insert, select, update
@@ -62,9 +62,12 @@ class _Claim:
     sealed: str | None = None
 
 
-def _claim_for(keys: IdentifierKeys, tenant: str, kind: str, value: str, loc: tuple[str | int, ...]) -> _Claim:
+def _claim_for(
+    keys: IdentifierKeys, tenant: str, kind: str, value: str, loc: tuple[str | int, ...], *, seal: bool = False
+) -> _Claim:
+    """`seal`: with the value sealed ahead."""
     normal = normalise(kind, value, region=keys.region, loc=loc)
-    return _Claim(kind, normal, keys.blind_index(tenant, kind, normal), (*loc, kind))
+    return _Claim(kind, normal, keys.blind_index(tenant, kind, normal), (*loc, kind), keys.seal(normal) if seal else None)
 
 
 async def _claim_all(
@@ -175,16 +178,13 @@ def naming(
 ) -> Naming:
     """Normalise a record's subject reference and identifiers, and seal them; raises InvalidIdentifier."""
 
-    def sealed(claim: _Claim) -> _Claim:
-        return replace(claim, sealed=keys.seal(claim.normal))
-
     extra = tuple(
-        sealed(_claim_for(keys, tenant, kind, value, (*loc, "identifiers")))
-        for kind, value in (identifiers or Identifiers()).items()
+        _claim_for(keys, tenant, kind, value, (*loc, "identifiers"), seal=True)
+        for kind, value in (identifiers.items() if identifiers is not None else ())
     )
     if ref.subject_id is not None:
         return Naming(ref.subject_id, None, extra)
-    return Naming(None, sealed(_claim_for(keys, tenant, *ref.kind_and_value(), (*loc, "subject"))), extra)
+    return Naming(None, _claim_for(keys, tenant, *ref.kind_and_value(), (*loc, "subject"), seal=True), extra)
 
 
 async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, uuid.UUID]:
