@@ -114,13 +114,10 @@ CREATE_STATES = (
     f"{', '.join(f'{name} {kind}' for name, kind in _STATE_COLUMNS)}, expires_at timestamptz) ON COMMIT DELETE ROWS"
 )
 MOVE_COPIED_STATES = _MOVE_STATES_FROM.format(source=f"SELECT {_STATE_NAMES}, expires_at FROM {_STATES} ORDER BY ord")
-# Chains a subject has already: the new heads, each found by the primary key (a join on the array would hash
-# the whole table, once per chunk).
-MOVE_HEADS = (
-    "UPDATE ledger_chains c SET length = u.length, head_event_id = u.head_event_id, head_hash = u.head_hash "
-    "FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[]) AS u(subject_id, length, head_event_id, head_hash) "
-    "WHERE c.subject_id = ANY($1::uuid[]) AND c.subject_id = u.subject_id"
-)
+# Chains a subject has already: the new heads, each found by the primary key. A join on the array is planned as a
+# hash join over the whole table (PG_MOVE did that, once per chunk: quadratic over an import), and even
+# `subject_id = ANY($1)` becomes a sequential scan for a few thousand ids; one statement a row cannot.
+MOVE_HEAD = "UPDATE ledger_chains SET length = $2, head_event_id = $3, head_hash = $4 WHERE subject_id = $1"
 _CHAIN_COLUMNS = ("subject_id", "tenant_id", "length", "head_event_id", "head_hash")
 
 
@@ -161,4 +158,4 @@ async def open_chains(session: AsyncSession, *, tenant: str, heads: list[tuple])
 async def move_heads(session: AsyncSession, heads: list[tuple]) -> None:
     """Move the heads of chains locked in this transaction ((subject_id, length, head event, head hash))."""
     db = await raw_connection(session)
-    await db.execute(MOVE_HEADS, *(list(column) for column in zip(*heads, strict=True)))
+    await db.executemany(MOVE_HEAD, heads)
