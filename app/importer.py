@@ -5,6 +5,7 @@ do it for several chunks ahead, while this process stores the chunks, one transa
 """
 
 import asyncio
+import gc
 import multiprocessing
 import time
 from collections import deque
@@ -39,7 +40,12 @@ def _start_worker(secret: str, region: str) -> None:
 
 def _check(lines: list[tuple[int, bytes]], rules: dict[str, Rule], tenant: str, latest: datetime) -> imports.Checked:
     assert _worker_keys is not None, "_start_worker sets the keys in each worker process"
-    return imports.check_lines(lines, rules=rules, keys=_worker_keys, tenant=tenant, latest=latest)
+    # A chunk makes tens of thousands of objects and no cycles worth a collection: a quarter less time without.
+    gc.disable()
+    try:
+        return imports.check_lines(lines, rules=rules, keys=_worker_keys, tenant=tenant, latest=latest)
+    finally:
+        gc.enable()
 
 
 @dataclass
@@ -151,6 +157,10 @@ async def import_file(
 
     ahead: deque[tuple[list, int, asyncio.Future]] = deque()
     storing: set[asyncio.Task] = set()
+    # The chunks in flight are a few hundred thousand objects that live until stored: the collector's full passes
+    # over them cost more than the import makes garbage in cycles. Off for the import, what came before frozen.
+    gc.freeze()
+    gc.disable()
     try:
         async with database.transaction(read_only=True) as session:
             # Read once for the whole file; each chunk takes the purposes' versions as they stand when it is stored.
@@ -193,6 +203,8 @@ async def import_file(
             pending.cancel()
         workers.shutdown(cancel_futures=True)
         await database.close()
+        gc.enable()
+        gc.unfreeze()
     outcome.errors.sort(key=lambda e: e["line"])
     outcome.seconds = time.perf_counter() - started
     return outcome

@@ -103,12 +103,7 @@ async def link(session: AsyncSession, drafts: Sequence[Draft]) -> list[Event]:
     else:
         heads = await _lock_sqlite(session, tenant, subject_ids)
     # Stamped after the wait for the lock: along a chain, recorded_at never runs backwards.
-    recorded_at = utcnow()
-    events = []
-    for draft in drafts:
-        event = extend(heads[draft.subject_id], draft, recorded_at=recorded_at)
-        heads[draft.subject_id] = head_of(event)
-        events.append(event)
+    events = chained(drafts, heads, recorded_at=utcnow())
     moved = [(subject_id, *heads[subject_id]) for subject_id in subject_ids]
     if is_postgres(session):
         await db.execute(PG_MOVE, *(list(column) for column in zip(*moved, strict=True)))
@@ -153,6 +148,17 @@ def extend(head: Head, draft: Draft, *, recorded_at: datetime) -> Event:
         "chain_index": length + 1, "prev_event_id": head_event_id, "prev_hash": head_hash or GENESIS,
     }
     return Event(**fields, hash=event_hash(fields))
+
+
+def chained(drafts: Iterable[Draft], heads: dict[uuid.UUID, Head], *, recorded_at: datetime) -> list[Event]:
+    """Each draft placed after its subject's head in `heads` (in order), recorded at `recorded_at`; `heads` is
+    left holding the new heads."""
+    events = []
+    for draft in drafts:
+        event = extend(heads[draft.subject_id], draft, recorded_at=recorded_at)
+        heads[draft.subject_id] = head_of(event)
+        events.append(event)
+    return events
 
 
 def head_of(event: Event) -> Head:

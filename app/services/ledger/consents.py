@@ -2,7 +2,7 @@
 
 import hashlib
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -208,21 +208,17 @@ async def append(session: AsyncSession, drafts: Sequence[Draft], rules: Mapping[
     Every state that moved is a change in the feed, with the grant's expiry under `rules` (the events' purposes).
     """
     events = await chains.link(session, drafts)
-    expiries = {
-        e.event_id: expiry
-        for e in events
-        if (expiry := grant_expiry(rules[e.purpose], e.status, e.captured_at)) is not None
-    }
+    grants_expire = expiries(events, rules)
     # The rows of the statements below, each given its `seq` on the way.
     rows = [event.row() for event in events]
     if is_postgres(session):
-        await _append_pg(session, rows, expiries)
+        await _append_pg(session, rows, grants_expire)
         return events
     table = table_of(ConsentEvent)
     seqs = await session.execute(insert(table).returning(table.c.seq, sort_by_parameter_order=True), rows)
     for row, seq in zip(rows, seqs.scalars(), strict=True):
         row["seq"] = seq
-    ordered = _newest_by_state(rows)
+    ordered = newest_by_state(rows)
     state = table_of(ConsentState)
     rows = [
         {
@@ -257,18 +253,27 @@ async def append(session: AsyncSession, drafts: Sequence[Draft], rules: Mapping[
         rows,
     )
     # Only the states that moved come back: a late-arriving older decision is history, not a change.
-    await changes.append(session, [dict(row) for row in moved.mappings()], expiries)
+    await changes.append(session, [dict(row) for row in moved.mappings()], grants_expire)
     return events
 
 
-async def _append_pg(session: AsyncSession, rows: list[dict], expiries: dict) -> None:
+def expiries(events: Iterable[Event], rules: Mapping[str, Rule]) -> dict[uuid.UUID, datetime]:
+    """When each grant among `events` expires (by event id), under its purpose's rule; the rest never do."""
+    return {
+        e.event_id: expiry
+        for e in events
+        if (expiry := grant_expiry(rules[e.purpose], e.status, e.captured_at)) is not None
+    }
+
+
+async def _append_pg(session: AsyncSession, rows: list[dict], grants_expire: dict) -> None:
     """The same on PostgreSQL, in three statements with array parameters (see pg_bulk)."""
     await pg_bulk.take_seqs(session, rows)
     await pg_bulk.insert_events(session, rows)
-    await pg_bulk.move_states(session, _newest_by_state(rows), expiries)
+    await pg_bulk.move_states(session, newest_by_state(rows), grants_expire)
 
 
-def _newest_by_state(events: list[dict]) -> list[dict]:
+def newest_by_state(events: list[dict]) -> list[dict]:
     """The newest event (row, with its seq) of each state key, in key order: concurrent requests touching the same states lock them
     in one order and cannot deadlock."""
     newest: dict[tuple, dict] = {}

@@ -18,9 +18,9 @@ from app.models import ImportedRecord
 from app.models.base import table_of, utcnow
 from app.models.consents import ConsentRecordIn, ImportResult
 from app.services import purposes, subjects
-from app.services.kit import is_postgres, upsert
+from app.services.kit import is_postgres, raw_connection, upsert
 from app.services.ledger import bulk as pg_bulk
-from app.services.ledger import consents, events
+from app.services.ledger import chains, consents, events
 from app.services.purposes import Rule, check_status, storage_channel
 from app.services.subjects import IdentifierKeys
 
@@ -172,17 +172,31 @@ async def _store(
     session: AsyncSession, keys: IdentifierKeys, *, tenant: str, actor: str, lines: int, checked: Checked
 ) -> ImportResult:
     fresh = await _claim_new(session, tenant=tenant, records=checked.records)
-    subject_ids, errors = await subjects.resolve_many(session, keys, tenant=tenant, namings=[r.naming for r in fresh])
-    if errors:
-        raise _invalid([_error(fresh[e["index"]].line, e["loc"], e["msg"]) for e in errors])
+    skipped = len(checked.records) - len(fresh) + checked.repeated
+    if not fresh:  # all imported before (an import run again)
+        return ImportResult(lines=lines, imported=0, skipped=skipped, events=0)
+    resolved = await subjects.resolve_many(session, keys, tenant=tenant, namings=[r.naming for r in fresh])
+    if resolved.errors:
+        raise _invalid([_error(fresh[e["index"]].line, e["loc"], e["msg"]) for e in resolved.errors])
     # No errors: every record has its subject.
-    resolved = cast(list[uuid.UUID], subject_ids)
+    subject_ids = cast(list[uuid.UUID], resolved.subject_ids)
     # The versions as they stand now (a purpose may have changed since the lines were checked).
     rules = await purposes.rules(session, tenant=tenant, keys={d.purpose for r in fresh for d in r.decisions})
+    drafted = _drafts(tenant=tenant, actor=actor, records=fresh, subject_ids=subject_ids, rules=rules)
+    if drafted and is_postgres(session):
+        await _append_pg(session, drafted, created=resolved.created, rules=rules)
+    elif drafted:
+        await consents.append(session, drafted, rules)
+    return ImportResult(lines=lines, imported=len(fresh), skipped=skipped, events=len(drafted))
+
+
+def _drafts(
+    *, tenant: str, actor: str, records: list[Record], subject_ids: list[uuid.UUID], rules: dict[str, Rule]
+) -> list[events.Draft]:
     now = utcnow()
-    drafted = [
+    return [
         draft
-        for record, subject_id in zip(fresh, resolved, strict=True)
+        for record, subject_id in zip(records, subject_ids, strict=True)
         for draft in events.drafts(
             events.Record(
                 tenant=tenant, decisions=record.decisions,
@@ -194,10 +208,39 @@ async def _store(
             subject_id=subject_id, rules=rules,
         )
     ]
-    if drafted:
-        await consents.append(session, drafted, rules)
-    skipped = len(checked.records) - len(fresh) + checked.repeated
-    return ImportResult(lines=lines, imported=len(fresh), skipped=skipped, events=len(drafted))
+
+
+async def _append_pg(
+    session: AsyncSession, drafted: list[events.Draft], *, created: set[uuid.UUID], rules: dict[str, Rule]
+) -> None:
+    """consents.append for an import on PostgreSQL: the same events, chains, states and feed, written with COPY.
+
+    Most subjects of an import were created by this transaction: their chains start empty and are written once,
+    with their final heads, instead of being created, locked and moved. The others' heads are locked first (in
+    subject order, as chains.link does), then moved by primary key.
+    """
+    tenant = drafted[0].tenant_id
+    known = sorted({d.subject_id for d in drafted if d.subject_id not in created}, key=str)
+    heads: dict[uuid.UUID, chains.Head] = dict.fromkeys(created, chains.EMPTY)
+    if known:
+        db = await raw_connection(session)
+        heads.update({
+            row["subject_id"]: (row["length"], row["head_event_id"], row["head_hash"])
+            for row in await db.fetch(chains.PG_LOCK, known, tenant)
+        })
+    # Stamped after the wait for the locks: along a chain, recorded_at never runs backwards.
+    chained = chains.chained(drafted, heads, recorded_at=utcnow())
+    # In subject order (a UUID's int orders as its text and as PostgreSQL's uuid).
+    moved = sorted(((s, *heads[s]) for s in {e.subject_id for e in chained}), key=lambda h: h[0].int)
+    opened = [h for h in moved if h[0] in created]
+    if opened:
+        await pg_bulk.open_chains(session, tenant=tenant, heads=opened)
+    if len(opened) < len(moved):
+        await pg_bulk.move_heads(session, [h for h in moved if h[0] not in created])
+    rows = [event.row() for event in chained]
+    await pg_bulk.take_seqs(session, rows)
+    await pg_bulk.copy_events(session, rows)
+    await pg_bulk.copy_states(session, consents.newest_by_state(rows), consents.expiries(chained, rules))
 
 
 def split_ndjson(body: bytes, *, max_lines: int) -> list[tuple[int, bytes]]:

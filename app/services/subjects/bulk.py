@@ -1,27 +1,47 @@
-"""Bulk writes of subjects and their identifiers on PostgreSQL (imports), with arrays and unnest (see ledger/bulk.py)."""
+"""Bulk writes of subjects and their identifiers on PostgreSQL (imports), with COPY and arrays (see ledger/bulk.py)."""
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.services.kit import columns, raw_connection
+from app.services.kit import raw_connection
+
+# Identifiers are copied here first (COPY takes rows as they are, without asyncpg's per-element array checks),
+# then claimed with ON CONFLICT, which COPY cannot do. Emptied after use and at every commit;
+# created once per connection.
+_CLAIMS = "import_identifier_claims"
+CREATE_CLAIMS = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_CLAIMS} (id_hash text, subject_id uuid, type text, value_sealed text) "
+    "ON COMMIT DELETE ROWS"
+)
+# Only the constant _CLAIMS is interpolated; the values are bound.
+CLAIM_COPIED = (
+    "WITH claimed AS ("  # noqa: S608
+    " INSERT INTO subject_identifiers (tenant_id, id_hash, subject_id, type, value_sealed, created_at)"
+    f" SELECT $1, id_hash, subject_id, type, value_sealed, $2 FROM {_CLAIMS} ORDER BY id_hash"
+    " ON CONFLICT (tenant_id, id_hash) DO NOTHING RETURNING 1"
+    ") SELECT count(*) FROM claimed"
+)
 
 
 async def insert_subjects(session: AsyncSession, *, tenant: str, ids: list, created_at) -> None:
+    """New subjects (their ids are fresh random UUIDs: nothing can conflict), without flags."""
     db = await raw_connection(session)
-    await db.execute(
-        "INSERT INTO subjects (id, tenant_id, flags, created_at) SELECT id, $2, '[]'::json, $3 FROM unnest($1::uuid[]) id",
-        ids, tenant, created_at,
+    await db.copy_records_to_table(
+        "subjects", records=[(i, tenant, "[]", created_at) for i in ids], columns=("id", "tenant_id", "flags", "created_at")
     )
 
 
-async def claim_identifiers(session: AsyncSession, *, tenant: str, rows: list[dict], created_at) -> None:
-    """Attach identifiers in the given (blind-index) order; one another subject holds already is left alone."""
+async def claim_identifiers(session: AsyncSession, *, tenant: str, rows: list[dict], created_at) -> int:
+    """Attach identifiers in the given (blind-index) order; one another subject holds already is left alone.
+    The number attached."""
     db = await raw_connection(session)
-    await db.execute(
-        "INSERT INTO subject_identifiers (tenant_id, id_hash, subject_id, type, value_sealed, created_at) "
-        "SELECT $1, u.*, $6 FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[]) AS u "
-        "ON CONFLICT (tenant_id, id_hash) DO NOTHING",
-        tenant, *columns(rows, ["id_hash", "subject_id", "type", "value_sealed"]), created_at,
+    await db.execute(CREATE_CLAIMS)
+    await db.copy_records_to_table(
+        _CLAIMS, records=[(r["id_hash"], r["subject_id"], r["type"], r["value_sealed"]) for r in rows]
     )
+    attached = await db.fetchval(CLAIM_COPIED, tenant, created_at)
+    # A second claim in this transaction starts empty.
+    await db.execute(f"DELETE FROM {_CLAIMS}")  # noqa: S608 - a constant name
+    return attached
 
 
 async def holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict:

@@ -1,7 +1,8 @@
 """Subjects and their identifiers: resolve, create, attach, read."""
 
+import os
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy import delete, insert, select, update
@@ -19,6 +20,12 @@ from app.services.subjects import bulk as pg_bulk
 from app.services.subjects.identifiers import IdentifierKeys, normalise
 
 DEVICE = "device_id"
+
+
+def new_ids(count: int) -> list[uuid.UUID]:
+    """`count` random (version 4) UUIDs, as uuid.uuid4 makes them, from one read of the system's randomness."""
+    raw = os.urandom(16 * count)
+    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
 
 
 async def _owner(session: AsyncSession, *, tenant: str, id_hash: str, lock: bool = False) -> uuid.UUID | None:
@@ -55,9 +62,12 @@ class _Claim:
     sealed: str | None = None
 
 
-def _claim_for(keys: IdentifierKeys, tenant: str, kind: str, value: str, loc: tuple[str | int, ...]) -> _Claim:
+def _claim_for(
+    keys: IdentifierKeys, tenant: str, kind: str, value: str, loc: tuple[str | int, ...], *, seal: bool = False
+) -> _Claim:
+    """`seal`: with the value sealed ahead."""
     normal = normalise(kind, value, region=keys.region, loc=loc)
-    return _Claim(kind, normal, keys.blind_index(tenant, kind, normal), (*loc, kind))
+    return _Claim(kind, normal, keys.blind_index(tenant, kind, normal), (*loc, kind), keys.seal(normal) if seal else None)
 
 
 async def _claim_all(
@@ -168,16 +178,13 @@ def naming(
 ) -> Naming:
     """Normalise a record's subject reference and identifiers, and seal them; raises InvalidIdentifier."""
 
-    def sealed(claim: _Claim) -> _Claim:
-        return replace(claim, sealed=keys.seal(claim.normal))
-
     extra = tuple(
-        sealed(_claim_for(keys, tenant, kind, value, (*loc, "identifiers")))
-        for kind, value in (identifiers or Identifiers()).items()
+        _claim_for(keys, tenant, kind, value, (*loc, "identifiers"), seal=True)
+        for kind, value in (identifiers.items() if identifiers is not None else ())
     )
     if ref.subject_id is not None:
         return Naming(ref.subject_id, None, extra)
-    return Naming(None, sealed(_claim_for(keys, tenant, *ref.kind_and_value(), (*loc, "subject"))), extra)
+    return Naming(None, _claim_for(keys, tenant, *ref.kind_and_value(), (*loc, "subject"), seal=True), extra)
 
 
 async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, uuid.UUID]:
@@ -193,13 +200,21 @@ async def _holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> 
     return found
 
 
-async def resolve_many(
-    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, namings: list[Naming]
-) -> tuple[list[uuid.UUID | None], list[dict]]:
+@dataclass
+class Resolved:
+    """What `resolve_many` found: the subject of each record (None where it failed), the failures, and the subjects
+    it created (in this transaction: nobody else has seen them yet)."""
+
+    subject_ids: list[uuid.UUID | None]
+    errors: list[dict]
+    created: set[uuid.UUID]
+
+
+async def resolve_many(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, namings: list[Naming]) -> Resolved:
     """Subjects for many records at once, as if each record were written in turn with `resolve`.
 
-    Returns the subject of each record (None where it failed) and the failures as errors with their index
-    (`{"index", "loc", "msg"}`): an unknown subject_id, or an identifier that belongs to another subject.
+    The failures are errors with their index (`{"index", "loc", "msg"}`): an unknown subject_id, or an
+    identifier that belongs to another subject.
     A concurrent writer that claims one of these identifiers between our read and our write makes this raise
     Conflict: the caller's transaction rolls back and the request can be retried.
     """
@@ -211,6 +226,7 @@ async def resolve_many(
     claims = [c for n in namings for c in ((n.own,) if n.own else ()) + n.extra]
     holder = await _holders(session, tenant=tenant, hashes=sorted({c.id_hash for c in claims}))
     new_subjects: list[uuid.UUID] = []
+    fresh_ids = new_ids(sum(1 for n in namings if n.own is not None and n.own.id_hash not in holder))
     new_claims: dict[str, tuple[_Claim, uuid.UUID]] = {}
     results: list[uuid.UUID | None] = []
     errors: list[dict] = []
@@ -226,7 +242,7 @@ async def resolve_many(
             assert own is not None  # a Naming without a subject_id names its subject by an identifier
             subject_id = holder.get(own.id_hash)
             if subject_id is None:
-                subject_id = uuid.uuid4()
+                subject_id = fresh_ids.pop()
                 new_subjects.append(subject_id)
                 holder[own.id_hash] = subject_id
                 new_claims[own.id_hash] = (own, subject_id)
@@ -243,9 +259,9 @@ async def resolve_many(
                 new_claims[claim.id_hash] = (claim, subject_id)
         results.append(subject_id)
     if errors:
-        return results, errors
+        return Resolved(results, errors, set())
     await _insert_claims(session, keys, tenant=tenant, subjects=new_subjects, claims=new_claims)
-    return results, []
+    return Resolved(results, [], set(new_subjects))
 
 
 async def _insert_claims(
@@ -270,8 +286,9 @@ async def _insert_claims(
     if is_postgres(session):
         if subjects:
             await pg_bulk.insert_subjects(session, tenant=tenant, ids=subjects, created_at=now)
-        if rows:
-            await pg_bulk.claim_identifiers(session, tenant=tenant, rows=rows, created_at=now)
+        # Every row inserted: each is ours (the holders' read below only confirms what the count says).
+        if rows and await pg_bulk.claim_identifiers(session, tenant=tenant, rows=rows, created_at=now) == len(rows):
+            return
     else:
         if subjects:
             await session.execute(
