@@ -37,6 +37,14 @@ INSERT_EVENTS = (
     f"INSERT INTO consent_events ({', '.join(name for name, _ in _EVENT_COLUMNS)}) "
     f"SELECT * FROM unnest({_unnest(_EVENT_COLUMNS)})"
 )
+# An upsert into consent_state AS cs that moves a state only to a newer decision by (captured_at, seq), keeping the
+# later feed position (changes/feed.py): the rule every write of the ledger follows (here and in pg_write).
+MOVES_ONLY_FORWARD = """    ON CONFLICT (tenant_id, subject_id, purpose, channel) DO UPDATE SET
+        status = excluded.status, captured_at = excluded.captured_at, recorded_at = excluded.recorded_at,
+        event_seq = excluded.event_seq, event_id = excluded.event_id, purpose_version = excluded.purpose_version,
+        policy_version = excluded.policy_version, feed_position = greatest(excluded.feed_position, cs.feed_position)
+    WHERE excluded.captured_at > cs.captured_at
+       OR (excluded.captured_at = cs.captured_at AND excluded.event_seq > cs.event_seq)"""
 # The state moves only to a newer decision by (captured_at, seq); each state that moved becomes a change in the
 # feed, positioned at this transaction's id or the replaced change's position, whichever is later (changes.py),
 # with the grant's expiry (the last array, which the state itself does not keep).
@@ -45,12 +53,7 @@ WITH u AS ({{source}}), moved AS (
     INSERT INTO consent_state AS cs (tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at,
                                      event_seq, event_id, purpose_version, policy_version, feed_position)
     SELECT {_STATE_NAMES}, pg_current_xact_id()::text::bigint FROM u
-    ON CONFLICT (tenant_id, subject_id, purpose, channel) DO UPDATE SET
-        status = excluded.status, captured_at = excluded.captured_at, recorded_at = excluded.recorded_at,
-        event_seq = excluded.event_seq, event_id = excluded.event_id, purpose_version = excluded.purpose_version,
-        policy_version = excluded.policy_version, feed_position = greatest(excluded.feed_position, cs.feed_position)
-    WHERE excluded.captured_at > cs.captured_at
-       OR (excluded.captured_at = cs.captured_at AND excluded.event_seq > cs.event_seq)
+{MOVES_ONLY_FORWARD}
     RETURNING cs.tenant_id, cs.subject_id, cs.purpose, cs.channel, cs.status, cs.captured_at, cs.event_id,
               cs.purpose_version, cs.feed_position
 )

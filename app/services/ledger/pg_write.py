@@ -27,6 +27,7 @@ from app.db import acquire
 from app.errors import NotFound
 from app.models.base import utcnow
 from app.services.kit import Gates
+from app.services.ledger.bulk import MOVES_ONLY_FORWARD
 from app.services.ledger.chains import EMPTY, Head, extend, head_of
 from app.services.ledger.events import Decided, Event, Record, drafts
 from app.services.purposes import Rule, RuleCache, grant_expiry
@@ -73,12 +74,7 @@ e AS (
            pg_current_xact_id()::text::bigint
     FROM s JOIN e ON e.event_id = s.event_id
     ORDER BY s.purpose, s.channel
-    ON CONFLICT (tenant_id, subject_id, purpose, channel) DO UPDATE SET
-        status = excluded.status, captured_at = excluded.captured_at, recorded_at = excluded.recorded_at,
-        event_seq = excluded.event_seq, event_id = excluded.event_id, purpose_version = excluded.purpose_version,
-        policy_version = excluded.policy_version, feed_position = greatest(excluded.feed_position, cs.feed_position)
-    WHERE excluded.captured_at > cs.captured_at
-       OR (excluded.captured_at = cs.captured_at AND excluded.event_seq > cs.event_seq)
+""" + MOVES_ONLY_FORWARD + """
     RETURNING cs.purpose, cs.channel, cs.status, cs.captured_at, cs.event_id, cs.purpose_version, cs.feed_position
 ), fed AS (
     INSERT INTO consent_changes (tenant_id, position, kind, subject_id, purpose, channel, status, captured_at,
