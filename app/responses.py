@@ -147,9 +147,12 @@ async def body_chunks(receive_stream: AsyncIterator[bytes]) -> AsyncIterator[byt
         raise
 
 
-def json_response(payload: object) -> Response:
+def json_response(payload: object, *, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     """Plain values written by orjson, without a response-model pass (for large or hot answers).
 
     default=str covers asyncpg's own UUID type; datetimes are written in UTC with Z.
     """
-    return Response(orjson.dumps(payload, default=str, option=orjson.OPT_UTC_Z), media_type="application/json")
+    return Response(
+        orjson.dumps(payload, default=str, option=orjson.OPT_UTC_Z), status_code=status_code, headers=headers,
+        media_type="application/json",
+    )

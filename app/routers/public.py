@@ -6,10 +6,11 @@ from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Request, Response
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 
-from app.deps import DatabaseDep, KeysDep, PublicAccess, ReadSessionDep, services
+from app.deps import KeysDep, PublicAccess, ReadSessionDep, services
 from app.models.banners import DEVICE_ID, CookieConsentIn, CookieConsentsOut, CookieConsentsRecorded, PublicBannerOut
+from app.responses import json_response
 from app.services.banner import banners, cookie_consents
 
 router = APIRouter(prefix="/v1/public", tags=["cookie banner"])
@@ -38,10 +39,8 @@ async def post_cookie_consents(
     request: Request,
     grant: PublicAccess,
     body: CookieConsentIn,
-    database: DatabaseDep,
-    keys: KeysDep,
     idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
+) -> Response:
     """Record a device's cookie choices (source `cookie_banner`). Without `device_id`, consentd issues one and
     answers it; an id it did not issue for this site is a 422. With `Sec-GPC: 1`, advertising and sharing
     categories not explicitly turned on are recorded as withdrawn (method `gpc`)."""
@@ -51,11 +50,13 @@ async def post_cookie_consents(
         referer=request.headers.get("referer"),
         gpc=request.headers.get("sec-gpc", "").strip() == "1",
     )
+    # What the lifespan built, read directly: each dependency costs FastAPI time on a page view's write.
+    built = services(request)
     status, answer = await cookie_consents.record(
-        database, keys, services(request).banner_views, tenant=grant.tenant, banner_key=grant.key, body=body,
+        built.database, built.identifier_keys, built.banner_views, tenant=grant.tenant, banner_key=grant.key, body=body,
         visit=visit, idempotency_key=idempotency_key,
     )
-    return JSONResponse(answer, status_code=status, headers=NO_STORE)
+    return json_response(answer, status_code=status, headers=NO_STORE)
 
 
 @router.get("/cookie-consents/{device_id}", response_model=CookieConsentsOut)
