@@ -5,6 +5,7 @@ a port that accepts and never answers), where the limit falls back to process me
 Redis tests skip when no Redis answers locally; under CI=true they fail instead. Each run uses its own key prefix
 or secret and deletes the keys it made."""
 
+import contextlib
 import logging
 import secrets
 import socket
@@ -180,13 +181,14 @@ def test_a_malformed_redis_url_is_one_line_naming_the_variable(tmp_path: Path):
 
 @dataclass
 class Site:
-    served: Served
+    served: list[Served]  # two server processes on one database
     key: str  # a publishable key valid from ORIGIN
-    hashed: Throttle  # hashes identities as the server does
+    hashed: Throttle  # hashes identities as the servers do
 
 
 def start(workdir: Path, extra: dict[str, str]) -> Iterator[Site]:
-    """A two-worker server with its own identifier key (hence rate-limit keys of its own) and a publishable key."""
+    """Two server processes (two workers of one site, as behind a load balancer) with one identifier key of their
+    own (hence rate-limit keys of their own) and a publishable key."""
     (workdir / "tmp").mkdir()
     identifier_key = f"throttle-test-{secrets.token_hex(16)}"
     env = consentd_env(f"sqlite+aiosqlite:///{workdir / 'consentd.db'}") | {
@@ -198,31 +200,26 @@ def start(workdir: Path, extra: dict[str, str]) -> Iterator[Site]:
     run_consentd(env, "demo", cwd=workdir)
     key = run_consentd(env, "banner-keys", "create", "--tenant", "demo", "--origin", ORIGIN, cwd=workdir).stdout.strip()
     hashed = Throttle(per_ip="1/minute", per_key="1/minute", secret=identifier_key.encode())
-    for served in serve(workdir, env, "--workers", "2"):
+    with contextlib.ExitStack() as servers:
+        served = []
+        for name in ("first", "second"):
+            (workdir / name).mkdir()
+            served.append(servers.enter_context(contextlib.contextmanager(serve)(workdir / name, env)))
         yield Site(served, key, hashed)
 
 
-def worker_pids(served: Served) -> set[str]:
-    """The processes that wrote request metrics (files histogram_<pid>.db in the metrics folder serve made)."""
-    return {path.stem.partition("_")[2] for path in (served.workdir / "tmp").glob("consentd-metrics-*/histogram_*.db")}
-
-
 def banner_statuses(site: Site) -> list[int]:
-    """GET /v1/public/banner 4 * RATE times, a new connection each, 16 at a time, and again (at most 4,000 in all)
-    until both workers have answered some: on a loaded machine one worker may accept hundreds in a row."""
+    """GET /v1/public/banner 4 * RATE times, a new connection each, to the two processes in turn (each gets half,
+    whatever the machine's load: a kernel sharing one socket between workers may hand one all of them)."""
 
-    def get(_: int) -> int:
+    def get(n: int) -> int:
         return httpx.get(
-            f"{site.served.base_url}/v1/public/banner", params={"key": site.key}, headers={"Origin": ORIGIN},
+            f"{site.served[n % 2].base_url}/v1/public/banner", params={"key": site.key}, headers={"Origin": ORIGIN},
             timeout=TIMEOUT,
         ).status_code
 
-    statuses: list[int] = []
     with ThreadPoolExecutor(16) as pool:
-        while not statuses or (len(worker_pids(site.served)) < 2 and len(statuses) < 4_000):
-            statuses += pool.map(get, range(4 * RATE))
-    assert len(worker_pids(site.served)) == 2, f"both workers were expected to answer some of {len(statuses)} requests"
-    return statuses
+        return list(pool.map(get, range(4 * RATE)))
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +232,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory, redis_client: redis.Redis) 
                 delete_keys(redis_client, f"{KEY_PREFIX}:LIMITER/*/{site.hashed.identity_hash(identity)}/*")
 
 
-def test_two_workers_share_one_limit_through_redis(shared: Site, redis_client: redis.Redis):
+def test_two_processes_share_one_limit_through_redis(shared: Site, redis_client: redis.Redis):
     statuses = banner_statuses(shared)
     assert statuses.count(200) == RATE, statuses
     assert set(statuses) == {200, 429}
@@ -251,9 +248,8 @@ def per_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     yield from start(tmp_path_factory.mktemp("redis-none"), {})
 
 
-def test_without_redis_each_worker_counts_on_its_own_and_the_limit_is_still_a_bound(per_process: Site):
+def test_without_redis_each_process_counts_on_its_own(per_process: Site):
     statuses = banner_statuses(per_process)
-    assert set(statuses) <= {200, 429}
-    # Each of the two workers lets RATE through at most: at least RATE in all, never more than twice it.
-    print(f"without Redis: {statuses.count(200)} of {len(statuses)} answered 200 (RATE {RATE}, 2 workers)")
-    assert RATE <= statuses.count(200) <= 2 * RATE, statuses
+    assert set(statuses) == {200, 429}
+    # Each of the two processes lets RATE through of the 2 * RATE it is sent: twice the rate in all.
+    assert statuses.count(200) == 2 * RATE, statuses
