@@ -148,15 +148,19 @@ def test_metrics_add_up_every_worker(two_workers: Served):
     def healthz(_: int) -> int:  # a new connection each time, so that both workers accept some
         return httpx.get(f"{two_workers.base_url}/healthz", timeout=TIMEOUT).status_code
 
+    # Again until both workers have answered some (bounded): on a loaded machine one may accept hundreds in a row.
+    sent = 0
     with ThreadPoolExecutor(8) as pool:
-        assert set(pool.map(healthz, range(REQUESTS))) == {200}
-    assert len(worker_pids(folder)) == 2, f"both workers were expected to answer some of {REQUESTS} requests"
+        while sent == 0 or (len(worker_pids(folder)) < 2 and sent < 20 * REQUESTS):
+            assert set(pool.map(healthz, range(REQUESTS))) == {200}
+            sent += REQUESTS
+    assert len(worker_pids(folder)) == 2, f"both workers were expected to answer some of {sent} requests"
 
     # A worker observes a request's latency just after sending the answer: wait (bounded) for the last ones.
     deadline = time.monotonic() + 5
-    while (counted := healthz_count(two_workers.base_url) - before) < REQUESTS and time.monotonic() < deadline:
+    while (counted := healthz_count(two_workers.base_url) - before) < sent and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert counted == REQUESTS
+    assert counted == sent
 
 
 def test_metrics_need_the_token_when_one_is_set(two_workers: Served):
