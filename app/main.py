@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:
             log.warning("could not load the JWKS: %s", type(exc).__name__)
         keys = IdentifierKeys(settings.identifier_key, settings.default_region)
-        reader = PostgresReader(database.pool) if database.pool is not None else SqlReader(database)
+        rule_cache = RuleCache()
+        reader = PostgresReader(database.pool, rule_cache) if database.pool is not None else SqlReader(database)
         built = Services(
             database=database,
             verifier=verifier,
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             identifier_keys=keys,
             checker=Checker(reader, keys),
             access_log=AccessLog(database),
-            rule_cache=RuleCache(),
+            rule_cache=rule_cache,
             tenants=TenantDirectory(database),
             banner_keys=KeyDirectory(database, ttl=settings.banner_key_cache_seconds),
             banner_views=ViewCache(ttl=settings.banner_key_cache_seconds),
