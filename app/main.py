@@ -12,7 +12,7 @@ from app import handlers, logs, metrics
 from app.config import Settings, get_settings
 from app.db import Database
 from app.deps import Services, install
-from app.middleware import BodyLimit, PublicCors, RequestMetrics, ResponseHeaders
+from app.middleware import Edge
 from app.models.common import problem_responses
 from app.routers import (
     audit,
@@ -107,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handlers.install(app)
     logs.install()
     app.add_middleware(
-        BodyLimit,
+        Edge,
         default=settings.max_body_bytes,
         per_path={
             "/v1/checks/batch": settings.max_batch_body_bytes,
@@ -118,8 +118,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "/v1/public/cookie-consents": settings.public_max_body_bytes,
         },
     )
-    app.add_middleware(PublicCors)
-    app.add_middleware(RequestMetrics)
-    # Outermost of ours, so that every answer of the others (a 413, a CORS error) has the headers too.
-    app.add_middleware(ResponseHeaders)
     return app
