@@ -192,7 +192,7 @@ def query_flag(request: Request, name: str) -> bool | None:
     return flag
 
 
-# The ASGI scope entry PublicCors reads: the origin a public request may answer to.
+# The ASGI scope entry middleware.Edge reads (CORS of the public endpoints): the origin a public request may answer to.
 CORS_ORIGIN = "consentd.cors_origin"
 
 

@@ -74,7 +74,7 @@ async def unexpected_error(request: Request, exc: Exception) -> Response:
     else:
         log.exception("unexpected error during %s %s", request.method, request.url.path)
         response = problem_response(500, problem(500, "Internal server error", "an unexpected error occurred"))
-    # The handler of a bare Exception answers from Starlette's outermost layer, outside ResponseHeaders.
+    # The handler of a bare Exception answers from Starlette's outermost layer, outside middleware.Edge.
     response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 

@@ -12,7 +12,7 @@ from app import handlers, logs, metrics
 from app.config import Settings, get_settings
 from app.db import Database
 from app.deps import Services, install
-from app.middleware import BodyLimit, PublicCors, RequestMetrics, ResponseHeaders
+from app.middleware import Edge
 from app.models.common import problem_responses
 from app.routers import (
     audit,
@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:
             log.warning("could not load the JWKS: %s", type(exc).__name__)
         keys = IdentifierKeys(settings.identifier_key, settings.default_region)
-        reader = PostgresReader(database.pool) if database.pool is not None else SqlReader(database)
+        rule_cache = RuleCache()
+        reader = PostgresReader(database.pool, rule_cache) if database.pool is not None else SqlReader(database)
         built = Services(
             database=database,
             verifier=verifier,
@@ -59,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             identifier_keys=keys,
             checker=Checker(reader, keys),
             access_log=AccessLog(database),
-            rule_cache=RuleCache(),
+            rule_cache=rule_cache,
             tenants=TenantDirectory(database),
             banner_keys=KeyDirectory(database, ttl=settings.banner_key_cache_seconds),
             banner_views=ViewCache(ttl=settings.banner_key_cache_seconds),
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handlers.install(app)
     logs.install()
     app.add_middleware(
-        BodyLimit,
+        Edge,
         default=settings.max_body_bytes,
         per_path={
             "/v1/checks/batch": settings.max_batch_body_bytes,
@@ -117,8 +118,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "/v1/public/cookie-consents": settings.public_max_body_bytes,
         },
     )
-    app.add_middleware(PublicCors)
-    app.add_middleware(RequestMetrics)
-    # Outermost of ours, so that every answer of the others (a 413, a CORS error) has the headers too.
-    app.add_middleware(ResponseHeaders)
     return app

@@ -97,6 +97,22 @@ async def test_another_tenants_purpose_is_not_found(client, anonymous, token, ot
     assert_problem(await anonymous.post("/v1/checks", json=check_body, headers=theirs), 404)
 
 
+async def test_a_purpose_change_is_seen_by_the_next_check(client):
+    # The check reads its rule from the worker's cache, exact by the tenant's config version: no stale rule.
+    subject = {"email": "changes@example.com"}
+    body = {"title": "Offers", "legal_basis": "consent", "category": "marketing", "channels": ["email"]}
+    assert_problem(await client.post("/v1/checks", json={"subject": subject, "purpose": "offers", "channel": "email"}), 404)
+    assert (await client.put("/v1/purposes/offers", json=body)).status_code == 200
+    assert (await check(client, subject, "offers", "email"))["reason"] == "unknown_subject"
+    await record(client, subject, ("offers", "email", "granted"))
+    assert (await check(client, subject, "offers", "email"))["reason"] == "consent_granted"
+    assert_problem(await client.post("/v1/checks", json={"subject": subject, "purpose": "offers", "channel": "sms"}), 422)
+    assert (await client.put("/v1/purposes/offers", json={**body, "channels": ["email", "sms"]})).status_code == 200
+    assert (await check(client, subject, "offers", "sms"))["reason"] == "no_consent"
+    assert (await client.put("/v1/purposes/offers", json={**body, "reconsent": True})).status_code == 200
+    assert (await check(client, subject, "offers", "email"))["reason"] == "reconsent_required"
+
+
 async def test_batch_in_order_and_equal_to_single_checks(client):
     b1 = await record(client, {"email": "b1@example.com"}, ("marketing", "email", "granted"), ("marketing", "sms", "withdrawn"))
     await record(client, {"phone": "+447911123458"}, ("profiling", None, "withdrawn"))
