@@ -75,7 +75,7 @@ async def get_cookie_consents(
 @router.options("/cookie-consents", status_code=204, include_in_schema=False)
 @router.options("/cookie-consents/{device_id}", status_code=204, include_in_schema=False)
 async def preflight(_grant: PublicAccess) -> Response:
-    """CORS preflight: allowed only for the key's origins (PublicCors adds Access-Control-Allow-Origin)."""
+    """CORS preflight: allowed only for the key's origins (the Edge middleware adds Access-Control-Allow-Origin)."""
     return Response(status_code=204, headers=PREFLIGHT_HEADERS)
 
 
