@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import orjson
 from harness import RESULTS, BenchDatabase, RssSampler, consentd_command, mib, run_main, write_results
 from tuned_cluster import add_tuned_argument, server_settings, tuned_cluster
@@ -79,6 +80,7 @@ class Run:
     peak_rss_mb: float
     cpu_seconds: float  # user + system of `consentd import` and its check workers
     postgres_cpu_seconds: float  # of the backends serving the bench database (sampled: a lower bound)
+    wal: dict[str, float]  # the whole server's WAL and checkpoints during the run (pg_stat_wal, pg_stat_bgwriter)
     counts: dict[str, int]
     output_tail: list[str] = field(default_factory=list)
 
@@ -88,6 +90,7 @@ def run_import(database: BenchDatabase, label: str, source: Path, options: list[
     with log.open("ab") as out:
         out.write(f"\n--- {datetime.now().isoformat()} {label}: {' '.join(command)}\n".encode())
         out.flush()
+        wal_before = asyncio.run(wal_stats(database))
         started = time.perf_counter()
         cpu_before = _children_cpu()
         process = subprocess.Popen(command, env=database.env, stdout=out, stderr=subprocess.STDOUT)
@@ -95,9 +98,25 @@ def run_import(database: BenchDatabase, label: str, source: Path, options: list[
             exit_code = process.wait()
         seconds = time.perf_counter() - started
         cpu = _children_cpu() - cpu_before
+    time.sleep(1.5)  # the import's backends report their WAL statistics as they exit
+    wal = {name: value - wal_before[name] for name, value in asyncio.run(wal_stats(database)).items()}
     counts = asyncio.run(count_rows(database))
     tail = log.read_text(errors="replace").rstrip().splitlines()[-5:]
-    return Run(label, seconds, exit_code, mib(sampler.peak), cpu, backends.seconds, counts, tail)
+    return Run(label, seconds, exit_code, mib(sampler.peak), cpu, backends.seconds, wal, counts, tail)
+
+
+async def wal_stats(database: BenchDatabase) -> dict[str, float]:
+    """The server's WAL written so far (bytes, full-page images) and checkpoints (on time, requested)."""
+    connection = await asyncpg.connect(database.dsn)
+    try:
+        row = await connection.fetchrow(
+            "SELECT w.wal_bytes::float8 AS wal_bytes, w.wal_fpi::float8 AS wal_fpi,"
+            " b.checkpoints_timed::float8 AS checkpoints_timed, b.checkpoints_req::float8 AS checkpoints_req"
+            " FROM pg_stat_wal w, pg_stat_bgwriter b"
+        )
+    finally:
+        await connection.close()
+    return dict(row)
 
 
 class BackendCpu:
@@ -172,6 +191,9 @@ def print_run(run: Run, before: dict[str, int]) -> None:
     print(f"  {run.label:<8} {run.seconds:7.1f} s  exit {run.exit_code}  CPU {run.cpu_seconds:.1f} s, PostgreSQL"
           f" {run.postgres_cpu_seconds:.1f} s  peak RSS"
           f" {run.peak_rss_mb:.0f} MB  {added}")
+    wal = run.wal
+    print(f"      WAL {mib(wal['wal_bytes']):,.0f} MB, {wal['wal_fpi']:,.0f} full-page images, checkpoints"
+          f" {wal['checkpoints_timed']:.0f} on time + {wal['checkpoints_req']:.0f} forced (whole server)")
     for line in run.output_tail if run.exit_code else run.output_tail[-1:]:
         print(f"      | {line}")
 
