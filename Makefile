@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench openapi install clean
+.PHONY: run test lint bench bench-tuned openapi install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ BENCHES ?= check_throughput stream_throughput changes_feed import_throughput ban
 
 bench: $(VENV)/.installed-test
 	@for name in $(BENCHES); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || exit $$?; done
+
+# The import and the stream on a private PostgreSQL cluster with production settings (bench/tuned_cluster.py),
+# which each bench starts and stops itself.
+TUNED_BENCHES ?= import_throughput stream_throughput
+
+bench-tuned: $(VENV)/.installed-test
+	@for name in $(TUNED_BENCHES); do echo "== bench/$$name.py --tuned"; $(BIN)/python bench/$$name.py --tuned || exit $$?; done
 
 openapi: $(VENV)/.installed-run
 	$(BIN)/consentd openapi

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/import_throughput.py                         # 1M lines
     .venv/bin/python bench/import_throughput.py --lines 20000 --chunk-size 5000
+    .venv/bin/python bench/import_throughput.py --tuned                 # on a private, tuned cluster
 
 1. Writes an NDJSON file of --lines `POST /v1/consents` bodies, each for a new subject `imp<N>@import.example`:
    a marketing/email decision (90% granted), every tenth line also a market_research/email one, captured during
@@ -13,21 +14,30 @@
 5. Prints both times, the rows stored, and whether the import took under 90 s. It only reports: a missed target
    does not change the exit status (2 when `consentd import` does not exist yet).
 
+With --tuned it all runs on a PostgreSQL cluster of its own with production settings (bench/tuned_cluster.py),
+started before step 2 and stopped at the end; otherwise on the server BENCH_ADMIN_URL names.
+
 The commands' output goes to bench/results/import-*.log, the JSON summary to bench/results/.
 """
 
 import argparse
 import asyncio
+import contextlib
+import os
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import orjson
 from harness import RESULTS, BenchDatabase, RssSampler, consentd_command, mib, run_main, write_results
+from tuned_cluster import add_tuned_argument, server_settings, tuned_cluster
 
 DB_NAME = "consentd_import_bench"
 TENANT = "bench"
@@ -68,6 +78,9 @@ class Run:
     seconds: float
     exit_code: int
     peak_rss_mb: float
+    cpu_seconds: float  # user + system of `consentd import` and its check workers
+    postgres_cpu_seconds: float  # of the backends serving the bench database (sampled: a lower bound)
+    wal: dict[str, float]  # the whole server's WAL and checkpoints during the run (pg_stat_wal, pg_stat_bgwriter)
     counts: dict[str, int]
     output_tail: list[str] = field(default_factory=list)
 
@@ -77,14 +90,75 @@ def run_import(database: BenchDatabase, label: str, source: Path, options: list[
     with log.open("ab") as out:
         out.write(f"\n--- {datetime.now().isoformat()} {label}: {' '.join(command)}\n".encode())
         out.flush()
+        wal_before = asyncio.run(wal_stats(database))
         started = time.perf_counter()
+        cpu_before = _children_cpu()
         process = subprocess.Popen(command, env=database.env, stdout=out, stderr=subprocess.STDOUT)
-        with RssSampler(process.pid) as sampler:
+        with RssSampler(process.pid) as sampler, BackendCpu(DB_NAME) as backends:
             exit_code = process.wait()
         seconds = time.perf_counter() - started
+        cpu = _children_cpu() - cpu_before
+    time.sleep(1.5)  # the import's backends report their WAL statistics as they exit
+    wal = {name: value - wal_before[name] for name, value in asyncio.run(wal_stats(database)).items()}
     counts = asyncio.run(count_rows(database))
     tail = log.read_text(errors="replace").rstrip().splitlines()[-5:]
-    return Run(label, seconds, exit_code, mib(sampler.peak), counts, tail)
+    return Run(label, seconds, exit_code, mib(sampler.peak), cpu, backends.seconds, wal, counts, tail)
+
+
+async def wal_stats(database: BenchDatabase) -> dict[str, float]:
+    """The server's WAL written so far (bytes, full-page images) and checkpoints (on time, requested)."""
+    connection = await asyncpg.connect(database.dsn)
+    try:
+        row = await connection.fetchrow(
+            "SELECT w.wal_bytes::float8 AS wal_bytes, w.wal_fpi::float8 AS wal_fpi,"
+            " b.checkpoints_timed::float8 AS checkpoints_timed, b.checkpoints_req::float8 AS checkpoints_req"
+            " FROM pg_stat_wal w, pg_stat_bgwriter b"
+        )
+    finally:
+        await connection.close()
+    return dict(row)
+
+
+class BackendCpu:
+    """CPU seconds of the local PostgreSQL backends serving a database, summed over the backends seen (each
+    sampled every 0.2 s until it exits: what it did after its last sample is missed)."""
+
+    def __init__(self, db_name: str) -> None:
+        self.marker = f" {db_name} ".encode()
+        self.latest: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while not self._stop.is_set():
+            for process in Path("/proc").glob("[0-9]*"):
+                try:
+                    if self.marker not in (process / "cmdline").read_bytes():
+                        continue
+                    fields = (process / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self.latest[process.name] = (int(fields[11]) + int(fields[12])) / tick
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "BackendCpu":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.latest.values())
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's waited-for children and theirs (the import's workers, once it has waited)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def count_rows(database: BenchDatabase) -> dict[str, int]:
@@ -105,6 +179,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, help="passed on to `consentd import` (default: its own)")
     parser.add_argument("--jobs", type=int, help="passed on to `consentd import` (default: its own)")
     parser.add_argument("--file", type=Path, help="write the NDJSON file here and keep it (default: a temporary one)")
+    add_tuned_argument(parser)
     args = parser.parse_args()
     if args.lines < 1 or any(value is not None and value < 1 for value in (args.chunk_size, args.jobs)):
         parser.error("--lines, --chunk-size and --jobs must be positive")
@@ -113,13 +188,23 @@ def parse_args() -> argparse.Namespace:
 
 def print_run(run: Run, before: dict[str, int]) -> None:
     added = ", ".join(f"{table} +{run.counts[table] - before[table]:,}" for table in TABLES)
-    print(f"  {run.label:<8} {run.seconds:7.1f} s  exit {run.exit_code}  peak RSS {run.peak_rss_mb:.0f} MB  {added}")
+    print(f"  {run.label:<8} {run.seconds:7.1f} s  exit {run.exit_code}  CPU {run.cpu_seconds:.1f} s, PostgreSQL"
+          f" {run.postgres_cpu_seconds:.1f} s  peak RSS"
+          f" {run.peak_rss_mb:.0f} MB  {added}")
+    wal = run.wal
+    print(f"      WAL {mib(wal['wal_bytes']):,.0f} MB, {wal['wal_fpi']:,.0f} full-page images, checkpoints"
+          f" {wal['checkpoints_timed']:.0f} on time + {wal['checkpoints_req']:.0f} forced (whole server)")
     for line in run.output_tail if run.exit_code else run.output_tail[-1:]:
         print(f"      | {line}")
 
 
 def main() -> int:
     args = parse_args()
+    with tuned_cluster() if args.tuned else contextlib.nullcontext():
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
     database = BenchDatabase(DB_NAME)
     if not import_available(database):
         print("error: this consentd has no `import` command yet (`consentd import --help` fails)", file=sys.stderr)
@@ -133,6 +218,8 @@ def main() -> int:
               f" {source} in {time.perf_counter() - t0:.1f} s")
         print(f"creating {DB_NAME}", flush=True)
         asyncio.run(database.create([TENANT]))
+        postgres = asyncio.run(server_settings(database.dsn))
+        print(f"PostgreSQL: {postgres}")
         empty = asyncio.run(count_rows(database))
         RESULTS.mkdir(parents=True, exist_ok=True)
         log = RESULTS / f"import-{datetime.now().strftime('%Y%m%d-%H%M%S')}.log"
@@ -157,8 +244,9 @@ def main() -> int:
           f"   target < {TARGET_SECONDS:g} s: {'MET' if met else 'NOT MET'}")
     print(f"  re-run                          {again.seconds:7.1f} s  ({args.lines / again.seconds:,.0f} records/s)")
     print(f"total time {time.perf_counter() - started:.0f} s")
+    print(f"PostgreSQL: {postgres}")
     write_results("import_throughput", {
-        "args": {**vars(args), "file": str(args.file) if args.file else None}, "decisions": decisions,
+        "args": {**vars(args), "file": str(args.file) if args.file else None}, "postgres": postgres, "decisions": decisions,
         "empty": empty, "import": asdict(first), "rerun": asdict(again), "stored_all": stored_all,
         "rerun_unchanged": unchanged, "met": met,
     })

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/stream_throughput.py                         # 1M lines against 1M seeded subjects
     .venv/bin/python bench/stream_throughput.py --subjects 20000 --lines 20000
+    .venv/bin/python bench/stream_throughput.py --tuned                 # on a private, tuned cluster
 
 1. Seeds (or reuses) check_throughput.py's database `consentd_bench`: tenant `bench`, --subjects subjects
    `subject<N>@bench.example` with a marketing/email consent state each.
@@ -18,11 +19,15 @@
 6. Prints the times, the ratio stream / COPY-join (target <= 2.5), the server's peak RSS (target < 300 MB) and what
    normalisation alone costs. It only reports: a missed target does not change the exit status.
 
+With --tuned it all runs on a PostgreSQL cluster of its own with production settings (bench/tuned_cluster.py),
+seeded afresh, stopped at the end; otherwise on the server BENCH_ADMIN_URL names.
+
 Needs curl. The JSON summary and the server's log go to bench/results/.
 """
 
 import argparse
 import asyncio
+import contextlib
 import random
 import shutil
 import subprocess
@@ -36,6 +41,7 @@ from pathlib import Path
 import asyncpg
 import orjson
 from harness import HOST, RssSampler, mib, mint_token, run_main, seed_check_database, start_consentd, write_results
+from tuned_cluster import add_tuned_argument, server_settings, tuned_cluster
 
 from app.services.subjects import identifiers
 from app.services.subjects.identifiers import IdentifierKeys, InvalidIdentifier, normalise
@@ -188,17 +194,6 @@ async def unnest_join(dsn: str, records: list[tuple[int, str]], chunk: int) -> R
                granted)
 
 
-async def server_settings(dsn: str) -> str:
-    """The PostgreSQL settings that shape a large join, as the bench database sees them."""
-    connection = await asyncpg.connect(dsn)
-    try:
-        names = ("server_version", "shared_buffers", "work_mem", "hash_mem_multiplier", "effective_cache_size", "jit")
-        row = await connection.fetchrow("SELECT " + ", ".join(f"current_setting('{name}') AS {name}" for name in names))
-        return ", ".join(f"{name} {row[name]}" for name in names)
-    finally:
-        await connection.close()
-
-
 # ------------------------------------------------------------------------------------------------------ stream
 
 
@@ -324,6 +319,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="baseline + stream rounds (default 1)")
     parser.add_argument("--seed", type=int, default=20261122, help="random seed of the list")
     parser.add_argument("--reseed", action="store_true", help="drop and rebuild the bench database")
+    add_tuned_argument(parser)
     args = parser.parse_args()
     if min(args.subjects, args.lines, args.unnest_chunk, args.prefetch, args.rounds) < 1 or not 0 <= args.unknown < 1:
         parser.error("counts must be positive and --unknown in [0, 1)")
@@ -388,6 +384,12 @@ def main() -> int:
     if shutil.which("curl") is None:
         print("error: curl is not installed. Install it with:\n    apt-get install -y curl", file=sys.stderr)
         return 2
+    # A tuned cluster starts empty: the seed is built in it each time (about 2 minutes for 1M subjects).
+    with tuned_cluster() if args.tuned else contextlib.nullcontext():
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     database, seed_seconds = asyncio.run(seed_check_database(args.subjects, args.reseed))
     keys = IdentifierKeys(database.settings.identifier_key, database.settings.default_region)
