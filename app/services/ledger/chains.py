@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import LedgerChain
 from app.models.base import table_of, utcnow
 from app.services.kit import in_slices, is_postgres, raw_connection, upsert
-from app.services.ledger.events import Draft, Event
+from app.services.ledger.events import DECISION_FIELDS, Draft, Event
 
 FORMAT = "consentd-event-v1"
 GENESIS = "0" * 64
@@ -96,10 +97,7 @@ async def link(session: AsyncSession, drafts: Sequence[Draft]) -> list[Event]:
     tenant = drafts[0].tenant_id
     if is_postgres(session):
         db = await raw_connection(session)
-        heads: dict[uuid.UUID, Head] = {
-            row["subject_id"]: (row["length"], row["head_event_id"], row["head_hash"])
-            for row in await db.fetch(PG_LOCK, subject_ids, tenant)
-        }
+        heads = await lock_pg(db, tenant, subject_ids)
     else:
         heads = await _lock_sqlite(session, tenant, subject_ids)
     # Stamped after the wait for the lock: along a chain, recorded_at never runs backwards.
@@ -114,6 +112,15 @@ async def link(session: AsyncSession, drafts: Sequence[Draft]) -> list[Event]:
             [{"sid": s, "length": n, "head_event_id": e, "head_hash": h} for s, n, e, h in moved],
         )
     return events
+
+
+async def lock_pg(db: asyncpg.Connection, tenant: str, subject_ids: list[uuid.UUID]) -> dict[uuid.UUID, Head]:
+    """PostgreSQL: create the heads not there yet and lock every one (PG_LOCK), in the order of `subject_ids`
+    (sorted), until the transaction ends; each head as it stands."""
+    return {
+        row["subject_id"]: (row["length"], row["head_event_id"], row["head_hash"])
+        for row in await db.fetch(PG_LOCK, subject_ids, tenant)
+    }
 
 
 async def _lock_sqlite(session: AsyncSession, tenant: str, subject_ids: list[uuid.UUID]) -> dict[uuid.UUID, Head]:
@@ -139,14 +146,11 @@ def extend(head: Head, draft: Draft, *, recorded_at: datetime) -> Event:
     place where an event is stamped. Without a moment of its own, it was captured when recorded ("now" is the
     recording moment, so decisions stamped by the server follow the chain's lock order)."""
     length, head_event_id, head_hash = head
-    fields: dict[str, Any] = {
-        "event_id": draft.event_id, "tenant_id": draft.tenant_id, "subject_id": draft.subject_id,
-        "purpose": draft.purpose, "purpose_version": draft.purpose_version, "channel": draft.channel,
-        "status": draft.status, "captured_at": draft.captured_at or recorded_at, "recorded_at": recorded_at,
-        "source": draft.source, "method": draft.method, "policy_version": draft.policy_version,
-        "collection_point": draft.collection_point, "actor": draft.actor, "evidence": draft.evidence,
-        "chain_index": length + 1, "prev_event_id": head_event_id, "prev_hash": head_hash or GENESIS,
-    }
+    fields: dict[str, Any] = {name: getattr(draft, name) for name in DECISION_FIELDS}
+    fields.update(
+        captured_at=draft.captured_at or recorded_at, recorded_at=recorded_at, chain_index=length + 1,
+        prev_event_id=head_event_id, prev_hash=head_hash or GENESIS,
+    )
     return Event(**fields, hash=event_hash(fields))
 
 

@@ -115,14 +115,14 @@ async def record(
     fast = _fast_claim(keys, tenant=tenant, body=body) if database.pool is not None and idempotency_key is None else None
     if fast is not None:
         captured_at = moment_of_capture(body.captured_at, now=utcnow(), loc=["body", "captured_at"])
-        draft = Record(
+        shared = Record(
             tenant=tenant, decisions=(), captured_at=captured_at, source=body.source, method="api",
             policy_version=body.policy_version, collection_point=body.collection_point, actor=actor,
             evidence=body.evidence,
         )
         try:
             subject_id, events = await pg_write.record_events(
-                database.pool, rule_cache, draft, validate=lambda rules: validated(body, rules), claim=fast[0],
+                database.pool, rule_cache, shared, validate=lambda rules: validated(body, rules), claim=fast[0],
                 subject_id=body.subject.subject_id,
             )
         except pg_write.NoChain:
@@ -274,8 +274,8 @@ async def _append_pg(session: AsyncSession, rows: list[dict], grants_expire: dic
 
 
 def newest_by_state(events: list[dict]) -> list[dict]:
-    """The newest event (row, with its seq) of each state key, in key order: concurrent requests touching the same states lock them
-    in one order and cannot deadlock."""
+    """The newest event (a row, with its seq) of each state key, in key order: concurrent requests touching the
+    same states lock them in one order and cannot deadlock."""
     newest: dict[tuple, dict] = {}
     for event in events:
         key = (event["subject_id"], event["purpose"], event["channel"])

@@ -43,8 +43,8 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
-class Draft:
-    """One decision for one subject, before it joins the subject's chain."""
+class Decision:
+    """What a draft and its event say alike: one decision for one subject, with where and how it was given."""
 
     event_id: uuid.UUID
     tenant_id: str
@@ -53,8 +53,6 @@ class Draft:
     purpose_version: int
     channel: str
     status: str
-    # None: the moment the ledger records it (chains.extend sets it).
-    captured_at: datetime | None
     source: str
     method: str
     policy_version: str | None
@@ -64,24 +62,19 @@ class Draft:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Draft(Decision):
+    """A decision before it joins the subject's chain."""
+
+    # None: the moment the ledger records it (chains.extend sets it).
+    captured_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Decision):
     """An event as the ledger holds it: a draft stamped and placed in its subject's chain (chains.extend)."""
 
-    event_id: uuid.UUID
-    tenant_id: str
-    subject_id: uuid.UUID
-    purpose: str
-    purpose_version: int
-    channel: str
-    status: str
     captured_at: datetime
     recorded_at: datetime
-    source: str
-    method: str
-    policy_version: str | None
-    collection_point: str | None
-    actor: str
-    evidence: dict | None
     chain_index: int
     prev_event_id: uuid.UUID | None
     prev_hash: str
@@ -92,6 +85,9 @@ class Event:
         return {name: getattr(self, name) for name in EVENT_FIELDS}
 
 
+# The fields a draft hands on to its event unchanged, and all of an event's.
+DECISION_FIELDS = tuple(Decision.__dataclass_fields__)
+# The columns of consent_events but `seq`.
 EVENT_FIELDS = tuple(Event.__dataclass_fields__)
 
 

@@ -223,11 +223,7 @@ async def _append_pg(
     known = sorted({d.subject_id for d in drafted if d.subject_id not in created}, key=str)
     heads: dict[uuid.UUID, chains.Head] = dict.fromkeys(created, chains.EMPTY)
     if known:
-        db = await raw_connection(session)
-        heads.update({
-            row["subject_id"]: (row["length"], row["head_event_id"], row["head_hash"])
-            for row in await db.fetch(chains.PG_LOCK, known, tenant)
-        })
+        heads.update(await chains.lock_pg(await raw_connection(session), tenant, known))
     # Stamped after the wait for the locks: along a chain, recorded_at never runs backwards.
     chained = chains.chained(drafted, heads, recorded_at=utcnow())
     # In subject order (a UUID's int orders as its text and as PostgreSQL's uuid).
