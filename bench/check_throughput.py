@@ -358,9 +358,11 @@ def wrk(script: Path, port: int, path: str, *, seconds: int, connections: int, t
     raise RuntimeError(f"wrk gave no result (exit {finished.returncode}):\n{finished.stdout}\n{finished.stderr}")
 
 
-def postgres_cpu_seconds(db_name: str = DB_NAME) -> float:
-    """User + system CPU so far of the local PostgreSQL backends serving a bench database (Linux /proc)."""
-    total = 0
+def postgres_backend_cpu(db_name: str = DB_NAME) -> dict[str, float]:
+    """User + system CPU seconds so far of each local PostgreSQL backend serving a bench database, by pid (Linux
+    /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = {}
     for process in Path("/proc").glob("[0-9]*"):
         try:
             # A backend's title: "postgres: 15/main: root consentd_bench 127.0.0.1(54321) idle"
@@ -370,8 +372,13 @@ def postgres_cpu_seconds(db_name: str = DB_NAME) -> float:
         except OSError:
             continue
         fields = text.rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        seconds[process.name] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def postgres_cpu_seconds(db_name: str = DB_NAME) -> float:
+    """User + system CPU so far of the local PostgreSQL backends serving a bench database."""
+    return sum(postgres_backend_cpu(db_name).values())
 
 
 def _machine_seconds() -> tuple[float, float]:

@@ -34,9 +34,10 @@ from bench import check_throughput
 from bench.check_throughput import HOST, RESULTS, Server, free_port
 
 __all__ = [
-    "HOST", "RESULTS", "ROOT", "BenchDatabase", "RssSampler", "Server", "consentd_command", "free_port",
-    "mib", "mint_token", "percentile", "run_consentd", "run_main", "seed_check_database", "start_consentd",
-    "start_uvicorn", "tree_cpu_seconds", "write_results",
+    "HOST", "RESULTS", "ROOT", "UNLIMITED", "BenchDatabase", "RssSampler", "Sampler", "Server", "add_wrk_arguments",
+    "check_wrk_arguments", "consentd_command", "free_port", "mib", "mint_token", "percentile", "run_consentd",
+    "run_main", "seed_check_database", "start_consentd", "start_uvicorn", "tree_cpu_seconds",
+    "unlimited_public_rates", "write_results", "wrk_missing",
 ]
 
 
@@ -209,16 +210,40 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-class RssSampler:
-    """Samples the resident memory of a process (and its children) every `interval` seconds, in a thread."""
+class Sampler:
+    """Calls `sample` every `interval` seconds in a thread, from entering the block to leaving it."""
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.process = psutil.Process(pid)
+    def __init__(self, interval: float) -> None:
         self.interval = interval
-        self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._started = 0.0
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "Sampler":
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class RssSampler(Sampler):
+    """Samples the resident memory of a process (and its children) every `interval` seconds, in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        super().__init__(interval)
+        self.process = psutil.Process(pid)
+        self.samples: list[tuple[float, int]] = []
 
     def rss(self) -> int:
         try:
@@ -230,21 +255,10 @@ class RssSampler:
         except psutil.Error:
             return 0
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            rss = self.rss()
-            if rss:
-                self.samples.append((time.perf_counter() - self._started, rss))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "RssSampler":
-        self._started = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        rss = self.rss()
+        if rss:
+            self.samples.append((time.perf_counter() - self._started, rss))
 
     @property
     def peak(self) -> int:

@@ -23,12 +23,10 @@ The commands' output goes to bench/results/import-*.log, the JSON summary to ben
 import argparse
 import asyncio
 import contextlib
-import os
 import resource
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,8 +34,10 @@ from pathlib import Path
 
 import asyncpg
 import orjson
-from harness import RESULTS, BenchDatabase, RssSampler, consentd_command, mib, run_main, write_results
+from harness import RESULTS, BenchDatabase, RssSampler, Sampler, consentd_command, mib, run_main, write_results
 from tuned_cluster import add_tuned_argument, server_settings, tuned_cluster
+
+from bench.check_throughput import postgres_backend_cpu
 
 DB_NAME = "consentd_import_bench"
 TENANT = "bench"
@@ -119,36 +119,17 @@ async def wal_stats(database: BenchDatabase) -> dict[str, float]:
     return dict(row)
 
 
-class BackendCpu:
+class BackendCpu(Sampler):
     """CPU seconds of the local PostgreSQL backends serving a database, summed over the backends seen (each
     sampled every 0.2 s until it exits: what it did after its last sample is missed)."""
 
     def __init__(self, db_name: str) -> None:
-        self.marker = f" {db_name} ".encode()
+        super().__init__(0.2)
+        self.db_name = db_name
         self.latest: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        tick = os.sysconf("SC_CLK_TCK")
-        while not self._stop.is_set():
-            for process in Path("/proc").glob("[0-9]*"):
-                try:
-                    if self.marker not in (process / "cmdline").read_bytes():
-                        continue
-                    fields = (process / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                self.latest[process.name] = (int(fields[11]) + int(fields[12])) / tick
-            self._stop.wait(0.2)
-
-    def __enter__(self) -> "BackendCpu":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.latest.update(postgres_backend_cpu(self.db_name))
 
     @property
     def seconds(self) -> float:
