@@ -1,4 +1,4 @@
-"""`split_lines`: physical line numbers, blank lines skipped, long lines cut short, wherever the chunks break."""
+"""`split_batches`: physical line numbers, blank lines skipped, long lines cut short, wherever the chunks break."""
 
 import csv
 import random
@@ -9,7 +9,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from app.errors import Unprocessable
-from app.services.checks.streams import TOO_LONG, csv_fields, split_batches, split_lines
+from app.services.checks.streams import TOO_LONG, csv_fields, split_batches
 
 LIMIT = 16
 
@@ -24,7 +24,7 @@ async def chunked(data: bytes, sizes: list[int]) -> AsyncIterator[bytes]:
 
 
 def expected(data: bytes, limit: int = LIMIT) -> list[tuple[int, object]]:
-    """What split_lines must yield, computed from the whole body at once."""
+    """The lines split_batches must yield, computed from the whole body at once."""
     pieces = data.split(b"\n")
     if pieces[-1] == b"":
         pieces.pop()  # a final newline ends the last line; it does not start another
@@ -39,7 +39,7 @@ def expected(data: bytes, limit: int = LIMIT) -> list[tuple[int, object]]:
 
 
 async def split(data: bytes, sizes: list[int], limit: int = LIMIT) -> list[tuple[int, object]]:
-    return [item async for item in split_lines(chunked(data, sizes), limit)]
+    return [item async for batch in split_batches(chunked(data, sizes), limit) for item in batch]
 
 
 def every_split(data: bytes) -> list[list[int]]:

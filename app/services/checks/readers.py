@@ -105,14 +105,19 @@ def _flags(value) -> list[str]:
 # probe: an OR inside one would make PostgreSQL scan the tenant's whole suppression list (millions for TPS).
 # Both come after one probe for any suppression of the tenant, which spares a tenant without any (a subplan is
 # evaluated only when the AND before it holds).
-_PG_SELECT = """
-SELECT t.config_version,
-       s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version, cs.purpose_version,
-       $4 <> '' AND EXISTS (SELECT 1 FROM suppressions sp0 WHERE sp0.tenant_id = $1) AND ({own_hash}EXISTS (
+# $1 tenant, $4 channel as stored: the identifier `id_hash` is suppressed, or any identifier of the subject `s`.
+_HASH_SUPPRESSED = (
+    "EXISTS (SELECT 1 FROM suppressions sp WHERE sp.tenant_id = $1 AND sp.id_hash = {id_hash} AND sp.channel = $4)"
+)
+_SUBJECT_SUPPRESSED = """EXISTS (
            SELECT 1 FROM subject_identifiers si2
            JOIN suppressions sp ON sp.tenant_id = si2.tenant_id AND sp.id_hash = si2.id_hash AND sp.channel = $4
            WHERE si2.tenant_id = $1 AND si2.subject_id = s.id
-       )) AS suppressed
+       )"""
+_PG_SELECT = """
+SELECT t.config_version,
+       s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version, cs.purpose_version,
+       $4 <> '' AND EXISTS (SELECT 1 FROM suppressions sp0 WHERE sp0.tenant_id = $1) AND ({own_hash}{by_subject}) AS suppressed
 FROM tenants t
 {subject_join}
 LEFT JOIN consent_state cs
@@ -120,13 +125,12 @@ LEFT JOIN consent_state cs
 WHERE t.key = $1
 """
 PG_ONE_BY_HASH = _PG_SELECT.format(
-    own_hash="EXISTS (SELECT 1 FROM suppressions sp WHERE sp.tenant_id = $1 AND sp.id_hash = $3 AND sp.channel = $4)"
-    " OR ",
+    own_hash=_HASH_SUPPRESSED.format(id_hash="$3") + " OR ", by_subject=_SUBJECT_SUPPRESSED,
     subject_join="LEFT JOIN subject_identifiers si ON si.tenant_id = t.key AND si.id_hash = $3\n"
     "LEFT JOIN subjects s ON s.id = si.subject_id",
 )
 PG_ONE_BY_ID = _PG_SELECT.format(
-    own_hash="", subject_join="LEFT JOIN subjects s ON s.tenant_id = t.key AND s.id = $3::uuid"
+    own_hash="", by_subject=_SUBJECT_SUPPRESSED, subject_join="LEFT JOIN subjects s ON s.tenant_id = t.key AND s.id = $3::uuid"
 )
 # Suppressions of the identifiers looked up, and of any identifier of the subjects found.
 PG_SUPPRESSED = """
@@ -143,19 +147,13 @@ WHERE si.tenant_id = $1 AND si.subject_id = ANY($4::uuid[]) AND sp.channel = ANY
 # subject id at each position (the other NULL). Every join is on a unique key: one row per lookup.
 PG_CHUNK = """
 SELECT s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version, cs.purpose_version,
-       $4 <> '' AND (EXISTS (
-           SELECT 1 FROM suppressions sp WHERE sp.tenant_id = $1 AND sp.id_hash = w.id_hash AND sp.channel = $4
-       ) OR EXISTS (
-           SELECT 1 FROM subject_identifiers si2
-           JOIN suppressions sp ON sp.tenant_id = si2.tenant_id AND sp.id_hash = si2.id_hash AND sp.channel = $4
-           WHERE si2.tenant_id = $1 AND si2.subject_id = s.id
-       )) AS suppressed
+       $4 <> '' AND ({by_hash} OR {by_subject}) AS suppressed
 FROM unnest($2::text[], $3::uuid[]) WITH ORDINALITY AS w(id_hash, by_id, n)
 LEFT JOIN subject_identifiers si ON si.tenant_id = $1 AND si.id_hash = w.id_hash
 LEFT JOIN subjects s ON s.tenant_id = $1 AND s.id = coalesce(si.subject_id, w.by_id)
 LEFT JOIN consent_state cs ON cs.tenant_id = $1 AND cs.subject_id = s.id AND cs.purpose = $5 AND cs.channel = $4
 ORDER BY w.n
-"""
+""".format(by_hash=_HASH_SUPPRESSED.format(id_hash="w.id_hash"), by_subject=_SUBJECT_SUPPRESSED)
 PG_RULE = (
     "SELECT legal_basis, channels, lifespan_days, reconfirm_days, version, consent_from_version FROM purposes"
     " WHERE tenant_id = $1 AND key = $2"
@@ -189,16 +187,11 @@ class PostgresReader:
 
     async def one(self, tenant: str, lookup: LookupKey, purpose: str, channel: str) -> Found:
         query = PG_ONE_BY_HASH if lookup[0] == "hash" else PG_ONE_BY_ID
-        # db.acquire written out (the same: a connection that timed out is dropped): one context manager less.
-        async with self.pool.acquire() as connection:
-            try:
-                row = await connection.fetchrow(query, tenant, purpose, lookup[1], channel)
-                if row is None:  # no such tenant
-                    return Found(rule=None)
-                rules = await self.rules.current(connection, tenant=tenant, version=row["config_version"])
-            except TimeoutError:
-                connection.terminate()
-                raise
+        async with acquire(self.pool) as connection:
+            row = await connection.fetchrow(query, tenant, purpose, lookup[1], channel)
+            if row is None:  # no such tenant
+                return Found(rule=None)
+            rules = await self.rules.current(connection, tenant=tenant, version=row["config_version"])
         return _found(rules.get(purpose), row)
 
     async def many(self, tenant: str, lookups: set[LookupKey], purposes: set[str], channels: set[str]) -> FoundMany:

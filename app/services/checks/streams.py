@@ -89,13 +89,6 @@ async def split_batches(
         yield [(number + 1, line)]
 
 
-async def split_lines(body: AsyncIterator[bytes], max_line_bytes: int) -> AsyncIterator[tuple[int, bytes | _TooLong]]:
-    """split_batches' lines one at a time."""
-    async for batch in split_batches(body, max_line_bytes):
-        for item in batch:
-            yield item
-
-
 class _Parser:
     """Turns one input line into a lookup key, or raises AppError with the line's message."""
 
