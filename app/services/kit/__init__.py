@@ -4,7 +4,7 @@ per-key gates, versioned caches."""
 from . import cursors, health, snapshots
 from .gates import Gates
 from .snapshots import END, Query, Rows
-from .sql import columns, in_slices, is_postgres, raw_connection, upsert
+from .sql import columns, in_slices, is_postgres, raw_connection, through_temp_table, upsert
 from .versioned import Versioned
 
 __all__ = [
@@ -20,5 +20,6 @@ __all__ = [
     "is_postgres",
     "raw_connection",
     "snapshots",
+    "through_temp_table",
     "upsert",
 ]

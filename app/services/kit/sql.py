@@ -1,5 +1,8 @@
 """Small SQL helpers that differ by dialect."""
 
+from collections.abc import Iterable
+from typing import Any
+
 import asyncpg
 from sqlalchemy import Table, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -45,3 +48,16 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
 def columns(rows: list[dict], names: list[str]) -> list[list]:
     """Rows as one list per column, for array parameters (unnest)."""
     return [[row[name] for row in rows] for name in names]
+
+
+async def through_temp_table(
+    db: asyncpg.Connection, *, create: str, table: str, records: Iterable[tuple], statement: str, args: tuple = ()
+) -> Any:
+    """COPY `records` into the temporary `table` (made by `create`, once per connection, ON COMMIT DELETE ROWS), run
+    `statement` (with `args`) over them and return its first value. COPY has no ON CONFLICT: the statement does
+    what COPY cannot. The table is emptied after, so that a second use in the same transaction starts empty."""
+    await db.execute(create)
+    await db.copy_records_to_table(table, records=records)
+    value = await db.fetchval(statement, *args)
+    await db.execute(f"DELETE FROM {table}")  # noqa: S608 - a constant name of the caller's
+    return value

@@ -10,7 +10,7 @@ from operator import itemgetter
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.services.kit import columns, raw_connection
+from app.services.kit import columns, raw_connection, through_temp_table
 
 _EVENT_COLUMNS = (
     ("seq", "bigint"), ("event_id", "uuid"), ("tenant_id", "text"), ("subject_id", "uuid"), ("purpose", "text"),
@@ -139,14 +139,12 @@ async def copy_events(session: AsyncSession, events: list[dict]) -> None:
 
 async def copy_states(session: AsyncSession, newest: list[dict], expiries: dict) -> None:
     """move_states, with the rows sent by COPY."""
-    db = await raw_connection(session)
-    await db.execute(CREATE_STATES)
     values = itemgetter(*(name for name, _ in _STATE_COLUMNS))
-    await db.copy_records_to_table(
-        _STATES, records=[(n, *values(e), expiries.get(e["event_id"])) for n, e in enumerate(newest)]
+    await through_temp_table(
+        await raw_connection(session), create=CREATE_STATES, table=_STATES,
+        records=[(n, *values(e), expiries.get(e["event_id"])) for n, e in enumerate(newest)],
+        statement=MOVE_COPIED_STATES,
     )
-    await db.execute(MOVE_COPIED_STATES)
-    await db.execute(f"DELETE FROM {_STATES}")  # a second move in this transaction starts empty
 
 
 async def open_chains(session: AsyncSession, *, tenant: str, heads: list[tuple]) -> None:

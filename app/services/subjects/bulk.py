@@ -2,11 +2,10 @@
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.services.kit import raw_connection
+from app.services.kit import raw_connection, through_temp_table
 
 # Identifiers are copied here first (COPY takes rows as they are, without asyncpg's per-element array checks),
-# then claimed with ON CONFLICT, which COPY cannot do. Emptied after use and at every commit;
-# created once per connection.
+# then claimed with ON CONFLICT (kit.through_temp_table).
 _CLAIMS = "import_identifier_claims"
 CREATE_CLAIMS = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_CLAIMS} (id_hash text, subject_id uuid, type text, value_sealed text) "
@@ -33,15 +32,11 @@ async def insert_subjects(session: AsyncSession, *, tenant: str, ids: list, crea
 async def claim_identifiers(session: AsyncSession, *, tenant: str, rows: list[dict], created_at) -> int:
     """Attach identifiers in the given (blind-index) order; one another subject holds already is left alone.
     The number attached."""
-    db = await raw_connection(session)
-    await db.execute(CREATE_CLAIMS)
-    await db.copy_records_to_table(
-        _CLAIMS, records=[(r["id_hash"], r["subject_id"], r["type"], r["value_sealed"]) for r in rows]
+    return await through_temp_table(
+        await raw_connection(session), create=CREATE_CLAIMS, table=_CLAIMS,
+        records=[(r["id_hash"], r["subject_id"], r["type"], r["value_sealed"]) for r in rows],
+        statement=CLAIM_COPIED, args=(tenant, created_at),
     )
-    attached = await db.fetchval(CLAIM_COPIED, tenant, created_at)
-    # A second claim in this transaction starts empty.
-    await db.execute(f"DELETE FROM {_CLAIMS}")  # noqa: S608 - a constant name
-    return attached
 
 
 async def holders(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict:
