@@ -32,7 +32,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +46,7 @@ from sqlalchemy.engine import make_url
 from app.config import Settings
 from app.db import Database, asyncpg_dsn
 from app.migrations import upgrade
+from app.models.base import new_id
 from app.services import tenants
 from app.services.purposes import catalogue
 from app.services.subjects.identifiers import IdentifierKeys, normalise
@@ -54,7 +54,9 @@ from app.services.subjects.identifiers import IdentifierKeys, normalise
 HOST = "127.0.0.1"
 TENANT = "bench"
 DB_NAME = "consentd_bench"
-SEED_VERSION = 1
+# 2: subject and event ids made as the app makes them (app.models.base.new_id: version 7) and the composite keys
+# of migration 20261204_0007.
+SEED_VERSION = 2
 CHUNK = 50_000
 CHECK_PATH = "/v1/checks"
 BARE_PATH = "/lookup"
@@ -140,7 +142,7 @@ async def bulk_load(dsn: str, settings: Settings, subjects: int) -> None:
                 t0 = time.perf_counter()
                 subject_rows, identifier_rows, event_rows, state_rows = [], [], [], []
                 for n in range(start, min(start + CHUNK, subjects)):
-                    subject_id = uuid.uuid4()
+                    subject_id = new_id()
                     email = email_of(n)
                     created = now - timedelta(days=400, seconds=n)
                     subject_rows.append((subject_id, TENANT, "[]", created))
@@ -148,7 +150,7 @@ async def bulk_load(dsn: str, settings: Settings, subjects: int) -> None:
                         (TENANT, keys.blind_index(TENANT, "email", email), subject_id, "email", keys.seal(email), created)
                     )
                     seq = n + 1
-                    event_id = uuid.uuid4()
+                    event_id = new_id()
                     status = "granted" if rng.random() < 0.85 else "withdrawn"
                     # Within the marketing lifespan (365 days): granted consents are in force.
                     captured = now - timedelta(seconds=rng.randrange(60, 300 * 86_400))

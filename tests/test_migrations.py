@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -133,3 +134,44 @@ _OLD_SUBJECTS = sa.table(
 def _native(url: str, value: uuid.UUID) -> uuid.UUID | str:
     """A UUID as a raw statement binds it (SQLite stores 32 hex digits)."""
     return value if url.startswith("postgresql") else value.hex
+
+
+async def test_a_row_about_a_subject_must_be_filed_under_the_subjects_tenant(backend):
+    """(tenant_id, subject_id) references the subject with its tenant: a row of another tenant naming it is refused,
+    on both backends, and the same row under the subject's own tenant is stored."""
+    from app.models import ConsentEvent, ConsentState, LedgerChain, Subject, SubjectIdentifier, Tenant
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    owner, other = f"own-{secrets.token_hex(4)}", f"oth-{secrets.token_hex(4)}"
+    subject = uuid.uuid4()
+    event = {
+        "event_id": uuid.uuid4(), "subject_id": subject, "purpose": "marketing", "purpose_version": 1,
+        "channel": "email", "status": "granted", "captured_at": at, "recorded_at": at, "source": "api", "actor": "t",
+    }
+    rows = {
+        ConsentEvent: event,
+        ConsentState: {
+            "subject_id": subject, "purpose": "marketing", "channel": "email", "status": "granted", "captured_at": at,
+            "recorded_at": at, "event_seq": 1, "event_id": event["event_id"], "purpose_version": 1,
+        },
+        ConsentChange: {
+            "position": 0, "subject_id": subject, "purpose": "marketing", "channel": "email", "status": "granted",
+            "captured_at": at, "event_id": event["event_id"],
+        },
+        LedgerChain: {"subject_id": subject, "length": 0},
+        SubjectIdentifier: {"id_hash": secrets.token_hex(16), "subject_id": subject, "type": "email", "value_sealed": "x"},
+    }
+    async with backend.database.engine.begin() as connection:
+        for key in (owner, other):
+            await connection.execute(insert(Tenant.__table__).values(key=key, name=key, created_at=at))
+        await connection.execute(insert(Subject.__table__).values(id=subject, tenant_id=owner, flags=[], created_at=at))
+    for model, row in rows.items():
+        with pytest.raises(sa.exc.IntegrityError):
+            async with backend.database.engine.begin() as connection:
+                await connection.execute(insert(model.__table__).values(tenant_id=other, **row))
+        async with backend.database.engine.begin() as connection:
+            await connection.execute(insert(model.__table__).values(tenant_id=owner, **row))
+            stored = await connection.scalar(
+                sa.select(sa.func.count()).select_from(model.__table__).where(model.__table__.c.subject_id == subject)
+            )
+        assert stored == 1, model.__tablename__

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app.models.base import BigSerial, UTCDateTime
+from app.models.subjects import subject_of_tenant
 
 
 class LedgerChain(SQLModel, table=True):
@@ -18,10 +19,10 @@ class LedgerChain(SQLModel, table=True):
     """
 
     __tablename__ = "ledger_chains"
-    __table_args__ = (sa.Index("ix_ledger_chains_tenant", "tenant_id", "subject_id"),)
+    __table_args__ = (sa.Index("ix_ledger_chains_tenant", "tenant_id", "subject_id"), subject_of_tenant())
 
-    subject_id: uuid.UUID = Field(primary_key=True, foreign_key="subjects.id")
-    tenant_id: str = Field(foreign_key="tenants.key", max_length=64)
+    subject_id: uuid.UUID = Field(primary_key=True)
+    tenant_id: str = Field(max_length=64)
     length: int = 0
     head_event_id: uuid.UUID | None = None
     head_hash: str | None = Field(default=None, max_length=64)

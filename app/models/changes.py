@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from app.models.base import BigSerial, UTCDateTime
+from app.models.subjects import subject_of_tenant
 
 # consent: a consent state moved; suppression: an identifier suppressed or released on some channels;
 # subject: a person restricted, unrestricted or erased.
@@ -18,7 +19,9 @@ class ConsentChange(SQLModel, table=True):
     """A change of what checks answer. Read in (position, seq) order; see services/changes/feed.py for why."""
 
     __tablename__ = "consent_changes"
-    __table_args__ = (sa.Index("ix_consent_changes_feed", "tenant_id", "position", "seq"),)
+    # A change about a subject references it with its tenant (subject_of_tenant); one about an identifier no subject
+    # holds has no subject, and only its tenant is checked.
+    __table_args__ = (sa.Index("ix_consent_changes_feed", "tenant_id", "position", "seq"), subject_of_tenant())
 
     seq: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)
     tenant_id: str = Field(foreign_key="tenants.key", max_length=64)
@@ -26,7 +29,7 @@ class ConsentChange(SQLModel, table=True):
     position: int = Field(sa_type=sa.BigInteger)
     kind: str = Field(default="consent", max_length=16)
     # Null for a suppression of an identifier no subject holds.
-    subject_id: uuid.UUID | None = Field(default=None, foreign_key="subjects.id")
+    subject_id: uuid.UUID | None = None
     purpose: str | None = Field(default=None, max_length=64)
     channel: str | None = Field(default=None, max_length=16)
     status: str = Field(max_length=16)

@@ -8,8 +8,9 @@ import sqlalchemy as sa
 from pydantic import Field as Bounds
 from sqlmodel import Field, SQLModel
 
-from app.models.base import BigSerial, UTCDateTime, utcnow
+from app.models.base import BigSerial, UTCDateTime, new_id, utcnow
 from app.models.common import Channel, Evidence, Identifiers, PurposeKey, Schema, Status, SubjectRef, Timestamp, text
+from app.models.subjects import subject_of_tenant
 
 # Events and states of a purpose without channels store this instead of NULL, so the state's key is total.
 NO_CHANNEL = ""
@@ -25,12 +26,13 @@ class ConsentEvent(SQLModel, table=True):
         sa.Index("ix_consent_events_period", "tenant_id", "captured_at", "seq"),
         # ... or in recorded_at order (what was imported today, whatever moment it describes).
         sa.Index("ix_consent_events_recorded", "tenant_id", "recorded_at", "seq"),
+        subject_of_tenant(),
     )
 
     seq: int | None = Field(default=None, primary_key=True, sa_type=BigSerial)
-    event_id: uuid.UUID = Field(default_factory=uuid.uuid4, unique=True)
-    tenant_id: str = Field(foreign_key="tenants.key", max_length=64)
-    subject_id: uuid.UUID = Field(foreign_key="subjects.id")
+    event_id: uuid.UUID = Field(default_factory=new_id, unique=True)
+    tenant_id: str = Field(max_length=64)
+    subject_id: uuid.UUID
     purpose: str = Field(max_length=64)
     purpose_version: int
     channel: str = Field(max_length=16)
@@ -56,9 +58,10 @@ class ConsentState(SQLModel, table=True):
     """The decision that stands for (subject, purpose, channel): latest captured_at, then latest recorded."""
 
     __tablename__ = "consent_state"
+    __table_args__ = (subject_of_tenant(),)
 
-    tenant_id: str = Field(primary_key=True, foreign_key="tenants.key", max_length=64)
-    subject_id: uuid.UUID = Field(primary_key=True, foreign_key="subjects.id")
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    subject_id: uuid.UUID = Field(primary_key=True)
     purpose: str = Field(primary_key=True, max_length=64)
     channel: str = Field(primary_key=True, max_length=16)
     status: str = Field(max_length=16)

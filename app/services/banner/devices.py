@@ -10,7 +10,7 @@ from sqlmodel import col
 from app.errors import Conflict
 from app.models import ConsentEvent, Subject, SubjectIdentifier
 from app.models.banners import DeviceLinkOut
-from app.models.base import table_of
+from app.models.base import new_id, table_of
 from app.services import purposes, subjects
 from app.services.kit import upsert
 from app.services.ledger import consents
@@ -101,7 +101,7 @@ async def _copy_history(session: AsyncSession, *, tenant: str, source: uuid.UUID
         if row["purpose"] not in rules:
             continue  # a purpose deleted since: nothing to decide with it
         copies.append(Draft(
-            event_id=uuid.uuid4(), tenant_id=tenant, subject_id=target, purpose=row["purpose"],
+            event_id=new_id(), tenant_id=tenant, subject_id=target, purpose=row["purpose"],
             # The version it was given under, not today's.
             purpose_version=row["purpose_version"], channel=row["channel"], status=row["status"],
             captured_at=row["captured_at"], source=row["source"], method=LINK, policy_version=row["policy_version"],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from app.models.base import new_id
 from app.services.purposes import Rule
 
 
@@ -95,7 +96,7 @@ def drafts(record: Record, *, subject_id: uuid.UUID, rules: Mapping[str, Rule]) 
     """A draft for each of the record's decisions, under its purpose's current version, in the record's order."""
     return [
         Draft(
-            event_id=uuid.uuid4(), tenant_id=record.tenant, subject_id=subject_id, purpose=decided.purpose,
+            event_id=new_id(), tenant_id=record.tenant, subject_id=subject_id, purpose=decided.purpose,
             purpose_version=rules[decided.purpose].version, channel=decided.channel, status=decided.status,
             captured_at=record.captured_at, source=record.source, method=decided.method or record.method,
             policy_version=record.policy_version, collection_point=record.collection_point, actor=record.actor,

@@ -25,7 +25,7 @@ import orjson
 
 from app.db import acquire
 from app.errors import NotFound
-from app.models.base import utcnow
+from app.models.base import new_id, utcnow
 from app.services.kit import Gates
 from app.services.ledger.bulk import MOVES_ONLY_FORWARD
 from app.services.ledger.chains import EMPTY, Head, extend, head_of
@@ -198,7 +198,7 @@ async def write(
     """
     if subject_id is None:
         assert claim is not None
-        subject_id = uuid.uuid4()
+        subject_id = new_id()
         events = _events(record, rules, subject_id, EMPTY)
         arguments = [*_arguments(record, rules, events), events[0].recorded_at, claim.id_hash, claim.kind, claim.sealed]
         if fence is None:

@@ -1,6 +1,5 @@
 """Subjects and their identifiers: resolve, create, attach, read."""
 
-import os
 import uuid
 from dataclasses import dataclass
 
@@ -11,7 +10,7 @@ from sqlmodel import col
 
 from app.errors import Conflict, NotFound
 from app.models import Subject, SubjectIdentifier
-from app.models.base import table_of, utcnow
+from app.models.base import new_id, table_of, utcnow
 from app.models.common import Identifiers, SubjectRef
 from app.models.subjects import IdentifierOut, SubjectOut
 from app.services import changes
@@ -22,10 +21,6 @@ from app.services.subjects.identifiers import IdentifierKeys, normalise
 DEVICE = "device_id"
 
 
-def new_ids(count: int) -> list[uuid.UUID]:
-    """`count` random (version 4) UUIDs, as uuid.uuid4 makes them, from one read of the system's randomness."""
-    raw = os.urandom(16 * count)
-    return [uuid.UUID(bytes=raw[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
 
 
 async def _owner(session: AsyncSession, *, tenant: str, id_hash: str, lock: bool = False) -> uuid.UUID | None:
@@ -226,7 +221,7 @@ async def resolve_many(session: AsyncSession, keys: IdentifierKeys, *, tenant: s
     claims = [c for n in namings for c in ((n.own,) if n.own else ()) + n.extra]
     holder = await _holders(session, tenant=tenant, hashes=sorted({c.id_hash for c in claims}))
     new_subjects: list[uuid.UUID] = []
-    fresh_ids = new_ids(sum(1 for n in namings if n.own is not None and n.own.id_hash not in holder))
+    fresh_ids = [new_id() for n in namings if n.own is not None and n.own.id_hash not in holder]
     new_claims: dict[str, tuple[_Claim, uuid.UUID]] = {}
     results: list[uuid.UUID | None] = []
     errors: list[dict] = []
