@@ -221,7 +221,8 @@ async def resolve_many(session: AsyncSession, keys: IdentifierKeys, *, tenant: s
     claims = [c for n in namings for c in ((n.own,) if n.own else ()) + n.extra]
     holder = await _holders(session, tenant=tenant, hashes=sorted({c.id_hash for c in claims}))
     new_subjects: list[uuid.UUID] = []
-    fresh_ids = [new_id() for n in namings if n.own is not None and n.own.id_hash not in holder]
+    # Made in order and handed out in order: the new subjects' ids ascend as their rows are written (new_id).
+    fresh_ids = iter([new_id() for n in namings if n.own is not None and n.own.id_hash not in holder])
     new_claims: dict[str, tuple[_Claim, uuid.UUID]] = {}
     results: list[uuid.UUID | None] = []
     errors: list[dict] = []
@@ -237,7 +238,7 @@ async def resolve_many(session: AsyncSession, keys: IdentifierKeys, *, tenant: s
             assert own is not None  # a Naming without a subject_id names its subject by an identifier
             subject_id = holder.get(own.id_hash)
             if subject_id is None:
-                subject_id = fresh_ids.pop()
+                subject_id = next(fresh_ids)
                 new_subjects.append(subject_id)
                 holder[own.id_hash] = subject_id
                 new_claims[own.id_hash] = (own, subject_id)
