@@ -6,7 +6,7 @@ Both readers return the same plain values; the decision itself is `decision.deci
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -145,14 +145,23 @@ WHERE si.tenant_id = $1 AND si.subject_id = ANY($4::uuid[]) AND sp.channel = ANY
 # A streamed chunk in one statement: a row per lookup, in the order sent (`n`), each with what PG_ONE_BY_HASH or
 # PG_ONE_BY_ID reads for a single check. The lookups come as two arrays of the chunk's length, a blind index or a
 # subject id at each position (the other NULL). Every join is on a unique key: one row per lookup.
+# Each table is probed in the order of its own key: the identifiers by blind index, then the subjects and their
+# states by subject id (`found`, sorted), which, ids being made in time order (models/base.py, new_id), is also
+# about the order their rows were written in. A list comes in no useful order; sorted, the probes of one chunk
+# walk each index and heap forward instead of jumping (a 25k chunk of 1M subjects: 740-800 ms -> 440-490 ms).
+# The ORDER BYs inside the MATERIALIZED CTEs fix the order the nested loops probe in; `chunk` turns hash and merge
+# joins off, which would read each table whole for every chunk.
 PG_CHUNK = """
-SELECT s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version, cs.purpose_version,
+WITH found AS MATERIALIZED (
+    SELECT w.n, w.id_hash, coalesce(si.subject_id, w.by_id) AS sid
+    FROM (SELECT * FROM unnest($2::text[], $3::uuid[]) WITH ORDINALITY AS u(id_hash, by_id, n) ORDER BY u.id_hash) w
+    LEFT JOIN subject_identifiers si ON si.tenant_id = $1 AND si.id_hash = w.id_hash
+), by_subject AS MATERIALIZED (SELECT * FROM found ORDER BY sid)
+SELECT w.n, s.id AS subject_id, s.flags, cs.event_id, cs.status, cs.captured_at, cs.policy_version, cs.purpose_version,
        $4 <> '' AND ({by_hash} OR {by_subject}) AS suppressed
-FROM unnest($2::text[], $3::uuid[]) WITH ORDINALITY AS w(id_hash, by_id, n)
-LEFT JOIN subject_identifiers si ON si.tenant_id = $1 AND si.id_hash = w.id_hash
-LEFT JOIN subjects s ON s.tenant_id = $1 AND s.id = coalesce(si.subject_id, w.by_id)
+FROM by_subject w
+LEFT JOIN subjects s ON s.tenant_id = $1 AND s.id = w.sid
 LEFT JOIN consent_state cs ON cs.tenant_id = $1 AND cs.subject_id = s.id AND cs.purpose = $5 AND cs.channel = $4
-ORDER BY w.n
 """.format(by_hash=_HASH_SUPPRESSED.format(id_hash="w.id_hash"), by_subject=_SUBJECT_SUPPRESSED)
 PG_RULE = (
     "SELECT legal_basis, channels, lifespan_days, reconfirm_days, version, consent_from_version FROM purposes"
@@ -239,12 +248,16 @@ class PostgresReader:
         async with acquire(self.pool) as connection, connection.transaction(readonly=True):
             # A chunk's plan costs past jit_above_cost, and compiling it takes longer than running it. SET LOCAL:
             # the pool does not reset sessions (_keep_session), so nothing may outlive this transaction.
-            await connection.execute("SET LOCAL jit = off")
+            await connection.execute("SET LOCAL jit = off; SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
             rule_row = await connection.fetchrow(PG_RULE, tenant, purpose)
             if rule_row is None or not lookups:
                 return ChunkFacts(None if rule_row is None else _rule(purpose, rule_row), [])
             rows = await connection.fetch(PG_CHUNK, tenant, hashes, ids, channel, purpose)
-        return ChunkFacts(_rule(purpose, rule_row), [_chunk_facts(row) for row in rows])
+        # The rows come in subject order; each goes back to its lookup's place (n counts from 1).
+        facts: list[Facts | None] = [None] * len(lookups)
+        for row in rows:
+            facts[row["n"] - 1] = _chunk_facts(row)
+        return ChunkFacts(_rule(purpose, rule_row), cast(list[Facts], facts))
 
 
 def chunk_of(found: FoundMany, lookups: list[LookupKey], purpose: str, channel: str) -> ChunkFacts:
