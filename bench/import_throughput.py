@@ -11,8 +11,11 @@
 3. Times `consentd import FILE --tenant bench` (CONSENTD_DATABASE_URL pointing at it; --chunk-size passed on when
    given), sampling the import process's RSS; counts what it stored (consent_events, consent_state, subjects, ...).
 4. Times the same import again: it must store nothing new (the counts, consent_events first, must not change).
-5. Prints both times, the rows stored, and whether the import took under 90 s. It only reports: a missed target
-   does not change the exit status (2 when `consentd import` does not exist yet).
+5. The floor, for reference: the rows the import stored, dumped with COPY and COPYed into a fresh database at the
+   same migration (same indexes and foreign keys) in as many transactions as the import's chunks, 2 at a time:
+   what PostgreSQL alone needs to take them, with nothing to compute, check or look up.
+6. Prints both times, the rows stored, the floor, and whether the import took under 90 s. It only reports: a missed
+   target does not change the exit status (2 when `consentd import` does not exist yet).
 
 With --tuned it all runs on a PostgreSQL cluster of its own with production settings (bench/tuned_cluster.py),
 started before step 2 and stopped at the end; otherwise on the server BENCH_ADMIN_URL names.
@@ -22,7 +25,9 @@ The commands' output goes to bench/results/import-*.log, the JSON summary to ben
 
 import argparse
 import asyncio
+import bisect
 import contextlib
+import io
 import resource
 import subprocess
 import sys
@@ -42,6 +47,7 @@ from bench.check_throughput import postgres_backend_cpu
 DB_NAME = "consentd_import_bench"
 TENANT = "bench"
 TARGET_SECONDS = 90.0
+DEFAULT_CHUNK = 5_000  # consentd import's --chunk-size when none is given
 # What an import stores, consent_events first: the re-run must leave every count as it was.
 TABLES = ("consent_events", "consent_state", "consent_changes", "subjects", "subject_identifiers", "consent_imports")
 
@@ -142,6 +148,108 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# The reference: the rows the import stored, in the order the foreign keys need, COPYed into an empty database.
+FLOOR_DB = "consentd_import_floor"
+FLOOR_TABLES = (
+    "subjects", "subject_identifiers", "ledger_chains", "consent_events", "consent_state", "consent_changes",
+    "consent_imports",
+)
+
+
+@dataclass
+class Floor:
+    seconds: float
+    postgres_cpu_seconds: float
+    chunks: int
+    rows: int
+
+
+async def dump_rows(database: BenchDatabase) -> dict[str, list[bytes]]:
+    """Every row of FLOOR_TABLES in COPY's text format."""
+    connection = await asyncpg.connect(database.dsn)
+    dumps: dict[str, list[bytes]] = {}
+    try:
+        for table in FLOOR_TABLES:
+            out = bytearray()
+
+            async def take(data: bytes, out: bytearray = out) -> None:
+                out.extend(data)
+
+            await connection.copy_from_table(table, output=take, format="text")
+            dumps[table] = bytes(out).splitlines(keepends=True)
+    finally:
+        await connection.close()
+    return dumps
+
+
+async def subject_columns() -> dict[str, int]:
+    """The position of each FLOOR_TABLES table's subject id (`id` in subjects) among its columns; -1: none."""
+    floor = BenchDatabase(FLOOR_DB)
+    connection = await asyncpg.connect(floor.dsn)
+    try:
+        positions = {}
+        for table in FLOOR_TABLES:
+            names = [row[0] for row in await connection.fetch(
+                "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped"
+                " ORDER BY attnum", table,
+            )]
+            key = "id" if table == "subjects" else "subject_id"
+            positions[table] = names.index(key) if key in names else -1
+        return positions
+    finally:
+        await connection.close()
+
+
+def chunk_rows(dumps: dict[str, list[bytes]], positions: dict[str, int], chunks: int) -> list[dict[str, bytes]]:
+    """The rows in `chunks` transactions' worth, split by ranges of subject ids so that each chunk holds its subjects
+    with everything that references them, as each of the import's chunks did (rows without a subject: evenly)."""
+    ids = sorted(line.split(b"\t", 1)[0] for line in dumps["subjects"])
+    bounds = [ids[len(ids) * k // chunks] for k in range(1, chunks)]
+    parts: list[dict[str, list[bytes]]] = [{table: [] for table in FLOOR_TABLES} for _ in range(chunks)]
+    for table, lines in dumps.items():
+        column = positions[table]
+        for n, line in enumerate(lines):
+            part = (n * chunks // len(lines) if column < 0
+                    else bisect.bisect_right(bounds, line.split(b"\t", column + 1)[column]))
+            parts[part][table].append(line)
+    return [{table: b"".join(lines) for table, lines in part.items()} for part in parts]
+
+
+def copy_floor(dumps: dict[str, list[bytes]], *, chunks: int, writers: int) -> Floor:
+    """The import's PostgreSQL floor: the same rows in as many transactions, `writers` at a time, each table's sent
+    by COPY straight into it (no upsert, no temporary table, nothing computed), under the same indexes and foreign
+    keys (a fresh database at the same migration)."""
+    floor = BenchDatabase(FLOOR_DB)
+    asyncio.run(floor.create([TENANT]))
+    parts = chunk_rows(dumps, asyncio.run(subject_columns()), chunks)
+    rows = sum(len(lines) for lines in dumps.values())
+    order = iter(parts)
+
+    async def writer(connection: asyncpg.Connection) -> None:
+        for part in order:
+            async with connection.transaction():
+                for table in FLOOR_TABLES:
+                    if part[table]:
+                        await connection.copy_to_table(table, source=io.BytesIO(part[table]), format="text")
+
+    async def run() -> float:
+        connections = [await asyncpg.connect(floor.dsn) for _ in range(writers)]
+        try:
+            started = time.perf_counter()
+            await asyncio.gather(*(writer(connection) for connection in connections))
+            return time.perf_counter() - started
+        finally:
+            for connection in connections:
+                await connection.close()
+
+    try:
+        with BackendCpu(FLOOR_DB) as backends:
+            seconds = asyncio.run(run())
+        return Floor(seconds, backends.seconds, chunks, rows)
+    finally:
+        asyncio.run(floor.drop())
+
+
 async def count_rows(database: BenchDatabase) -> dict[str, int]:
     return {table: await database.count(table) for table in TABLES}
 
@@ -210,6 +318,9 @@ def measure(args: argparse.Namespace) -> int:
         first = run_import(database, "import", source, options, log)
         print(f"import: {first.seconds:.1f} s; importing the same file again", flush=True)
         again = run_import(database, "re-run", source, options, log)
+    chunks = -(-args.lines // (args.chunk_size or DEFAULT_CHUNK))
+    print(f"the floor: the same rows COPYed into {FLOOR_DB} in {chunks} transactions, 2 at a time", flush=True)
+    floor = copy_floor(asyncio.run(dump_rows(database)), chunks=chunks, writers=2)
 
     print(f"\n{args.lines:,} records, {decisions:,} decisions, consentd import {' '.join(options) or '(defaults)'}")
     print_run(first, empty)
@@ -224,12 +335,14 @@ def measure(args: argparse.Namespace) -> int:
     print(f"  import of {args.lines:,} records {first.seconds:7.1f} s  ({args.lines / first.seconds:,.0f} records/s)"
           f"   target < {TARGET_SECONDS:g} s: {'MET' if met else 'NOT MET'}")
     print(f"  re-run                          {again.seconds:7.1f} s  ({args.lines / again.seconds:,.0f} records/s)")
+    print(f"  floor: the {floor.rows:,} rows COPYed {floor.seconds:7.1f} s  (PostgreSQL CPU {floor.postgres_cpu_seconds:.1f} s;"
+          f" the import took {first.seconds / floor.seconds:.1f}x)")
     print(f"total time {time.perf_counter() - started:.0f} s")
     print(f"PostgreSQL: {postgres}")
     write_results("import_throughput", {
         "args": {**vars(args), "file": str(args.file) if args.file else None}, "postgres": postgres, "decisions": decisions,
         "empty": empty, "import": asdict(first), "rerun": asdict(again), "stored_all": stored_all,
-        "rerun_unchanged": unchanged, "met": met,
+        "rerun_unchanged": unchanged, "met": met, "floor": asdict(floor),
     })
     return 0
 
