@@ -146,7 +146,7 @@ WHERE si.tenant_id = $1 AND si.subject_id = ANY($4::uuid[]) AND sp.channel = ANY
 # PG_ONE_BY_ID reads for a single check. The lookups come as two arrays of the chunk's length, a blind index or a
 # subject id at each position (the other NULL). Every join is on a unique key: one row per lookup.
 # Each table is probed in the order of its own key: the identifiers by blind index, then the subjects and their
-# states by subject id (`found`, sorted), which, ids being made in time order (models/base.py, new_id), is also
+# states by subject id (`by_subject`), which, ids being made in time order (models/base.py, new_id), is also
 # about the order their rows were written in. A list comes in no useful order; sorted, the probes of one chunk
 # walk each index and heap forward instead of jumping (a 25k chunk of 1M subjects: 740-800 ms -> 440-490 ms).
 # The ORDER BYs inside the MATERIALIZED CTEs fix the order the nested loops probe in; `chunk` turns hash and merge

@@ -21,8 +21,6 @@ from app.services.subjects.identifiers import IdentifierKeys, normalise
 DEVICE = "device_id"
 
 
-
-
 async def _owner(session: AsyncSession, *, tenant: str, id_hash: str, lock: bool = False) -> uuid.UUID | None:
     """The subject holding an identifier. `lock`: hold the identifier (FOR SHARE) so that it cannot move to
     another subject (devices.link) before this transaction ends; a move under way is waited for, then seen."""
