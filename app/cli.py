@@ -219,6 +219,11 @@ def token(
         _fail(str(exc))
 
 
+# `consentd import`'s defaults (bench/import_throughput.py measures its floor with the same).
+IMPORT_CHUNK_SIZE = 5_000
+IMPORT_WRITERS = 2
+
+
 @cli.command("import")
 def import_consents(
     file: Annotated[
@@ -226,11 +231,11 @@ def import_consents(
         typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE", help="NDJSON, one POST /v1/consents body a line"),
     ],
     tenant: Annotated[str, typer.Option(help="tenant key")],
-    chunk_size: Annotated[int, typer.Option(min=1, max=50_000, help="lines per transaction")] = 5_000,
+    chunk_size: Annotated[int, typer.Option(min=1, max=50_000, help="lines per transaction")] = IMPORT_CHUNK_SIZE,
     jobs: Annotated[int, typer.Option(min=1, max=16, help="worker processes that check lines")] = 2,
     writers: Annotated[
         int, typer.Option(min=1, max=8, help="chunks stored at once (1: strictly one after another, in file order)")
-    ] = 2,
+    ] = IMPORT_WRITERS,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="check every line, store nothing")] = False,
     actor: Annotated[str, typer.Option(help="recorded as the actor of every imported event")] = "cli-import",
 ) -> None:

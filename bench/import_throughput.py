@@ -42,12 +42,12 @@ import orjson
 from harness import RESULTS, BenchDatabase, RssSampler, Sampler, consentd_command, mib, run_main, write_results
 from tuned_cluster import add_tuned_argument, server_settings, tuned_cluster
 
+from app.cli import IMPORT_CHUNK_SIZE, IMPORT_WRITERS
 from bench.check_throughput import postgres_backend_cpu
 
 DB_NAME = "consentd_import_bench"
 TENANT = "bench"
 TARGET_SECONDS = 90.0
-DEFAULT_CHUNK = 5_000  # consentd import's --chunk-size when none is given
 # What an import stores, consent_events first: the re-run must leave every count as it was.
 TABLES = ("consent_events", "consent_state", "consent_changes", "subjects", "subject_identifiers", "consent_imports")
 
@@ -318,9 +318,10 @@ def measure(args: argparse.Namespace) -> int:
         first = run_import(database, "import", source, options, log)
         print(f"import: {first.seconds:.1f} s; importing the same file again", flush=True)
         again = run_import(database, "re-run", source, options, log)
-    chunks = -(-args.lines // (args.chunk_size or DEFAULT_CHUNK))
-    print(f"the floor: the same rows COPYed into {FLOOR_DB} in {chunks} transactions, 2 at a time", flush=True)
-    floor = copy_floor(asyncio.run(dump_rows(database)), chunks=chunks, writers=2)
+    chunks = -(-args.lines // (args.chunk_size or IMPORT_CHUNK_SIZE))
+    print(f"the floor: the same rows COPYed into {FLOOR_DB} in {chunks} transactions, {IMPORT_WRITERS} at a time",
+          flush=True)
+    floor = copy_floor(asyncio.run(dump_rows(database)), chunks=chunks, writers=IMPORT_WRITERS)
 
     print(f"\n{args.lines:,} records, {decisions:,} decisions, consentd import {' '.join(options) or '(defaults)'}")
     print_run(first, empty)
