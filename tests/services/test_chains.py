@@ -4,9 +4,24 @@ import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
+import asyncpg.pgproto.pgproto as pgproto
 import orjson
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from app.services.ledger.chains import CANONICAL_FIELDS, FORMAT, GENESIS, canonical_bytes, canonical_values, event_hash
+from app.models.base import new_id
+from app.services.ledger.chains import (
+    CANONICAL_FIELDS,
+    EMPTY,
+    FORMAT,
+    GENESIS,
+    canonical_bytes,
+    canonical_values,
+    event_hash,
+    extend,
+    timestamp,
+)
+from app.services.ledger.events import DECISION_FIELDS, EVENT_FIELDS, Draft, Event
 
 EVENT = {
     "tenant_id": "acme", "subject_id": uuid.UUID("6f1c1c2e-0000-4000-8000-000000000001"), "chain_index": 2,
@@ -44,3 +59,36 @@ def test_each_field_changes_the_hash():
     for field, other in [("status", "withdrawn"), ("chain_index", 3), ("prev_hash", GENESIS), ("evidence", None),
                          ("captured_at", datetime(2026, 11, 21, 10, 0, 0, 1, tzinfo=UTC)), ("actor", "crm2")]:
         assert event_hash({**EVENT, field: other}) != event_hash(EVENT), field
+
+
+@given(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=st.timezones()))
+@example(datetime(2026, 11, 21, 10, 0, tzinfo=UTC))
+@example(datetime(1, 1, 1, tzinfo=UTC))
+@example(datetime(9999, 12, 31, 22, 0, 0, 999_999, tzinfo=timezone(timedelta(hours=-1, seconds=-30))))
+@example(datetime(999, 6, 1, 0, 0, 0, 1, tzinfo=timezone(timedelta(0))))
+def test_a_timestamp_reads_as_isoformat_in_utc_would(value):
+    """timestamp() writes with orjson; the canonical form was defined by isoformat, side by side here."""
+    utc = value.astimezone(UTC) if value.utcoffset() else value
+    assert timestamp(value) == utc.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def test_an_id_hashes_the_same_whatever_type_holds_it():
+    """Python's UUID (orjson writes it), asyncpg's (read back from PostgreSQL) and text (from SQLite) alike."""
+    ids = ("subject_id", "prev_event_id", "event_id")
+    for kind in (lambda u: pgproto.UUID(u.bytes), str):
+        assert canonical_bytes({**EVENT, **{name: kind(EVENT[name]) for name in ids}}) == canonical_bytes(EVENT)
+
+
+def test_a_draft_becomes_an_event_with_its_decision_unchanged():
+    assert Draft._fields == (*DECISION_FIELDS, "captured_at") and EVENT_FIELDS[: len(DECISION_FIELDS)] == DECISION_FIELDS
+    draft = Draft(
+        new_id(), "acme", EVENT["subject_id"], "marketing", 3, "email", "granted", "web", "api", "2022-05", None, "crm",
+        {"a": 1}, None,
+    )
+    recorded = datetime(2026, 11, 21, 11, tzinfo=UTC)
+    event = extend(EMPTY, draft, recorded_at=recorded)
+    assert isinstance(event, Event) and event[: len(DECISION_FIELDS)] == draft[: len(DECISION_FIELDS)]
+    assert (event.captured_at, event.recorded_at, event.chain_index, event.prev_event_id, event.prev_hash) == (
+        recorded, recorded, 1, None, GENESIS,
+    )
+    assert event.hash == event_hash(event.row()) and "seq" not in event.row()
