@@ -20,7 +20,7 @@ from app.errors import AppError, NotFound, Unprocessable
 from app.metrics import check_decision
 from app.models.common import SubjectRef
 from app.services.checks.checker import Checker
-from app.services.checks.decision import decide
+from app.services.checks.decision import Decision, decide
 from app.services.checks.readers import ChunkFacts, LookupKey
 from app.services.purposes import Rule, storage_channel
 
@@ -300,7 +300,7 @@ class CheckStream:
 
     def _render(self, chunk: list[tuple[int, LookupKey | str]], found: ChunkFacts, at: datetime) -> bytes:
         rule = found.rule
-        decided: Counter[tuple[bool, str]] = Counter()
+        decided: Counter[Decision] = Counter()
         facts = iter(found.facts)
         out = []
         for number, item in chunk:
@@ -313,21 +313,20 @@ class CheckStream:
             one = decide(
                 rule, subject_known=subject_id is not None, flags=flags, standing=standing, at=at, suppressed=suppressed
             )
-            key = one.allowed, one.reason
-            decided[key] += 1
+            decided[one] += 1
             # The line orjson would write for {"line", "allowed", "reason", "subject_id"}, written by hand: a
             # dict and a dumps per line cost more than the rest of the answer.
             known = "null" if subject_id is None else f'"{subject_id}"'
-            out.append(f'{{"line":{number},{_decided_json(key)},"subject_id":{known}}}\n')
+            out.append(f'{{"line":{number},{_decided_json(one)},"subject_id":{known}}}\n')
         for (allowed, reason), times in decided.items():
             check_decision(reason, allowed).inc(times)
         return "".join(out).encode()
 
 
 @lru_cache(maxsize=64)
-def _decided_json(decided: tuple[bool, str]) -> str:
+def _decided_json(decided: Decision) -> str:
     """`"allowed":...,"reason":...` as orjson writes them."""
-    return orjson.dumps({"allowed": decided[0], "reason": decided[1]}).decode()[1:-1]
+    return orjson.dumps({"allowed": decided.allowed, "reason": decided.reason}).decode()[1:-1]
 
 
 async def _prepend(
