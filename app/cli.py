@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
@@ -33,6 +34,8 @@ banner_keys_cli = typer.Typer(help="Manage the cookie banner's publishable keys.
 cli.add_typer(banner_keys_cli, name="banner-keys")
 audit_cli = typer.Typer(help="Tamper evidence: verify the ledger, take signed checkpoints.", no_args_is_help=True)
 cli.add_typer(audit_cli, name="audit")
+requests_cli = typer.Typer(help="Data-subject requests on the statutory clock.", no_args_is_help=True)
+cli.add_typer(requests_cli, name="requests")
 # prometheus-client's multiprocess mode (app.metrics is not imported here: prometheus_client picks its mode at import).
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The origins `make run` serves the demo shop from.
@@ -305,6 +308,42 @@ def revoke_banner_key(key: str) -> None:
     if not _in_transaction(lambda session: banners.revoke_key(session, key=key)):
         _fail("no such active key")
     typer.echo("revoked", err=True)
+
+
+@requests_cli.command("list")
+def list_requests(
+    tenant: Annotated[str, typer.Option(help="tenant key")],
+    due_before: Annotated[
+        datetime | None, typer.Option(formats=["%Y-%m-%d"], help="only requests due before this day (YYYY-MM-DD)")
+    ] = None,
+) -> None:
+    """The tenant's open requests, the soonest due first, with the days left to answer each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from app.services import requests
+    from app.services.requests import deadlines
+
+    _check_tenant_key(tenant)
+
+    async def read(session: AsyncSession) -> list:
+        await _require_tenant(session, tenant)
+        return await requests.open_requests(session, tenant=tenant, due_before=due_before.date() if due_before else None)
+
+    rows = _in_transaction(read)
+    today = deadlines.uk_day(datetime.now(UTC))
+    table = Table(title=f"open requests of {tenant}: {len(rows)}")
+    for column in ("request", "type", "status", "received", "due", "days left"):
+        table.add_column(column, justify="right" if column == "days left" else "left")
+    for row in rows:
+        left = requests.days_left(row, today)
+        due = row.extended_due_at or row.due_at
+        table.add_row(
+            str(row.id), row.type, row.status.replace("_", " "), f"{deadlines.uk_day(row.received_at)}",
+            f"{due}{' (extended)' if row.extended_due_at else ''}" if due else "clock not started",
+            "" if left is None else (f"[red]{left}[/red]" if left < 0 else str(left)),
+        )
+    Console(width=160).print(table)
 
 
 @audit_cli.command("verify")

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     jwt_audience: str = "consentd"
     identifier_key: str = DEV_IDENTIFIER_KEY
     default_region: str = "GB"
+    # Bank holidays for the statutory clock of data-subject requests: a country, optionally -subdivision.
+    holidays_region: str = "GB-ENG"
     # Upper bound on a request body; the batch check route has its own, larger one.
     max_body_bytes: int = 1_048_576
     max_batch_body_bytes: int = 8_388_608
@@ -114,6 +116,18 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"CONSENTD_SIGNING_KEYS_RETIRED: {exc}") from None
         return self
+
+    @field_validator("holidays_region")
+    @classmethod
+    def _holidays_region(cls, value: str) -> str:
+        import holidays
+
+        country, _, subdivision = value.partition("-")
+        try:
+            holidays.country_holidays(country, subdiv=subdivision or None)
+        except NotImplementedError:
+            raise ValueError(f"unknown holidays region {value!r}: a country code, optionally -subdivision (GB-ENG)") from None
+        return value
 
     @field_validator("public_rate_per_ip", "public_rate_per_key")
     @classmethod

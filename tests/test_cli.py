@@ -27,6 +27,7 @@ def consentd(tmp_path: Path):
         assert (done.returncode == 0) == ok, done.stderr
         return done
 
+    run.env = env  # type: ignore[attr-defined]
     run.migrated = run("migrate").stderr  # type: ignore[attr-defined]
     return run
 
@@ -180,3 +181,44 @@ def _catalogue(tmp_path: Path) -> Path:
     purpose = {"key": "newsletter", "title": "Newsletter", "legal_basis": "consent", "category": "marketing", "channels": ["email"]}
     path.write_text(json.dumps([purpose]))
     return path
+
+
+def test_requests_list_shows_the_open_requests_soonest_due_first(consentd):
+    """`consentd requests list`: a table of the open requests with their days left, for a team without curl."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from app.config import Settings
+    from app.db import Database
+    from app.models.requests import RequestIn
+    from app.services import requests
+    from app.services.subjects import IdentifierKeys
+
+    consentd("tenants", "create", "acme")
+    settings = Settings(database_url=consentd.env["CONSENTD_DATABASE_URL"], identifier_key=TEST_IDENTIFIER_KEY)
+
+    async def file() -> None:
+        database = await Database.open(settings)
+        keys = IdentifierKeys(TEST_IDENTIFIER_KEY, "GB")
+        actor = requests.Actor("acme", "privacy-team", "GB-ENG")
+        try:
+            async with database.transaction() as session:
+                for days_ago, kind in ((20, "restriction"), (3, "objection")):
+                    details = {"grounds": "legal_claim"} if kind == "restriction" else {"to": "direct_marketing"}
+                    received = datetime.now(UTC) - timedelta(days=days_ago)
+                    body = RequestIn(type=kind, subject={"email": f"p{days_ago}@example.org"}, received_at=received,
+                                     details=details)
+                    await requests.create(session, keys, actor, body)
+                await requests.create(session, keys, actor, RequestIn(type="access", subject={"phone": "+44 20 7946 0000"}))
+        finally:
+            await database.close()
+
+    asyncio.run(file())
+    table = consentd("requests", "list", "--tenant", "acme").stdout
+    lines = [line for line in table.splitlines() if "restriction" in line or "objection" in line or "access" in line]
+    assert [("restriction" in lines[0]), ("objection" in lines[1]), ("access" in lines[2])] == [True, True, True]
+    assert "clock not started" in lines[2] and "open requests of acme: 3" in table
+    soon = consentd("requests", "list", "--tenant", "acme", "--due-before",
+                    (datetime.now(UTC) + timedelta(days=20)).strftime("%Y-%m-%d")).stdout
+    assert "open requests of acme: 1" in soon and "restriction" in soon
+    assert "tenant 'nobody' does not exist" in consentd("requests", "list", "--tenant", "nobody", ok=False).stderr

@@ -6,6 +6,7 @@ from app.models.base import SQLModel
 from app.models.changes import ConsentChange
 from app.models.consents import ConsentEvent, ConsentState, IdempotencyRecord, ImportedRecord
 from app.models.purposes import Purpose, PurposeVersion
+from app.models.requests import DataRequest, RequestLogEntry
 from app.models.subjects import Subject, SubjectIdentifier
 from app.models.suppressions import Suppression, SuppressionChain, SuppressionEvent
 from app.models.tenants import Tenant
@@ -22,11 +23,13 @@ __all__ = [
     "ConsentChange",
     "ConsentEvent",
     "ConsentState",
+    "DataRequest",
     "IdempotencyRecord",
     "ImportedRecord",
     "LedgerChain",
     "Purpose",
     "PurposeVersion",
+    "RequestLogEntry",
     "Subject",
     "SubjectIdentifier",
     "Suppression",

@@ -1,7 +1,7 @@
 """The append-only consent ledger: a consent write (consents), hash chains, imports, reads (as_of, history)."""
 
 from . import bulk, chains, consents, imports, pg_write, reads
-from .chains import CANONICAL_FIELDS, EMPTY, GENESIS, canonical_values, event_hash, extend
+from .chains import CANONICAL_FIELDS, EMPTY, GENESIS, canonical_values, event_hash, extend, timestamp
 
 __all__ = [
     "CANONICAL_FIELDS",
@@ -16,4 +16,5 @@ __all__ = [
     "imports",
     "pg_write",
     "reads",
+    "timestamp",
 ]

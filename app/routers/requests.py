@@ -1,0 +1,113 @@
+"""Data-subject requests: logged, verified, paused and resumed, extended, refused, listed soonest due first."""
+
+import uuid
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from app.deps import KeysDep, ReadSessionDep, SessionDep, app_settings, require_scopes
+from app.errors import Forbidden
+from app.models.common import problem_responses
+from app.models.requests import (
+    ClarifyIn,
+    ExtendIn,
+    RefuseIn,
+    RequestIn,
+    RequestOut,
+    RequestPage,
+    RequestType,
+    ResumeIn,
+    Status,
+    VerifyIn,
+)
+from app.security import Principal
+from app.services import requests
+
+router = APIRouter(prefix="/v1/requests", tags=["requests"])
+Writer = require_scopes("requests:write")
+
+
+async def _reader(principal: Annotated[Principal, require_scopes()]) -> Principal:
+    """Reading requests takes requests:write or consents:read."""
+    if not (principal.has("requests:write") or principal.has("consents:read")):
+        raise Forbidden("this needs the scope requests:write or consents:read")
+    return principal
+
+
+Reader = Depends(_reader)
+
+
+def _actor(principal: Principal, request: Request) -> requests.Actor:
+    return requests.Actor(principal.tenant, principal.client, app_settings(request).holidays_region)
+
+
+@router.post("", status_code=201, response_model=RequestOut)
+async def create_request(
+    principal: Annotated[Principal, Writer], body: RequestIn, request: Request, session: SessionDep, keys: KeysDep
+) -> RequestOut:
+    """Log a request received by email, post, phone, the web or in person. Its clock starts on the day it arrived,
+    or, for access, portability, erasure and rectification, on the day the person's identity is verified."""
+    return await requests.create(session, keys, _actor(principal, request), body)
+
+
+@router.get("", response_model=RequestPage)
+async def list_requests(
+    principal: Annotated[Principal, Reader],
+    session: ReadSessionDep,
+    status: Status | None = None,
+    type: RequestType | None = None,
+    due_before: Annotated[date | None, Query(description="only requests due before this day")] = None,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] = None,
+    limit: Annotated[int, Query(ge=1, le=requests.MAX_PAGE)] = 100,
+) -> RequestPage:
+    """Requests, the soonest due first (those waiting for verification, whose clock has not started, last)."""
+    return await requests.page(
+        session, tenant=principal.tenant, status=status, type=type, due_before=due_before, cursor=cursor, limit=limit
+    )
+
+
+@router.get("/{request_id}", response_model=RequestOut)
+async def get_request(principal: Annotated[Principal, Reader], request_id: uuid.UUID, session: ReadSessionDep) -> RequestOut:
+    """One request, with its log."""
+    return await requests.get(session, tenant=principal.tenant, request_id=request_id)
+
+
+@router.post("/{request_id}/verify", response_model=RequestOut, responses=problem_responses(409))
+async def verify_request(
+    principal: Annotated[Principal, Writer], request_id: uuid.UUID, body: VerifyIn, request: Request, session: SessionDep
+) -> RequestOut:
+    """The person's identity was checked: a request that waited for it starts its clock today."""
+    return await requests.verify(session, _actor(principal, request), request_id, body)
+
+
+@router.post("/{request_id}/clarify", response_model=RequestOut, responses=problem_responses(409))
+async def clarify_request(
+    principal: Annotated[Principal, Writer], request_id: uuid.UUID, body: ClarifyIn, request: Request, session: SessionDep
+) -> RequestOut:
+    """Ask the person a question: the clock stops until they answer."""
+    return await requests.clarify(session, _actor(principal, request), request_id, body)
+
+
+@router.post("/{request_id}/resume", response_model=RequestOut, responses=problem_responses(409))
+async def resume_request(
+    principal: Annotated[Principal, Writer], request_id: uuid.UUID, body: ResumeIn, request: Request, session: SessionDep
+) -> RequestOut:
+    """The person answered: the clock runs again, the due dates later by the days it stood still."""
+    return await requests.resume(session, _actor(principal, request), request_id, body)
+
+
+@router.post("/{request_id}/extend", response_model=RequestOut, responses=problem_responses(409))
+async def extend_request(
+    principal: Annotated[Principal, Writer], request_id: uuid.UUID, body: ExtendIn, request: Request, session: SessionDep
+) -> RequestOut:
+    """Extend to three months from the clock's start: once, before the due date, with the notice to the person."""
+    return await requests.extend(session, _actor(principal, request), request_id, body)
+
+
+@router.post("/{request_id}/refuse", response_model=RequestOut, responses=problem_responses(409))
+async def refuse_request(
+    principal: Annotated[Principal, Writer], request_id: uuid.UUID, body: RefuseIn, request: Request, session: SessionDep
+) -> RequestOut:
+    """Refuse, on one of the grounds the law allows, with what to tell the person."""
+    return await requests.refuse(session, _actor(principal, request), request_id, body)

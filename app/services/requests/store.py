@@ -1,0 +1,321 @@
+"""Data-subject requests: logged, verified, paused, resumed, extended and refused on the statutory clock.
+
+Every action locks the request's row, checks that the request may take it, moves the request and appends an entry
+to its log, in the caller's transaction: two actions on one request queue, and a retried one is refused by the
+state the first left (an extension twice, a refusal of a refused request).
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.errors import Conflict, NotFound, Unprocessable
+from app.models.base import table_of, utcnow
+from app.models.requests import (
+    NEEDS_VERIFICATION,
+    NOT_DUE,
+    OPEN,
+    ClarifyIn,
+    DataRequest,
+    ExtendIn,
+    RefuseIn,
+    RequestIn,
+    RequestLogEntry,
+    RequestOut,
+    RequestPage,
+    ResumeIn,
+    VerifyIn,
+)
+from app.services import subjects
+from app.services.kit.cursors import pack, unpack
+from app.services.ledger import GENESIS
+from app.services.ledger.consents import MAX_CLOCK_SKEW
+from app.services.requests import deadlines
+from app.services.requests.log import entry_hash
+from app.services.subjects import IdentifierKeys
+
+MAX_PAGE = 500
+_REQUESTS = table_of(DataRequest)
+_LOG = table_of(RequestLogEntry)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts (the token's client) and the bank holidays the clock counts by."""
+
+    tenant: str
+    client: str
+    region: str
+
+
+def _not_future(moment: datetime, now: datetime, loc: list[str | int]) -> datetime:
+    """A moment that may not be after now (a client's clock may run MAX_CLOCK_SKEW ahead: taken as now)."""
+    if moment > now + MAX_CLOCK_SKEW:
+        raise Unprocessable("may not be in the future", loc=loc)
+    return min(moment, now)
+
+
+async def create(session: AsyncSession, keys: IdentifierKeys, actor: Actor, body: RequestIn) -> RequestOut:
+    """Log a request. Its clock starts now (or at `received_at`), or when the person's identity is verified for the
+    rights that need it; 404 for an unknown subject_id. A person consentd has never seen still gets a request."""
+    now = utcnow()
+    received = _not_future(body.received_at or now, now, ["body", "received_at"])
+    verified_at = None
+    if body.verified is not None:
+        verified_at = _not_future(body.verified.at or now, now, ["body", "verified", "at"])
+        if verified_at < received:
+            raise Unprocessable("identity cannot be verified before the request was received", loc=["body", "verified", "at"])
+    subject_id = await subjects.find(session, keys, tenant=actor.tenant, ref=body.subject, loc=("body", "subject"))
+    if subject_id is None and body.subject.subject_id is not None:
+        raise NotFound("subject", body.subject.subject_id)
+    id_type = id_hash = None
+    if body.subject.subject_id is None:
+        id_type, value = body.subject.kind_and_value()
+        id_hash = keys.lookup_hash(actor.tenant, id_type, value, loc=("body", "subject"))
+    row = DataRequest(
+        tenant_id=actor.tenant, type=body.type, status="in_progress", subject_id=subject_id, id_type=id_type,
+        id_hash=id_hash, received_at=received, received_via=body.received_via, details=body.details,
+    )
+    entries = [("received", now, _received_note(body))]
+    if body.verified is not None:
+        row.verified_method, row.verified_at = body.verified.method, verified_at
+        entries.append(("verified", now, f"method: {body.verified.method}"))
+    if body.type in NEEDS_VERIFICATION and verified_at is None:
+        row.status = "pending_verification"
+    else:
+        _start_clock(row, verified_at if body.type in NEEDS_VERIFICATION and verified_at else received, actor.region)
+    session.add(row)
+    await session.flush()
+    log = [await _append(session, row, actor, action, at, note) for action, at, note in entries]
+    return _out(row, log)
+
+
+def _received_note(body: RequestIn) -> str:
+    return f"received by {body.received_via}" if body.received_via else "received"
+
+
+def _start_clock(row: DataRequest, started: datetime, region: str) -> None:
+    row.clock_started_at = started
+    _redate(row, region)
+
+
+def _redate(row: DataRequest, region: str) -> None:
+    """The due dates from the clock's start and the days it stood still."""
+    assert row.clock_started_at is not None, "a request is dated once its clock has started"
+    start = deadlines.uk_day(row.clock_started_at)
+    row.due_at = deadlines.due(start, paused_days=row.paused_days, region=region)
+    if row.extended_due_at is not None:
+        row.extended_due_at = deadlines.due(
+            start, paused_days=row.paused_days, region=region, months=deadlines.EXTENDED_MONTHS
+        )
+    row.due_sort = row.extended_due_at or row.due_at
+
+
+async def _locked(session: AsyncSession, actor: Actor, request_id: uuid.UUID) -> DataRequest:
+    """The request, its row locked until the transaction ends; 404 for another tenant's; 409 once it is closed."""
+    row = (
+        await session.execute(
+            sa.select(DataRequest)
+            .where(DataRequest.tenant_id == actor.tenant, DataRequest.id == request_id)  # type: ignore[arg-type]
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound("request", request_id)
+    if row.status not in OPEN:
+        raise Conflict(f"the request is already {row.status}")
+    return row
+
+
+async def verify(session: AsyncSession, actor: Actor, request_id: uuid.UUID, body: VerifyIn) -> RequestOut:
+    """The person's identity is checked: the clock of a request that waited for it starts today."""
+    row = await _locked(session, actor, request_id)
+    if row.status != "pending_verification":
+        raise Conflict("the request is not waiting for the person's identity to be verified")
+    now = utcnow()
+    row.status, row.verified_method, row.verified_at = "in_progress", body.method, now
+    _start_clock(row, now, actor.region)
+    return await _acted(session, row, actor, "verified", now, _joined(f"method: {body.method}", body.note))
+
+
+async def clarify(session: AsyncSession, actor: Actor, request_id: uuid.UUID, body: ClarifyIn) -> RequestOut:
+    """Ask the person what they mean: the clock stops until they answer (resume)."""
+    row = await _locked(session, actor, request_id)
+    if row.status != "in_progress":
+        raise Conflict(f"a request {_status_words(row.status)} cannot be paused for a clarification")
+    now = utcnow()
+    row.status, row.paused_on = "awaiting_clarification", deadlines.uk_day(now)
+    return await _acted(session, row, actor, "clarification_requested", now, body.question)
+
+
+async def resume(session: AsyncSession, actor: Actor, request_id: uuid.UUID, body: ResumeIn) -> RequestOut:
+    """The person answered: the clock runs again, and the due dates move by the days it stood still."""
+    row = await _locked(session, actor, request_id)
+    if row.status != "awaiting_clarification" or row.paused_on is None:
+        raise Conflict("the request is not waiting for a clarification")
+    now = utcnow()
+    paused = deadlines.paused_between(row.paused_on, deadlines.uk_day(now))
+    row.status, row.paused_on, row.paused_days = "in_progress", None, row.paused_days + paused
+    _redate(row, actor.region)
+    return await _acted(session, row, actor, "resumed", now, _joined(f"paused {paused} days", body.note))
+
+
+async def extend(session: AsyncSession, actor: Actor, request_id: uuid.UUID, body: ExtendIn) -> RequestOut:
+    """Extend, once and before the due date, to three months from the clock's start, with the notice recorded."""
+    row = await _locked(session, actor, request_id)
+    now = utcnow()
+    notified = _not_future(body.notified_at, now, ["body", "notified_at"])
+    if row.due_at is None:
+        raise Conflict("the request's clock has not started: verify the person's identity first")
+    if row.extended_due_at is not None:
+        raise Conflict("the request was extended already: it can be extended once")
+    if deadlines.uk_day(now) > row.due_at:
+        raise Conflict(f"the request was due on {row.due_at}: an extension must be made before that")
+    if row.received_at > notified:
+        raise Unprocessable("the person cannot have been told before the request was received", loc=["body", "notified_at"])
+    row.extended_due_at = row.due_at  # marks it extended; _redate gives the date
+    _redate(row, actor.region)
+    note = f"{body.reason} (the person was told on {deadlines.uk_day(notified)})"
+    return await _acted(session, row, actor, "extended", now, note)
+
+
+async def refuse(session: AsyncSession, actor: Actor, request_id: uuid.UUID, body: RefuseIn) -> RequestOut:
+    """Refuse the request, with the ground and what to tell the person."""
+    row = await _locked(session, actor, request_id)
+    now = utcnow()
+    row.status, row.outcome = "refused", {"refused": body.reason, "detail": body.detail, "at": now.isoformat()}
+    return await _acted(session, row, actor, "refused", now, f"{body.reason}: {body.detail}")
+
+
+def _status_words(status: str) -> str:
+    return {"pending_verification": "waiting for verification", "awaiting_clarification": "already paused"}.get(
+        status, status
+    )
+
+
+def _joined(first: str, note: str | None) -> str:
+    return f"{first}; {note}" if note else first
+
+
+async def _acted(
+    session: AsyncSession, row: DataRequest, actor: Actor, action: str, at: datetime, note: str | None
+) -> RequestOut:
+    await _append(session, row, actor, action, at, note)
+    await session.flush()
+    return _out(row, await _log_of(session, [row.id]))
+
+
+async def _append(
+    session: AsyncSession, row: DataRequest, actor: Actor, action: str, at: datetime, note: str | None
+) -> dict[str, Any]:
+    """An entry at the end of the request's log (the row is locked, or new); the entry."""
+    index, prev_hash = row.log_length + 1, row.log_head_hash or GENESIS
+    hashed = entry_hash(
+        tenant=row.tenant_id, request_id=row.id, chain_index=index, prev_hash=prev_hash, at=at, action=action,
+        actor=actor.client, note=note,
+    )
+    entry = {
+        "tenant_id": row.tenant_id, "request_id": row.id, "chain_index": index, "at": at, "action": action,
+        "actor": actor.client, "note": note, "prev_hash": prev_hash, "hash": hashed,
+    }
+    await session.execute(sa.insert(_LOG), [entry])
+    row.log_length, row.log_head_hash = index, hashed
+    return entry
+
+
+async def get(session: AsyncSession, *, tenant: str, request_id: uuid.UUID) -> RequestOut:
+    row = (
+        await session.execute(
+            sa.select(DataRequest).where(DataRequest.tenant_id == tenant, DataRequest.id == request_id)  # type: ignore[arg-type]
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound("request", request_id)
+    return _out(row, await _log_of(session, [row.id]))
+
+
+async def page(
+    session: AsyncSession,
+    *,
+    tenant: str,
+    status: str | None = None,
+    type: str | None = None,
+    due_before: date | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> RequestPage:
+    """Requests, the soonest due first (those whose clock has not started last), `limit` at a time."""
+    r = _REQUESTS
+    query = sa.select(DataRequest).where(DataRequest.tenant_id == tenant)  # type: ignore[arg-type]
+    if status is not None:
+        query = query.where(r.c.status == status)
+    if type is not None:
+        query = query.where(r.c.type == type)
+    if due_before is not None:
+        query = query.where(r.c.due_sort < due_before)
+    if cursor is not None:
+        after_due, after_id = _unpack_cursor(cursor)
+        query = query.where(sa.or_(r.c.due_sort > after_due, sa.and_(r.c.due_sort == after_due, r.c.id > after_id)))
+    rows = list((await session.execute(query.order_by(r.c.due_sort, r.c.id).limit(limit + 1))).scalars())
+    shown = rows[:limit]
+    logs = await _log_of(session, [row.id for row in shown])
+    next_cursor = _pack_cursor(shown[-1]) if len(rows) > limit else None
+    return RequestPage(requests=[_out(row, logs) for row in shown], next_cursor=next_cursor)
+
+
+def _pack_cursor(row: DataRequest) -> str:
+    return pack(orjson.dumps([row.due_sort.isoformat(), str(row.id)]))
+
+
+def _unpack_cursor(cursor: str) -> tuple[date, uuid.UUID]:
+    try:
+        due, request_id = orjson.loads(unpack(cursor))
+        return date.fromisoformat(due), uuid.UUID(request_id)
+    except (ValueError, TypeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
+        raise Unprocessable("invalid cursor", loc=["query", "cursor"]) from exc
+
+
+async def _log_of(session: AsyncSession, request_ids: list[uuid.UUID]) -> Any:
+    """Each request's log entries, in order, by request id (a dict of lists)."""
+    if not request_ids:
+        return {}
+    rows = await session.execute(
+        sa.select(_LOG.c.request_id, _LOG.c.at, _LOG.c.action, _LOG.c.actor, _LOG.c.note)
+        .where(_LOG.c.request_id.in_(request_ids))
+        .order_by(_LOG.c.request_id, _LOG.c.chain_index)
+    )
+    logs: dict[uuid.UUID, list[dict]] = {request_id: [] for request_id in request_ids}
+    for row in rows:
+        logs[row.request_id].append({"at": row.at, "action": row.action, "actor": row.actor, "note": row.note})
+    return logs
+
+
+def _out(row: DataRequest, log: dict[uuid.UUID, list[dict]] | list[dict]) -> RequestOut:
+    entries = log if isinstance(log, list) else log[row.id]
+    verified = None if row.verified_method is None else {"method": row.verified_method, "at": row.verified_at}
+    return RequestOut.model_validate({
+        "request_id": row.id, "type": row.type, "status": row.status, "subject_id": row.subject_id,
+        "received_at": row.received_at, "received_via": row.received_via, "clock_started_at": row.clock_started_at,
+        "due_at": row.due_at, "extended_due_at": row.extended_due_at, "paused_days": row.paused_days,
+        "verified": verified, "details": row.details, "outcome": row.outcome,
+        "log": [{k: v for k, v in entry.items() if k in ("at", "action", "actor", "note")} for entry in entries],
+    })
+
+
+async def open_requests(session: AsyncSession, *, tenant: str, due_before: date | None = None) -> list[DataRequest]:
+    """Every open request of the tenant, the soonest due first (`consentd requests list`)."""
+    r = _REQUESTS
+    query = sa.select(DataRequest).where(DataRequest.tenant_id == tenant, r.c.status.in_(OPEN))  # type: ignore[arg-type]
+    if due_before is not None:
+        query = query.where(r.c.due_sort < due_before)
+    return list((await session.execute(query.order_by(r.c.due_sort, r.c.id))).scalars())
+
+
+def days_left(row: DataRequest, today: date) -> int | None:
+    """Days until the request is due (negative: overdue); None while its clock has not started."""
+    return None if row.due_sort == NOT_DUE else (row.due_sort - today).days
