@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The check router first: routes are matched in order, and checks are the hot path.
     for router in (
         checks.router, consents.router, subjects.router, purposes.router, changes.router, suppressions.router,
-        banner.router, receipts.router, audit.router, requests.router,
+        banner.router, receipts.router, audit.router, requests.router, requests.holds_router,
     ):
         app.include_router(router, responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
     app.include_router(public.router, responses=problem_responses(400, 401, 403, 413, 422, 429, 503))

@@ -6,7 +6,7 @@ from app.models.base import SQLModel
 from app.models.changes import ConsentChange
 from app.models.consents import ConsentEvent, ConsentState, IdempotencyRecord, ImportedRecord
 from app.models.purposes import Purpose, PurposeVersion
-from app.models.requests import DataRequest, RequestLogEntry
+from app.models.requests import DataRequest, LegalHold, RequestLogEntry
 from app.models.subjects import Subject, SubjectIdentifier
 from app.models.suppressions import Suppression, SuppressionChain, SuppressionEvent
 from app.models.tenants import Tenant
@@ -27,6 +27,7 @@ __all__ = [
     "IdempotencyRecord",
     "ImportedRecord",
     "LedgerChain",
+    "LegalHold",
     "Purpose",
     "PurposeVersion",
     "RequestLogEntry",

@@ -46,6 +46,8 @@ class DataRequest(SQLModel, table=True):
     # The identifier the request named (blind index and type), kept for the person consentd has never seen.
     id_type: str | None = Field(default=None, max_length=16)
     id_hash: str | None = Field(default=None, max_length=64)
+    # That identifier sealed: to write to the person, and to suppress a stranger who objects to direct marketing.
+    value_sealed: str | None = Field(default=None, sa_type=sa.Text)
     received_at: datetime = Field(sa_type=UTCDateTime)
     received_via: str | None = Field(default=None, max_length=16)
     verified_method: str | None = Field(default=None, max_length=16)
@@ -84,6 +86,48 @@ class RequestLogEntry(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
+class LegalHold(SQLModel, table=True):
+    """A reason to keep a subject's data that an erasure must respect (a legal claim, misuse, a legal obligation, an
+    open dispute), placed and released by the privacy team."""
+
+    __tablename__ = "legal_holds"
+    __table_args__ = (subject_of_tenant(), sa.Index("ix_legal_holds_subject", "tenant_id", "subject_id", "placed_at"))
+
+    id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
+    tenant_id: str = Field(foreign_key="tenants.key", max_length=64)
+    subject_id: uuid.UUID
+    reason: str = Field(max_length=24)
+    note: str | None = Field(default=None, sa_type=sa.Text)
+    until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    placed_at: datetime = Field(sa_type=UTCDateTime)
+    placed_by: str = Field(max_length=200)
+    released_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    released_by: str | None = Field(default=None, max_length=200)
+
+
+HoldReason = Literal["legal_claim", "misuse", "legal_obligation", "open_dispute"]
+
+
+class HoldIn(Schema):
+    reason: HoldReason
+    note: Note | None = None
+    # When the hold lapses by itself, if it does.
+    until: Timestamp | None = None
+
+
+class HoldOut(Schema):
+    hold_id: uuid.UUID
+    reason: HoldReason
+    note: str | None
+    until: datetime | None
+    placed_at: datetime
+    released_at: datetime | None
+
+
+class HoldsOut(Schema):
+    holds: list[HoldOut]
+
+
 class Verified(Schema):
     method: VerificationMethod
     # When the identity was checked; default now. It starts the clock of a request that needed it.
@@ -117,6 +161,8 @@ class RectificationDetails(Schema):
     def _something(self) -> "RectificationDetails":
         if self.add is None and not self.remove:
             raise ValueError("a rectification adds or removes at least one identifier")
+        if any(ref.subject_id is not None for ref in self.remove):
+            raise ValueError("remove names identifiers (email, phone, external_id, device_id), not a subject_id")
         return self
 
 

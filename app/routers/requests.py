@@ -5,13 +5,26 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
 
-from app.deps import KeysDep, ReadSessionDep, SessionDep, app_settings, require_scopes
+from app.deps import (
+    AccessLogDep,
+    DatabaseDep,
+    KeysDep,
+    ReadSessionDep,
+    SessionDep,
+    SignerDep,
+    app_settings,
+    require_scopes,
+)
 from app.errors import Forbidden
 from app.models.common import problem_responses
 from app.models.requests import (
     ClarifyIn,
     ExtendIn,
+    HoldIn,
+    HoldOut,
+    HoldsOut,
     RefuseIn,
     RequestIn,
     RequestOut,
@@ -21,10 +34,13 @@ from app.models.requests import (
     Status,
     VerifyIn,
 )
+from app.responses import json_response
 from app.security import Principal
+from app.services import access as access_log
 from app.services import requests
 
 router = APIRouter(prefix="/v1/requests", tags=["requests"])
+holds_router = APIRouter(prefix="/v1/subjects/{subject_id}/holds", tags=["requests"])
 Writer = require_scopes("requests:write")
 
 
@@ -111,3 +127,68 @@ async def refuse_request(
 ) -> RequestOut:
     """Refuse, on one of the grounds the law allows, with what to tell the person."""
     return await requests.refuse(session, _actor(principal, request), request_id, body)
+
+
+@router.post("/{request_id}/complete", response_model=RequestOut, responses=problem_responses(409))
+async def complete_request(
+    principal: Annotated[Principal, Writer], request_id: uuid.UUID, request: Request, session: SessionDep, keys: KeysDep
+) -> RequestOut:
+    """Carry the request out in one transaction; the answer's `outcome` says what was done and what was withheld."""
+    return await requests.complete(session, keys, _actor(principal, request), request_id)
+
+
+_EXPORT_OPENAPI = {"responses": {"200": {"content": {"application/json": {"schema": {"type": "object"}}}}}}
+
+
+@router.get("/{request_id}/export", response_class=StreamingResponse, responses=problem_responses(409), openapi_extra=_EXPORT_OPENAPI)
+async def export_request(
+    principal: Annotated[Principal, Reader],
+    request_id: uuid.UUID,
+    session: ReadSessionDep,
+    database: DatabaseDep,
+    keys: KeysDep,
+    log: AccessLogDep,
+) -> StreamingResponse:
+    """The export of a completed access or portability request: one JSON document, streamed. Recorded in the
+    access log."""
+    row = await requests.exportable(session, tenant=principal.tenant, request_id=request_id)
+    await log.record(
+        principal, action=access_log.SUBJECT_EXPORT, subject_id=row.subject_id, detail={"request_id": str(request_id)}
+    )
+    return StreamingResponse(
+        requests.exports.document(database, keys, request=row), media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{requests.exports.filename(request_id)}"'},
+    )
+
+
+@router.get("/{request_id}/receipt", responses=problem_responses(409))
+async def request_receipt(
+    principal: Annotated[Principal, Reader], request_id: uuid.UUID, session: ReadSessionDep, signer: SignerDep
+) -> Response:
+    """A signed statement (JWS, the keys of /.well-known/jwks.json) of what was done and when, what was withheld
+    and on which ground, with the head of the request's log."""
+    return json_response(await requests.receipt(session, signer, tenant=principal.tenant, request_id=request_id))
+
+
+@holds_router.post("", status_code=201, response_model=HoldOut)
+async def place_hold(
+    principal: Annotated[Principal, Writer], subject_id: uuid.UUID, body: HoldIn, session: SessionDep
+) -> HoldOut:
+    """Place a legal hold on a subject: an erasure keeps the held data until the last hold is released."""
+    return await requests.holds.place(session, tenant=principal.tenant, subject_id=subject_id, actor=principal.client, body=body)
+
+
+@holds_router.get("", response_model=HoldsOut)
+async def list_holds(principal: Annotated[Principal, Reader], subject_id: uuid.UUID, session: ReadSessionDep) -> HoldsOut:
+    """Every hold placed on the subject, released or not, oldest first."""
+    return await requests.holds.of_subject(session, tenant=principal.tenant, subject_id=subject_id)
+
+
+@holds_router.post("/{hold_id}/release", response_model=HoldOut, responses=problem_responses(409))
+async def release_hold(
+    principal: Annotated[Principal, Writer], subject_id: uuid.UUID, hold_id: uuid.UUID, session: SessionDep
+) -> HoldOut:
+    """Release a hold."""
+    return await requests.holds.release(
+        session, tenant=principal.tenant, subject_id=subject_id, hold_id=hold_id, actor=principal.client
+    )

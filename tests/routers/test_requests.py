@@ -12,7 +12,7 @@ from app.models.base import table_of, utcnow
 from app.services.requests import deadlines
 from app.services.requests.log import chain_breaks
 from tests.conftest import assert_problem, bearer, stored_id
-from tests.support.api import iso, record
+from tests.support.api import check, iso, record
 
 ENG = "GB-ENG"
 PERSON = {"email": "Ada.Lovelace@example.org"}
@@ -274,3 +274,199 @@ async def test_two_extensions_at_once_store_one(client, pg_backend):
     assert sorted(a.status_code for a in answers) == [200, 409, 409, 409]
     log = (await client.get(f"/v1/requests/{filed['request_id']}")).json()["log"]
     assert [entry["action"] for entry in log] == ["received", "extended"]
+
+
+async def test_completing_a_restriction_makes_every_check_answer_restricted_until_it_is_lifted(client):
+    known = await record(client, PERSON, ("marketing", "email", "granted"))
+    filed = await file(client, "restriction", details={"grounds": "accuracy_contested"})
+    assert (await check(client, PERSON, "marketing", "email"))["allowed"] is True
+    done = await act(client, filed["request_id"], "complete")
+    assert done["status"] == "completed" and done["outcome"]["done"] == ["restricted (accuracy_contested)"]
+    assert done["log"][-1]["action"] == "completed"
+    answer = await check(client, PERSON, "marketing", "email")
+    assert (answer["allowed"], answer["reason"]) == (False, "restricted")
+    assert (await client.get(f"/v1/subjects/{known['subject_id']}")).json()["flags"] == ["restricted"]
+    lifted = await act(client, (await file(client, "restriction", details={"lift": True}))["request_id"], "complete")
+    assert lifted["outcome"]["done"] == ["restriction lifted"]
+    assert (await check(client, PERSON, "marketing", "email"))["allowed"] is True
+    assert_problem(await client.post(f"/v1/requests/{filed['request_id']}/complete"), 409)
+
+
+async def test_an_objection_to_direct_marketing_withdraws_every_marketing_purpose_for_good(client):
+    await record(client, PERSON, ("marketing", "email", "granted"), ("marketing", "sms", "granted"),
+                 ("market_research", "email", "granted"))
+    filed = await file(client, "objection", details={"to": "direct_marketing"})
+    done = await act(client, filed["request_id"], "complete")
+    assert done["outcome"]["done"] == [f"withdrew marketing/{c}" for c in ("email", "sms", "phone", "post")]
+    for channel in ("email", "sms", "phone", "post"):
+        assert (await check(client, PERSON, "marketing", channel))["reason"] == "withdrawn"
+    assert (await check(client, PERSON, "market_research", "email"))["allowed"] is True  # research is no marketing
+    history = (await client.get(f"/v1/subjects/{done['subject_id']}/history")).json()["events"]
+    assert {e["method"] for e in history if e["status"] == "withdrawn"} == {"objection"}
+    # An older grant imported later does not undo it: the objection is the newer decision.
+    await record(client, PERSON, ("marketing", "email", "granted"), captured_at="2024-01-01T00:00:00Z")
+    assert (await check(client, PERSON, "marketing", "email"))["reason"] == "withdrawn"
+
+
+async def test_a_stranger_who_objects_to_direct_marketing_is_suppressed(client):
+    stranger = {"email": "never.seen@example.org"}
+    filed = await file(client, "objection", subject=stranger, details={"to": "direct_marketing"})
+    done = await act(client, filed["request_id"], "complete")
+    assert done["outcome"]["nothing_held"] is True and done["outcome"]["done"] == ["suppressed on email, sms, phone, post"]
+    assert (await check(client, stranger, "marketing", "email"))["reason"] == "suppressed"
+    unknown = await file(client, "objection", subject=stranger, details={"to": "purposes", "purposes": ["no_such_thing"]})
+    assert_problem(await client.post(f"/v1/requests/{unknown['request_id']}/complete"), 422)
+    assert (await client.get(f"/v1/requests/{unknown['request_id']}")).json()["status"] == "in_progress"
+
+
+async def test_an_access_request_hands_over_an_export_and_a_signed_receipt(client, backend):
+    await record(client, PERSON, ("marketing", "email", "granted"), evidence={"form": "signup", "ip": "192.0.2.1"})
+    filed = await file(client, "access", verified={"method": "account"})
+    assert_problem(await client.get(f"/v1/requests/{filed['request_id']}/export"), 409)
+    assert_problem(await client.get(f"/v1/requests/{filed['request_id']}/receipt"), 409)
+    done = await act(client, filed["request_id"], "complete")
+    assert done["outcome"]["export"] == f"/v1/requests/{filed['request_id']}/export"
+    response = await client.get(f"/v1/requests/{filed['request_id']}/export")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    assert response.headers["content-disposition"].startswith("attachment;")
+    export = response.json()
+    assert export["identifiers"] == [{"type": "email", "value": "ada.lovelace@example.org"}]
+    assert [(c["purpose"], c["channel"], c["status"]) for c in export["consents"]] == [("marketing", "email", "granted")]
+    assert export["history"][0]["evidence"] == {"form": "signup", "ip": "192.0.2.1"}
+    assert [r["request_id"] for r in export["requests"]] == [filed["request_id"]]
+    log = (await client.get("/v1/audit/access-log", params={"subject_id": done["subject_id"]})).json()["entries"]
+    assert "subject.export" in {entry["action"] for entry in log}
+
+    signed = (await client.get(f"/v1/requests/{filed['request_id']}/receipt")).json()
+    claims = backend.services.signer.verify(signed["jws"], typ="request-receipt+jwt")
+    assert claims["request_id"] == filed["request_id"] and claims["status"] == "completed"
+    assert claims["outcome"] == done["outcome"] and claims["log_length"] == len(done["log"])
+
+
+async def test_portability_hands_over_what_the_person_provided(client):
+    await record(client, PERSON, ("marketing", "email", "granted"), evidence={"form": "signup"})
+    filed = await file(client, "portability", verified={"method": "account"})
+    await act(client, filed["request_id"], "complete")
+    export = (await client.get(f"/v1/requests/{filed['request_id']}/export")).json()
+    assert set(export) == {"request_id", "type", "exported_at", "subject_id", "identifiers", "decisions"}
+    assert [(d["purpose"], d["channel"], d["status"]) for d in export["decisions"]] == [("marketing", "email", "granted")]
+    stranger = await file(client, "access", subject={"email": "x@example.org"}, verified={"method": "account"})
+    await act(client, stranger["request_id"], "complete")
+    nothing = (await client.get(f"/v1/requests/{stranger['request_id']}/export")).json()
+    assert nothing["subject_id"] is None and nothing["held"].startswith("nothing")
+
+
+async def test_completion_waits_for_verification_and_clarification(client):
+    waiting = await file(client, "access")
+    assert "verified" in assert_problem(await client.post(f"/v1/requests/{waiting['request_id']}/complete"), 409)["detail"]
+    paused = await file(client, "restriction", details={"grounds": "legal_claim"})
+    await act(client, paused["request_id"], "clarify", {"question": "Which data?"})
+    assert_problem(await client.post(f"/v1/requests/{paused['request_id']}/complete"), 409)
+    erasure = await file(client, "erasure", verified={"method": "document"})
+    assert_problem(await client.post(f"/v1/requests/{erasure['request_id']}/complete"), 409)
+    assert (await client.get(f"/v1/requests/{erasure['request_id']}")).json()["status"] == "in_progress"
+
+
+async def test_completing_and_its_export_and_receipt_keep_to_scopes_and_tenants(client, token, other_tenant):
+    filed = await file(client, "access", verified={"method": "account"})
+    path = f"/v1/requests/{filed['request_id']}"
+    reader, theirs = bearer(token("consents:read")), bearer(token("requests:write", tenant_key=other_tenant))
+    assert_problem(await client.post(f"{path}/complete", headers=reader), 403)
+    assert_problem(await client.post(f"{path}/complete", headers=theirs), 404)
+    await act(client, filed["request_id"], "complete")
+    for suffix in ("export", "receipt"):
+        assert (await client.get(f"{path}/{suffix}", headers=reader)).status_code == 200
+        assert_problem(await client.get(f"{path}/{suffix}", headers=theirs), 404)
+        assert_problem(await client.get(f"{path}/{suffix}", headers=bearer(token("checks:read"))), 403)
+
+
+async def test_two_completions_at_once_store_once(client, pg_backend):
+    await record(client, PERSON, ("marketing", "email", "granted"))
+    filed = await file(client, "objection", details={"to": "direct_marketing"})
+    answers = await asyncio.gather(*(client.post(f"/v1/requests/{filed['request_id']}/complete") for _ in range(3)))
+    assert sorted(a.status_code for a in answers) == [200, 409, 409]
+    history = (await client.get(f"/v1/subjects/{answers[0].json().get('subject_id') or filed['subject_id']}/history")).json()
+    assert sum(1 for e in history["events"] if e["method"] == "objection") == 4
+
+
+async def test_a_legal_hold_is_placed_listed_and_released(client, backend):
+    subject_id = (await record(client, PERSON, ("marketing", "email", "granted")))["subject_id"]
+    path = f"/v1/subjects/{subject_id}/holds"
+    placed = await client.post(path, json={"reason": "legal_claim", "note": "claim 2026/123", "until": "2030-01-01T00:00:00Z"})
+    assert placed.status_code == 201, placed.text
+    hold = placed.json()
+    assert (hold["reason"], hold["note"], hold["until"], hold["released_at"]) == (
+        "legal_claim", "claim 2026/123", "2030-01-01T00:00:00Z", None,
+    )
+    second = (await client.post(path, json={"reason": "open_dispute"})).json()
+    assert [h["hold_id"] for h in (await client.get(path)).json()["holds"]] == [hold["hold_id"], second["hold_id"]]
+    released = await client.post(f"{path}/{hold['hold_id']}/release")
+    assert released.status_code == 200 and released.json()["released_at"] is not None
+    assert_problem(await client.post(f"{path}/{hold['hold_id']}/release"), 409)
+    assert_problem(await client.post(f"{path}/{uuid.uuid4()}/release"), 404)
+    filed = await file(client, "access", verified={"method": "account"})
+    await act(client, filed["request_id"], "complete")
+    export = (await client.get(f"/v1/requests/{filed['request_id']}/export")).json()
+    assert [(h["reason"], h["released_at"] is None) for h in export["holds"]] == [("legal_claim", False), ("open_dispute", True)]
+
+    before = await count(backend, "legal_holds")
+    for body in ({"reason": "boredom"}, {"reason": "misuse", "until": "2020-01-01T00:00:00Z"}, {"reason": "misuse", "note": "x" * 2001},
+                 {"reason": "misuse", "surprise": 1}, {}):
+        assert_problem(await client.post(path, json=body), 422)
+    assert await count(backend, "legal_holds") == before
+    assert_problem(await client.post(f"/v1/subjects/{uuid.uuid4()}/holds", json={"reason": "misuse"}), 404)
+
+
+async def test_holds_keep_to_scopes_and_tenants(client, token, other_tenant):
+    subject_id = (await record(client, PERSON, ("marketing", "email", "granted")))["subject_id"]
+    path = f"/v1/subjects/{subject_id}/holds"
+    hold = (await client.post(path, json={"reason": "misuse"})).json()
+    reader, theirs = bearer(token("consents:read")), bearer(token("requests:write", tenant_key=other_tenant))
+    assert (await client.get(path, headers=reader)).status_code == 200
+    assert_problem(await client.post(path, json={"reason": "misuse"}, headers=reader), 403)
+    assert_problem(await client.post(f"{path}/{hold['hold_id']}/release", headers=reader), 403)
+    assert_problem(await client.get(path, headers=bearer(token("checks:read"))), 403)
+    assert_problem(await client.get(path, headers=theirs), 404)
+    assert_problem(await client.post(path, json={"reason": "misuse"}, headers=theirs), 404)
+    assert_problem(await client.post(f"{path}/{hold['hold_id']}/release", headers=theirs), 404)
+    assert (await client.get(path)).json()["holds"][0]["released_at"] is None
+
+
+async def test_a_rectification_replaces_an_identifier_and_names_the_recipients_to_tell(client):
+    sharing = {"title": "Share with Acme", "legal_basis": "consent", "category": "sharing", "third_party": "Acme Ltd"}
+    assert (await client.put("/v1/purposes/share_acme", json=sharing)).status_code in (200, 201)
+    known = await record(client, PERSON, ("marketing", "email", "granted"), ("share_acme", None, "granted"))
+    new = {"email": "ada@lovelace.example"}
+    filed = await file(
+        client, "rectification", verified={"method": "account"},
+        details={"add": new, "remove": [PERSON, {"phone": "+44 20 7946 0001"}]},
+    )
+    done = await act(client, filed["request_id"], "complete")
+    assert done["outcome"]["done"] == ["removed the email", "added the email"]
+    assert done["outcome"]["withheld"] == [{"identifier": "phone", "reason": "not an identifier of this person"}]
+    assert done["outcome"]["recipients"] == [{"third_party": "Acme Ltd", "purpose": "share_acme"}]
+    subject = (await client.get(f"/v1/subjects/{known['subject_id']}")).json()
+    assert [(i["type"], i["value"]) for i in subject["identifiers"]] == [("email", "ada@lovelace.example")]
+    assert (await check(client, new, "marketing", "email"))["allowed"] is True
+    assert (await check(client, PERSON, "marketing", "email"))["reason"] == "unknown_subject"
+
+
+async def test_a_rectification_to_an_identifier_another_person_holds_is_a_409_and_changes_nothing(client, backend):
+    await record(client, PERSON, ("marketing", "email", "granted"))
+    other = {"email": "someone.else@example.org"}
+    await record(client, other, ("marketing", "email", "granted"))
+    before = await count(backend)
+    assert_problem(await client.post("/v1/requests", json={
+        "type": "rectification", "subject": PERSON, "details": {"add": other},
+    }), 409)
+    assert await count(backend) == before
+    assert_problem(await client.post("/v1/requests", json={
+        "type": "rectification", "subject": PERSON, "details": {"remove": [{"subject_id": str(uuid.uuid4())}]},
+    }), 422)
+    # Taken between the request and its completion: the completion is refused, and nothing moves.
+    late = {"email": "late.comer@example.org"}
+    filed = await file(client, "rectification", verified={"method": "account"}, details={"add": late, "remove": [PERSON]})
+    await record(client, late, ("marketing", "email", "granted"))
+    assert_problem(await client.post(f"/v1/requests/{filed['request_id']}/complete"), 409)
+    assert (await client.get(f"/v1/requests/{filed['request_id']}")).json()["status"] == "in_progress"
+    assert (await check(client, PERSON, "marketing", "email"))["allowed"] is True

@@ -1,4 +1,4 @@
-"""data requests: data-subject requests on the statutory clock, each with an append-only, hash-chained log
+"""data requests: data-subject requests on the statutory clock, each with an append-only, hash-chained log; legal holds
 
 Revision ID: 20261204_0008
 Revises: 20261204_0007
@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("subject_id", sa.Uuid(), nullable=True),
         sa.Column("id_type", sa.String(length=16), nullable=True),
         sa.Column("id_hash", sa.String(length=64), nullable=True),
+        sa.Column("value_sealed", sa.Text(), nullable=True),
         sa.Column("received_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.Column("received_via", sa.String(length=16), nullable=True),
         sa.Column("verified_method", sa.String(length=16), nullable=True),
@@ -71,6 +72,25 @@ def upgrade() -> None:
     )
     op.create_index("ix_data_request_log_request", _LOG, ["request_id", "chain_index"], unique=True)
     _append_only(_LOG)
+    op.create_table(
+        "legal_holds",
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=False),
+        sa.Column("subject_id", sa.Uuid(), nullable=False),
+        sa.Column("reason", sa.String(length=24), nullable=False),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.Column("until", app.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("placed_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("placed_by", sa.String(length=200), nullable=False),
+        sa.Column("released_at", app.models.base.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("released_by", sa.String(length=200), nullable=True),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.key"], name=op.f("fk_legal_holds_tenant_id_tenants")),
+        sa.ForeignKeyConstraint(
+            ["tenant_id", "subject_id"], ["subjects.tenant_id", "subjects.id"], name=op.f("fk_legal_holds_tenant_id_subjects"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_legal_holds")),
+    )
+    op.create_index("ix_legal_holds_subject", "legal_holds", ["tenant_id", "subject_id", "placed_at"], unique=False)
 
 
 def _append_only(table: str) -> None:
@@ -88,6 +108,8 @@ def _append_only(table: str) -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_legal_holds_subject", table_name="legal_holds")
+    op.drop_table("legal_holds")
     op.drop_index("ix_data_request_log_request", table_name=_LOG)
     op.drop_table(_LOG)
     op.drop_index("ix_data_requests_due", table_name="data_requests")

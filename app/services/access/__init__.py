@@ -2,7 +2,19 @@
 read can record itself in its own transaction."""
 
 from . import log
-from .log import CONSENTS, EXPORT, HISTORY, LOOKUP, PG_ENTRY_IF_FOUND, RECEIPT, SUBJECT, AccessLog, append, page
+from .log import (
+    CONSENTS,
+    EXPORT,
+    HISTORY,
+    LOOKUP,
+    PG_ENTRY_IF_FOUND,
+    RECEIPT,
+    SUBJECT,
+    SUBJECT_EXPORT,
+    AccessLog,
+    append,
+    page,
+)
 
 __all__ = [
     "CONSENTS",
@@ -12,6 +24,7 @@ __all__ = [
     "PG_ENTRY_IF_FOUND",
     "RECEIPT",
     "SUBJECT",
+    "SUBJECT_EXPORT",
     "AccessLog",
     "append",
     "log",

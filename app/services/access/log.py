@@ -19,9 +19,10 @@ from app.security import Principal
 from app.services.kit import cursors
 
 # What was read: a subject found by an identifier, its record, its consents, its history, a receipt of one of its
-# events; an export of many subjects' events (subject_id null, the period in `detail`).
-LOOKUP, SUBJECT, CONSENTS, HISTORY, RECEIPT, EXPORT = (
-    "subject.lookup", "subject.read", "consents.read", "history.read", "receipt.read", "events.export"
+# events; an export of many subjects' events (subject_id null, the period in `detail`); the export a data-subject
+# request hands its subject (the request in `detail`).
+LOOKUP, SUBJECT, CONSENTS, HISTORY, RECEIPT, EXPORT, SUBJECT_EXPORT = (
+    "subject.lookup", "subject.read", "consents.read", "history.read", "receipt.read", "events.export", "subject.export"
 )
 
 # The entry as a CTE of a read's own statement on PostgreSQL, made only when the read's CTE `subject` (the subject's

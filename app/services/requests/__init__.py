@@ -1,16 +1,21 @@
-"""Data-subject requests on the statutory clock: deadlines (pure), the request's chained log, the requests themselves."""
+"""Data-subject requests on the statutory clock: deadlines (pure), the request's chained log, the requests (store),
+what completing each right does (completion), the export an access or portability request hands over (exports)."""
 
-from . import deadlines, log
+from . import completion, deadlines, exports, holds, log
 from .store import (
     MAX_PAGE,
+    RECEIPT,
     Actor,
     clarify,
+    complete,
     create,
     days_left,
+    exportable,
     extend,
     get,
     open_requests,
     page,
+    receipt,
     refuse,
     resume,
     verify,
@@ -18,16 +23,23 @@ from .store import (
 
 __all__ = [
     "MAX_PAGE",
+    "RECEIPT",
     "Actor",
     "clarify",
+    "complete",
+    "completion",
     "create",
     "days_left",
     "deadlines",
+    "exportable",
+    "exports",
     "extend",
     "get",
+    "holds",
     "log",
     "open_requests",
     "page",
+    "receipt",
     "refuse",
     "resume",
     "verify",

@@ -5,9 +5,10 @@ to its log, in the caller's transaction: two actions on one request queue, and a
 state the first left (an extension twice, a refusal of a refused request).
 """
 
+import time
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -31,11 +32,12 @@ from app.models.requests import (
     ResumeIn,
     VerifyIn,
 )
+from app.security import Signer
 from app.services import subjects
 from app.services.kit.cursors import pack, unpack
 from app.services.ledger import GENESIS
 from app.services.ledger.consents import MAX_CLOCK_SKEW
-from app.services.requests import deadlines
+from app.services.requests import completion, deadlines
 from app.services.requests.log import entry_hash
 from app.services.subjects import IdentifierKeys
 
@@ -73,13 +75,16 @@ async def create(session: AsyncSession, keys: IdentifierKeys, actor: Actor, body
     subject_id = await subjects.find(session, keys, tenant=actor.tenant, ref=body.subject, loc=("body", "subject"))
     if subject_id is None and body.subject.subject_id is not None:
         raise NotFound("subject", body.subject.subject_id)
-    id_type = id_hash = None
+    if body.type == "rectification" and subject_id is not None:
+        await _addable(session, keys, tenant=actor.tenant, subject_id=subject_id, added=(body.details or {}).get("add"))
+    id_type = id_hash = sealed = None
     if body.subject.subject_id is None:
         id_type, value = body.subject.kind_and_value()
-        id_hash = keys.lookup_hash(actor.tenant, id_type, value, loc=("body", "subject"))
+        normal = subjects.normalise(id_type, value, region=keys.region, loc=("body", "subject"))
+        id_hash, sealed = keys.blind_index(actor.tenant, id_type, normal), keys.seal(normal)
     row = DataRequest(
         tenant_id=actor.tenant, type=body.type, status="in_progress", subject_id=subject_id, id_type=id_type,
-        id_hash=id_hash, received_at=received, received_via=body.received_via, details=body.details,
+        id_hash=id_hash, value_sealed=sealed, received_at=received, received_via=body.received_via, details=body.details,
     )
     entries = [("received", now, _received_note(body))]
     if body.verified is not None:
@@ -93,6 +98,16 @@ async def create(session: AsyncSession, keys: IdentifierKeys, actor: Actor, body
     await session.flush()
     log = [await _append(session, row, actor, action, at, note) for action, at, note in entries]
     return _out(row, log)
+
+
+async def _addable(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID, added: dict[str, str] | None
+) -> None:
+    """409 when an identifier a rectification would add belongs to another subject (checked again on completion)."""
+    for kind, value in (added or {}).items():
+        held_by = await subjects.holder(session, keys, tenant=tenant, kind=kind, value=value, loc=("body", "details", "add"))
+        if held_by is not None and held_by != subject_id:
+            raise Conflict(f"that {kind} belongs to another subject")
 
 
 def _received_note(body: RequestIn) -> str:
@@ -188,8 +203,62 @@ async def refuse(session: AsyncSession, actor: Actor, request_id: uuid.UUID, bod
     """Refuse the request, with the ground and what to tell the person."""
     row = await _locked(session, actor, request_id)
     now = utcnow()
-    row.status, row.outcome = "refused", {"refused": body.reason, "detail": body.detail, "at": now.isoformat()}
+    row.status, row.outcome = "refused", {"refused": body.reason, "detail": body.detail, "at": _iso(now)}
     return await _acted(session, row, actor, "refused", now, f"{body.reason}: {body.detail}")
+
+
+async def complete(session: AsyncSession, keys: IdentifierKeys, actor: Actor, request_id: uuid.UUID) -> RequestOut:
+    """Carry the request out, in this transaction, and record what was done and what was withheld (`outcome`)."""
+    row = await _locked(session, actor, request_id)
+    if row.status == "pending_verification":
+        raise Conflict(f"an {row.type} request is carried out once the person's identity is verified")
+    if row.status == "awaiting_clarification":
+        raise Conflict("the request waits for the person's clarification: resume it first")
+    carry_out = completion.COMPLETIONS.get(row.type)
+    if carry_out is None:
+        raise Conflict(f"completing a {row.type} request is not supported by this version of consentd")
+    now = utcnow()
+    outcome = await carry_out(session, keys, actor.client, row)
+    row.status, row.outcome = "completed", {"completed_at": _iso(now), **outcome}
+    done = outcome.get("done") or []
+    note = "; ".join(done) if done else ("nothing held" if outcome.get("nothing_held") else None)
+    return await _acted(session, row, actor, "completed", now, note)
+
+
+RECEIPT = "request-receipt+jwt"
+CLOSED_AT = {"completed": "completed_at", "refused": "at"}
+
+
+async def receipt(session: AsyncSession, signer: Signer, *, tenant: str, request_id: uuid.UUID) -> dict[str, Any]:
+    """A signed statement of what was done and when, what was withheld and on which ground; 409 while open.
+
+    It names the head of the request's log (length and hash), so the log it sums up can be checked against it."""
+    row = await row_of(session, tenant=tenant, request_id=request_id)
+    if row.status in OPEN:
+        raise Conflict("a receipt is given once the request is completed or refused")
+    outcome = row.outcome or {}
+    statement = {
+        "request_id": row.id, "tenant": tenant, "type": row.type, "subject_id": row.subject_id, "status": row.status,
+        "received_at": row.received_at, "clock_started_at": row.clock_started_at, "due_at": row.due_at,
+        "extended_due_at": row.extended_due_at, "closed_at": outcome.get(CLOSED_AT[row.status]), "outcome": outcome,
+        "log_length": row.log_length, "log_head_hash": row.log_head_hash, "iss": signer.issuer, "iat": int(time.time()),
+    }
+    return {**statement, "jws": signer.sign(statement, typ=RECEIPT)}
+
+
+async def exportable(session: AsyncSession, *, tenant: str, request_id: uuid.UUID) -> DataRequest:
+    """The request, if its export may be fetched (a completed access or portability request); 404, 409 otherwise."""
+    row = await row_of(session, tenant=tenant, request_id=request_id)
+    if row.type not in ("access", "portability"):
+        raise Conflict(f"an {row.type} request has no export")
+    if row.status != "completed":
+        raise Conflict("the export is ready once the request is completed")
+    return row
+
+
+def _iso(moment: datetime) -> str:
+    """A moment as the API writes it (UTC, Z), for the outcome's JSON."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _status_words(status: str) -> str:
@@ -229,6 +298,12 @@ async def _append(
 
 
 async def get(session: AsyncSession, *, tenant: str, request_id: uuid.UUID) -> RequestOut:
+    row = await row_of(session, tenant=tenant, request_id=request_id)
+    return _out(row, await _log_of(session, [row.id]))
+
+
+async def row_of(session: AsyncSession, *, tenant: str, request_id: uuid.UUID) -> DataRequest:
+    """The request's row; 404 when the tenant has no such request."""
     row = (
         await session.execute(
             sa.select(DataRequest).where(DataRequest.tenant_id == tenant, DataRequest.id == request_id)  # type: ignore[arg-type]
@@ -236,7 +311,7 @@ async def get(session: AsyncSession, *, tenant: str, request_id: uuid.UUID) -> R
     ).scalar_one_or_none()
     if row is None:
         raise NotFound("request", request_id)
-    return _out(row, await _log_of(session, [row.id]))
+    return row
 
 
 async def page(
@@ -260,7 +335,8 @@ async def page(
         query = query.where(r.c.due_sort < due_before)
     if cursor is not None:
         after_due, after_id = _unpack_cursor(cursor)
-        query = query.where(sa.or_(r.c.due_sort > after_due, sa.and_(r.c.due_sort == after_due, r.c.id > after_id)))
+        # A row comparison, which PostgreSQL takes as the index's range (an OR of the two cases it only filters by).
+        query = query.where(sa.tuple_(r.c.due_sort, r.c.id) > sa.tuple_(sa.literal(after_due, sa.Date), sa.literal(after_id, sa.Uuid)))
     rows = list((await session.execute(query.order_by(r.c.due_sort, r.c.id).limit(limit + 1))).scalars())
     shown = rows[:limit]
     logs = await _log_of(session, [row.id for row in shown])
@@ -269,7 +345,12 @@ async def page(
 
 
 def _pack_cursor(row: DataRequest) -> str:
-    return pack(orjson.dumps([row.due_sort.isoformat(), str(row.id)]))
+    return cursor_after(row.due_sort, row.id)
+
+
+def cursor_after(due_sort: date, request_id: uuid.UUID) -> str:
+    """The cursor of the page after the request due (by `due_sort`) then with this id."""
+    return pack(orjson.dumps([due_sort.isoformat(), str(request_id)]))
 
 
 def _unpack_cursor(cursor: str) -> tuple[date, uuid.UUID]:

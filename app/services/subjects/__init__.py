@@ -2,7 +2,20 @@
 
 from . import bulk, identifiers
 from .identifiers import IdentifierKeys, InvalidIdentifier, normalise
-from .store import DEVICE, Naming, find, get, lookup, naming, require, resolve, resolve_many, set_flag
+from .store import (
+    DEVICE,
+    Naming,
+    detach,
+    find,
+    get,
+    holder,
+    lookup,
+    naming,
+    require,
+    resolve,
+    resolve_many,
+    set_flag,
+)
 
 __all__ = [
     "DEVICE",
@@ -10,8 +23,10 @@ __all__ = [
     "InvalidIdentifier",
     "Naming",
     "bulk",
+    "detach",
     "find",
     "get",
+    "holder",
     "identifiers",
     "lookup",
     "naming",

@@ -150,6 +150,27 @@ async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subje
     )
 
 
+async def detach(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID, kind: str, value: str,
+    loc: tuple[str | int, ...] = ("body",),
+) -> bool:
+    """Take an identifier off the subject (a rectification); False when the subject does not hold it."""
+    id_hash = keys.lookup_hash(tenant, kind, value, loc=loc)
+    removed = await session.execute(
+        delete(SubjectIdentifier).where(
+            col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.id_hash) == id_hash,
+            col(SubjectIdentifier.subject_id) == subject_id,
+        )
+    )
+    return bool(removed.rowcount)  # type: ignore[attr-defined]
+
+
+async def holder(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, kind: str, value: str,
+                 loc: tuple[str | int, ...] = ("body",)) -> uuid.UUID | None:
+    """The subject holding an identifier, if any (normalised first: InvalidIdentifier for a bad one)."""
+    return await _owner(session, tenant=tenant, id_hash=keys.lookup_hash(tenant, kind, value, loc=loc))
+
+
 async def require(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID) -> None:
     """404 unless the tenant has this subject."""
     found = await session.execute(select(col(Subject.id)).where(col(Subject.tenant_id) == tenant, col(Subject.id) == subject_id))
