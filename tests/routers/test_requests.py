@@ -153,6 +153,8 @@ async def test_a_refused_request_takes_no_further_action(client):
         {"type": "rectification", "subject": PERSON},
         {"type": "rectification", "subject": PERSON, "details": {"add": {}}},
         {"type": "rectification", "subject": PERSON, "details": {"add": {"device_id": "d1"}}},
+        {"type": "rectification", "subject": {"email": "stranger@example.org"}, "details": {"add": {"email": "no address"}}},
+        {"type": "rectification", "subject": PERSON, "details": {"remove": [{"phone": "12"}]}},
         {"type": "restriction", "subject": PERSON, "details": {}},
         {"type": "restriction", "subject": PERSON, "details": {"grounds": "legal_claim", "lift": True}},
         {"type": "restriction", "subject": PERSON, "details": {"grounds": "boredom"}},

@@ -75,8 +75,10 @@ async def create(session: AsyncSession, keys: IdentifierKeys, actor: Actor, body
     subject_id = await subjects.find(session, keys, tenant=actor.tenant, ref=body.subject, loc=("body", "subject"))
     if subject_id is None and body.subject.subject_id is not None:
         raise NotFound("subject", body.subject.subject_id)
-    if body.type == "rectification" and subject_id is not None:
-        await _addable(session, keys, tenant=actor.tenant, subject_id=subject_id, added=(body.details or {}).get("add"))
+    if body.type == "rectification":
+        _valid_identifiers(keys, body.details or {})
+        if subject_id is not None:
+            await _addable(session, keys, tenant=actor.tenant, subject_id=subject_id, added=(body.details or {}).get("add"))
     id_type = id_hash = sealed = None
     if body.subject.subject_id is None:
         id_type, value = body.subject.kind_and_value()
@@ -98,6 +100,19 @@ async def create(session: AsyncSession, keys: IdentifierKeys, actor: Actor, body
     await session.flush()
     log = [await _append(session, row, actor, action, at, note) for action, at, note in entries]
     return _out(row, log)
+
+
+def _valid_identifiers(keys: IdentifierKeys, details: dict[str, Any]) -> None:
+    """422 for an identifier of a rectification that is no valid email, phone, external id or device id."""
+    named: list[tuple[tuple[str | int, ...], str, str]] = [
+        (("body", "details", "add"), kind, value) for kind, value in (details.get("add") or {}).items()
+    ]
+    named += [
+        (("body", "details", "remove", index), kind, value)
+        for index, ref in enumerate(details.get("remove") or []) for kind, value in ref.items()
+    ]
+    for loc, kind, value in named:
+        subjects.normalise(kind, value, region=keys.region, loc=loc)
 
 
 async def _addable(
