@@ -4,6 +4,7 @@ import asyncio
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -12,6 +13,7 @@ from app.models.base import table_of, utcnow
 from app.services.requests import deadlines
 from app.services.requests.log import chain_breaks
 from tests.conftest import assert_problem, bearer, stored_id
+from tests.routers.test_public_banner import ALL_OFF, ALL_ON, SHOP, new_key, post_choices, standing
 from tests.support.api import check, iso, record
 
 ENG = "GB-ENG"
@@ -472,3 +474,19 @@ async def test_a_rectification_to_an_identifier_another_person_holds_is_a_409_an
     assert_problem(await client.post(f"/v1/requests/{filed['request_id']}/complete"), 409)
     assert (await client.get(f"/v1/requests/{filed['request_id']}")).json()["status"] == "in_progress"
     assert (await check(client, PERSON, "marketing", "email"))["allowed"] is True
+
+
+async def test_the_banner_shows_a_restricted_device_every_category_off_and_does_not_ask(client, backend, tenant):
+    key = await new_key(backend, tenant)
+    transport = httpx.ASGITransport(app=backend.app, client=("203.0.113.77", 50000))
+    headers = {"Origin": SHOP, "User-Agent": "Mozilla/5.0 (test)"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://consentd.test", headers=headers) as browser:
+        device = {"device_id": (await post_choices(browser, key, None, ALL_ON))["device_id"]}
+        assert (await standing(browser, key, device["device_id"]))["choices"] == ALL_ON
+        filed = await file(client, "restriction", subject=device, details={"grounds": "unlawful_processing"})
+        await act(client, filed["request_id"], "complete")
+        restricted = await standing(browser, key, device["device_id"])
+        assert restricted == {"choices": ALL_OFF, "policy_version": None, "expires_at": None, "reprompt": False}
+        lift = await file(client, "restriction", subject=device, details={"lift": True})
+        await act(client, lift["request_id"], "complete")
+        assert (await standing(browser, key, device["device_id"]))["choices"] == ALL_ON

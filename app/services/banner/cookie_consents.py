@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, acquire
 from app.errors import Unavailable, Unprocessable
-from app.models import ConsentState
+from app.models import ConsentState, Subject
 from app.models.banners import CookieConsentIn, CookieConsentsOut, CookieConsentsRecorded, CookieEventOut
 from app.models.base import table_of, utcnow
 from app.models.common import SubjectRef
@@ -21,7 +21,7 @@ from app.services.banner import banners
 from app.services.checks import Standing, expires_at, is_effective
 from app.services.ledger import consents, pg_write
 from app.services.ledger.events import Decided, Event, Record, drafts
-from app.services.purposes import check_status
+from app.services.purposes import OWN_BASIS, check_status
 from app.services.subjects import IdentifierKeys
 
 SOURCE = "cookie_banner"
@@ -65,6 +65,10 @@ def require_issued(keys: IdentifierKeys, *, tenant: str, device_id: str, loc: li
         raise Unprocessable("device_id was not issued by consentd for this site: post without one to get one", loc=loc)
 
 
+# The subject flags that stop all processing resting on consent or legitimate interest (checks answer them too).
+STOPPED = frozenset({"restricted", "erased"})
+
+
 async def status(
     session: AsyncSession, keys: IdentifierKeys, *, tenant: str, view: banners.BannerView, device_id: str
 ) -> CookieConsentsOut:
@@ -79,6 +83,19 @@ async def _status(
 ) -> CookieConsentsOut:
     if subject_id is None:
         return CookieConsentsOut(choices={}, policy_version=None, expires_at=None, reprompt=True)
+    subject_table = table_of(Subject)
+    flags = (
+        await session.execute(
+            select(subject_table.c.flags).where(subject_table.c.tenant_id == tenant, subject_table.c.id == subject_id)
+        )
+    ).scalar_one_or_none()
+    if STOPPED.intersection(flags or ()):
+        # Restricted or erased (a data-subject request): nothing that rests on the person's consent or interest is
+        # processed, so every such category is off, and the banner does not ask (asking would invite processing).
+        return CookieConsentsOut(
+            choices={key: False for key, rule in view.rules.items() if rule.legal_basis not in OWN_BASIS},
+            policy_version=None, expires_at=None, reprompt=False,
+        )
     state = table_of(ConsentState)
     rows = await session.execute(
         select(state).where(
