@@ -79,14 +79,12 @@ async def create(session: AsyncSession, keys: IdentifierKeys, actor: Actor, body
         _valid_identifiers(keys, body.details or {})
         if subject_id is not None:
             await _addable(session, keys, tenant=actor.tenant, subject_id=subject_id, added=(body.details or {}).get("add"))
-    id_type = id_hash = sealed = None
-    if body.subject.subject_id is None:
-        id_type, value = body.subject.kind_and_value()
-        normal = subjects.normalise(id_type, value, region=keys.region, loc=("body", "subject"))
-        id_hash, sealed = keys.blind_index(actor.tenant, id_type, normal), keys.seal(normal)
+    # The identifier named, normalised, blind-indexed and sealed as a bulk write's (None for a subject_id).
+    own = subjects.naming(keys, tenant=actor.tenant, ref=body.subject, identifiers=None, loc=("body",)).own
     row = DataRequest(
-        tenant_id=actor.tenant, type=body.type, status="in_progress", subject_id=subject_id, id_type=id_type,
-        id_hash=id_hash, value_sealed=sealed, received_at=received, received_via=body.received_via, details=body.details,
+        tenant_id=actor.tenant, type=body.type, status="in_progress", subject_id=subject_id,
+        id_type=own and own.kind, id_hash=own and own.id_hash, value_sealed=own and own.sealed, received_at=received,
+        received_via=body.received_via, details=body.details,
     )
     entries = [("received", now, _received_note(body))]
     if body.verified is not None:
@@ -148,15 +146,7 @@ def _redate(row: DataRequest, region: str) -> None:
 
 async def _locked(session: AsyncSession, actor: Actor, request_id: uuid.UUID) -> DataRequest:
     """The request, its row locked until the transaction ends; 404 for another tenant's; 409 once it is closed."""
-    row = (
-        await session.execute(
-            sa.select(DataRequest)
-            .where(DataRequest.tenant_id == actor.tenant, DataRequest.id == request_id)  # type: ignore[arg-type]
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        raise NotFound("request", request_id)
+    row = await row_of(session, tenant=actor.tenant, request_id=request_id, lock=True)
     if row.status not in OPEN:
         raise Conflict(f"the request is already {row.status}")
     return row
@@ -317,13 +307,10 @@ async def get(session: AsyncSession, *, tenant: str, request_id: uuid.UUID) -> R
     return _out(row, await _log_of(session, [row.id]))
 
 
-async def row_of(session: AsyncSession, *, tenant: str, request_id: uuid.UUID) -> DataRequest:
-    """The request's row; 404 when the tenant has no such request."""
-    row = (
-        await session.execute(
-            sa.select(DataRequest).where(DataRequest.tenant_id == tenant, DataRequest.id == request_id)  # type: ignore[arg-type]
-        )
-    ).scalar_one_or_none()
+async def row_of(session: AsyncSession, *, tenant: str, request_id: uuid.UUID, lock: bool = False) -> DataRequest:
+    """The request's row (`lock`: locked until the transaction ends); 404 when the tenant has no such request."""
+    query = sa.select(DataRequest).where(DataRequest.tenant_id == tenant, DataRequest.id == request_id)  # type: ignore[arg-type]
+    row = (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
     if row is None:
         raise NotFound("request", request_id)
     return row
@@ -341,13 +328,7 @@ async def page(
 ) -> RequestPage:
     """Requests, the soonest due first (those whose clock has not started last), `limit` at a time."""
     r = _REQUESTS
-    query = sa.select(DataRequest).where(DataRequest.tenant_id == tenant)  # type: ignore[arg-type]
-    if status is not None:
-        query = query.where(r.c.status == status)
-    if type is not None:
-        query = query.where(r.c.type == type)
-    if due_before is not None:
-        query = query.where(r.c.due_sort < due_before)
+    query = _listed(tenant, statuses=None if status is None else (status,), type=type, due_before=due_before)
     if cursor is not None:
         after_due, after_id = _unpack_cursor(cursor)
         # A row comparison, which PostgreSQL takes as the index's range (an OR of the two cases it only filters by).
@@ -405,11 +386,21 @@ def _out(row: DataRequest, log: dict[uuid.UUID, list[dict]] | list[dict]) -> Req
 
 async def open_requests(session: AsyncSession, *, tenant: str, due_before: date | None = None) -> list[DataRequest]:
     """Every open request of the tenant, the soonest due first (`consentd requests list`)."""
+    query = _listed(tenant, statuses=OPEN, type=None, due_before=due_before)
+    return list((await session.execute(query.order_by(_REQUESTS.c.due_sort, _REQUESTS.c.id))).scalars())
+
+
+def _listed(tenant: str, *, statuses: tuple[str, ...] | None, type: str | None, due_before: date | None) -> sa.Select:
+    """The tenant's requests, optionally of these statuses, of one type, due before a day (unordered)."""
     r = _REQUESTS
-    query = sa.select(DataRequest).where(DataRequest.tenant_id == tenant, r.c.status.in_(OPEN))  # type: ignore[arg-type]
+    query = sa.select(DataRequest).where(DataRequest.tenant_id == tenant)  # type: ignore[arg-type]
+    if statuses is not None:
+        query = query.where(r.c.status.in_(statuses))
+    if type is not None:
+        query = query.where(r.c.type == type)
     if due_before is not None:
         query = query.where(r.c.due_sort < due_before)
-    return list((await session.execute(query.order_by(r.c.due_sort, r.c.id))).scalars())
+    return query
 
 
 def days_left(row: DataRequest, today: date) -> int | None:
