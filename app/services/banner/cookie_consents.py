@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database, acquire
@@ -83,30 +83,28 @@ async def _status(
 ) -> CookieConsentsOut:
     if subject_id is None:
         return CookieConsentsOut(choices={}, policy_version=None, expires_at=None, reprompt=True)
-    subject_table = table_of(Subject)
-    flags = (
-        await session.execute(
-            select(subject_table.c.flags).where(subject_table.c.tenant_id == tenant, subject_table.c.id == subject_id)
-        )
-    ).scalar_one_or_none()
-    if STOPPED.intersection(flags or ()):
+    # The subject's flags and its cookie states in one statement: a restriction is read with the choices.
+    subject, state = table_of(Subject), table_of(ConsentState)
+    rows = (await session.execute(
+        select(subject.c.flags, state.c.purpose, state.c.event_id, state.c.status, state.c.captured_at,
+               state.c.policy_version, state.c.purpose_version)
+        .select_from(subject.outerjoin(state, and_(
+            state.c.tenant_id == subject.c.tenant_id, state.c.subject_id == subject.c.id,
+            state.c.purpose.in_(view.rules), state.c.channel == NO_CHANNEL,
+        )))
+        .where(subject.c.tenant_id == tenant, subject.c.id == subject_id)
+    )).all()
+    if rows and STOPPED.intersection(rows[0].flags or ()):
         # Restricted or erased (a data-subject request): nothing that rests on the person's consent or interest is
         # processed, so every such category is off, and the banner does not ask (asking would invite processing).
         return CookieConsentsOut(
             choices={key: False for key, rule in view.rules.items() if rule.legal_basis not in OWN_BASIS},
             policy_version=None, expires_at=None, reprompt=False,
         )
-    state = table_of(ConsentState)
-    rows = await session.execute(
-        select(state).where(
-            state.c.tenant_id == tenant, state.c.subject_id == subject_id,
-            state.c.purpose.in_(view.rules), state.c.channel == NO_CHANNEL,
-        )
-    )
     return _out(
         view,
         [(row.purpose, Standing(row.event_id, row.status, row.captured_at, row.policy_version, row.purpose_version))
-         for row in rows],
+         for row in rows if row.purpose is not None],
         at,
     )
 
