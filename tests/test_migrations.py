@@ -19,6 +19,7 @@ from app.migrations import upgrade
 from app.models import ConsentChange, metadata
 from app.models.base import UTCDateTime
 from app.services.audit import verification
+from app.services.requests import erasure
 from tests.conftest import settings_for
 from tests.support import postgres
 
@@ -175,3 +176,62 @@ async def test_a_row_about_a_subject_must_be_filed_under_the_subjects_tenant(bac
                 sa.select(sa.func.count()).select_from(model.__table__).where(model.__table__.c.subject_id == subject)
             )
         assert stored == 1, model.__tablename__
+
+
+async def test_v1_chains_are_rehashed_to_commit_to_evidence_by_digest_and_a_change_stays_visible(tmp_path, pg_server):
+    """Upgrading a ledger of consentd-event-v1 chains re-hashes them as v2 (which verify, and survive an erasure of
+    their evidence); an event altered behind the service's back before the upgrade is still reported changed."""
+    async with old_databases(tmp_path, pg_server, "20261122_0003") as urls:
+        for url in urls:
+            engine = create_async_engine(url)
+            at = datetime(2025, 5, 1, tzinfo=UTC)
+            honest, tampered = uuid.uuid4(), uuid.uuid4()
+            events = {}
+            async with engine.begin() as connection:
+                await connection.execute(sa.text("INSERT INTO tenants (key, name, created_at) VALUES ('old', 'old', :at)"), {"at": at})
+                for subject in (honest, tampered):
+                    await connection.execute(insert(_OLD_SUBJECTS).values(id=subject, tenant_id="old", flags=[], created_at=at))
+                    for n in range(3):
+                        events[subject, n] = uuid.uuid4()
+                        await connection.execute(
+                            sa.text(
+                                "INSERT INTO consent_events (event_id, tenant_id, subject_id, purpose, purpose_version, channel,"
+                                " status, captured_at, recorded_at, source, method, actor, evidence)"
+                                " VALUES (:event, 'old', :subject, 'marketing', 1, 'email', 'granted', :at, :at, 'api', 'api',"
+                                " 'someone', :evidence)"
+                            ),
+                            {"event": _native(url, events[subject, n]), "subject": _native(url, subject), "at": at,
+                             "evidence": f'{{"n": {n}, "email": "someone@example.org"}}'},
+                        )
+                await connection.execute(sa.text(
+                    "INSERT INTO consent_state (tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at,"
+                    " event_seq, event_id, purpose_version, policy_version, feed_position)"
+                    " SELECT tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at, seq, event_id,"
+                    " purpose_version, policy_version, 0 FROM consent_events e"
+                    " WHERE seq = (SELECT max(seq) FROM consent_events l WHERE l.subject_id = e.subject_id)"
+                ))
+            await upgrade(url, "20261204_0008")  # chained as consentd-event-v1
+            async with engine.begin() as connection:
+                await connection.execute(
+                    sa.text("UPDATE consent_events SET evidence = :evidence WHERE event_id = :event"),
+                    {"evidence": '{"n": 1, "email": "forged@example.org"}', "event": _native(url, events[tampered, 1])},
+                )
+                v1 = dict((await connection.execute(sa.text("SELECT event_id, hash FROM consent_events"))).all())
+            await upgrade(url)
+            async with engine.connect() as connection:
+                v2 = dict((await connection.execute(sa.text("SELECT event_id, hash FROM consent_events"))).all())
+            await engine.dispose()
+            changed = {e for e in v1 if v1[e] != v2[e]}
+            # Every hash moved but the altered event's, which keeps its v1 hash and so still fails.
+            assert len(v1) == 6 and len(changed) == 5, url
+            database = await Database.open(settings_for(url))
+            try:
+                result = await verification.verify(database, tenant="old", checkpoint=None)
+                assert [(p.problem, str(p.event_id)) for p in result.problems] == [("changed", str(events[tampered, 1]))], url
+                # The honest chain survives its evidence being erased (as an erasure does it).
+                async with database.transaction() as session:
+                    await erasure.erase(session, tenant="old", subject_id=honest)
+                result = await verification.verify(database, tenant="old", checkpoint=None)
+            finally:
+                await database.close()
+            assert (result.checked, result.erased, [p.event_id for p in result.problems]) == (6, 3, [events[tampered, 1]]), url

@@ -26,6 +26,8 @@ class LedgerChain(SQLModel, table=True):
     length: int = 0
     head_event_id: uuid.UUID | None = None
     head_hash: str | None = Field(default=None, max_length=64)
+    # When the subject was erased: no event may join the chain after it (a writer that waited for this row sees it).
+    erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class AuditCheckpoint(SQLModel, table=True):
@@ -43,6 +45,9 @@ class AuditCheckpoint(SQLModel, table=True):
     root: str = Field(max_length=64)
     previous_root: str | None = Field(default=None, max_length=64)
     jws: str = Field(sa_type=sa.Text)
+    # The canonical form of the hashes it signed (services/ledger/chains.py FORMAT): one signed over another
+    # format's hashes (before a migration re-hashed the chains) no longer matches the heads.
+    event_format: str = Field(default="consentd-event-v2", max_length=32)
 
 
 class CheckpointHead(SQLModel, table=True):
@@ -96,6 +101,8 @@ class VerifyOut(SQLModel):
     # compared by their head only).
     checked: int
     chains: int
+    # Events checked whose evidence was erased with their person: they verify by the digest kept (not a problem).
+    erased: int = 0
     # At most 10,000 listed; `problems_total` counts them all.
     problems: list[VerifyProblem]
     problems_total: int = 0

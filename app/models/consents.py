@@ -17,7 +17,8 @@ NO_CHANNEL = ""
 
 
 class ConsentEvent(SQLModel, table=True):
-    """One decision as it was received. Never updated, never deleted."""
+    """One decision as it was received. Never updated, never deleted, except that erasing the person destroys its
+    evidence, once: `evidence` becomes null, `evidence_sha256` keeps the digest the hash committed to."""
 
     __tablename__ = "consent_events"
     __table_args__ = (
@@ -52,6 +53,9 @@ class ConsentEvent(SQLModel, table=True):
     prev_event_id: uuid.UUID | None = None
     prev_hash: str | None = Field(default=None, max_length=64)
     hash: str | None = Field(default=None, max_length=64)
+    # Set when the person was erased (services/subjects/erasure.py): the evidence is gone, its digest stays.
+    evidence_sha256: str | None = Field(default=None, max_length=64)
+    evidence_erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class ConsentState(SQLModel, table=True):

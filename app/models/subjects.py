@@ -33,7 +33,11 @@ class Subject(SQLModel, table=True):
 
 
 class SubjectIdentifier(SQLModel, table=True):
-    """One identifier of a subject. `id_hash` is the blind index; `value_sealed` the encrypted value."""
+    """One identifier of a subject. `id_hash` is the blind index; `value_sealed` the encrypted value.
+
+    When the subject is erased, its identifiers stay as blind indexes only (`value_sealed` empty, `erased_at` set):
+    a check by one answers `erased`, and a decision captured before `erased_at` is refused for good. A decision
+    given after it (the person signs up again) moves the identifier to a new subject, `erased_at` kept."""
 
     __tablename__ = "subject_identifiers"
     __table_args__ = (subject_of_tenant(),)
@@ -44,6 +48,7 @@ class SubjectIdentifier(SQLModel, table=True):
     type: str = Field(max_length=16)
     value_sealed: str = Field(sa_type=sa.Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class IdentifierOut(SQLModel):

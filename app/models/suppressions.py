@@ -104,7 +104,9 @@ class SuppressionsResult(SQLModel):
 
 
 class SuppressionOut(SQLModel):
-    """A suppressed identifier as PUT takes it: exactly one of email, phone, external_id (normalised)."""
+    """A suppressed identifier as PUT takes it: exactly one of email, phone, external_id (normalised); or, for a
+    person erased since, none of them and `erased` true (the identifier is kept as a blind index only, still
+    suppressed)."""
 
     email: str | None = None
     phone: str | None = None
@@ -112,6 +114,7 @@ class SuppressionOut(SQLModel):
     channels: list[str]
     reason: str
     created_at: datetime
+    erased: bool | None = None
 
 
 class SuppressionPage(SQLModel):

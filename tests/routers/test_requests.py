@@ -366,9 +366,9 @@ async def test_completion_waits_for_verification_and_clarification(client):
     paused = await file(client, "restriction", details={"grounds": "legal_claim"})
     await act(client, paused["request_id"], "clarify", {"question": "Which data?"})
     assert_problem(await client.post(f"/v1/requests/{paused['request_id']}/complete"), 409)
-    erasure = await file(client, "erasure", verified={"method": "document"})
-    assert_problem(await client.post(f"/v1/requests/{erasure['request_id']}/complete"), 409)
-    assert (await client.get(f"/v1/requests/{erasure['request_id']}")).json()["status"] == "in_progress"
+    erasure = await file(client, "erasure")
+    assert "verified" in assert_problem(await client.post(f"/v1/requests/{erasure['request_id']}/complete"), 409)["detail"]
+    assert (await client.get(f"/v1/requests/{erasure['request_id']}")).json()["status"] == "pending_verification"
 
 
 async def test_completing_and_its_export_and_receipt_keep_to_scopes_and_tenants(client, token, other_tenant):

@@ -34,19 +34,38 @@ EVENT = {
 }
 
 
+EVIDENCE_SHA256 = hashlib.sha256('{"a":"é","z":1}'.encode()).hexdigest()
+
+
 def test_the_canonical_bytes_are_stable():
     assert canonical_bytes(EVENT) == (
-        b'["consentd-event-v1","acme","6f1c1c2e-0000-4000-8000-000000000001",2,"6f1c1c2e-0000-4000-8000-0000000000aa",'
+        b'["consentd-event-v2","acme","6f1c1c2e-0000-4000-8000-000000000001",2,"6f1c1c2e-0000-4000-8000-0000000000aa",'
         b'"' + b"a" * 64 + b'","6f1c1c2e-0000-4000-8000-0000000000bb","marketing",3,"email","granted",'
         b'"2026-11-21T10:00:00.000000Z","2026-11-21T10:00:00.000123Z","web","api","2022-05",null,"crm",'
-        + '{"a":"é","z":1}]'.encode()
+        b'"' + EVIDENCE_SHA256.encode() + b'"]'
     )
     assert event_hash(EVENT) == hashlib.sha256(canonical_bytes(EVENT)).hexdigest()
+    without = canonical_bytes(EVENT)[: -len(EVIDENCE_SHA256) - 3] + b"null]"
+    assert event_hash({**EVENT, "evidence": None}) == hashlib.sha256(without).hexdigest()
+
+
+def test_an_erased_event_hashes_by_the_digest_it_kept():
+    """Erasure destroys the evidence and keeps its digest: the hash is the same, and a digest that is not the
+    evidence's (a forged one) breaks it."""
+    erased = {**EVENT, "evidence": None, "evidence_sha256": EVIDENCE_SHA256, "evidence_erased_at": EVENT["recorded_at"]}
+    assert event_hash(erased) == event_hash(EVENT)
+    assert event_hash({**erased, "evidence_sha256": GENESIS}) != event_hash(EVENT)
+    # Until it is erased, the evidence itself is hashed: a digest column filled in behind the service's back is ignored.
+    assert event_hash({**EVENT, "evidence_sha256": GENESIS}) == event_hash(EVENT)
+    assert event_hash({**EVENT, "evidence": {"z": 2, "a": "é"}, "evidence_sha256": EVIDENCE_SHA256}) != event_hash(EVENT)
+    # Evidence put back on an erased event is hashed itself: forged evidence fails, the original does not.
+    assert event_hash({**erased, "evidence": {"z": 2, "a": "é"}}) != event_hash(EVENT)
+    assert event_hash({**erased, "evidence": EVENT["evidence"]}) == event_hash(EVENT)
 
 
 def test_every_field_is_covered_in_order():
     values = dict(zip(CANONICAL_FIELDS, canonical_values(EVENT), strict=True))
-    assert set(values) == set(CANONICAL_FIELDS) and values["actor"] == "crm"
+    assert set(values) == set(CANONICAL_FIELDS) and values["actor"] == "crm" and values["evidence_sha256"] == EVIDENCE_SHA256
     # What the database may give back hashes the same: evidence as text, timestamps as the export writes them,
     # a purpose without channels as "" or null.
     stored = {**EVENT, "evidence": '{"z": 1,  "a": "é"}', "captured_at": "2026-11-21T10:00:00.000000Z"}

@@ -18,8 +18,10 @@ from app.models.audit import VerifyOut, VerifyProblem
 from app.models.base import table_of, utcnow
 from app.security import Signer
 from app.services.audit import verification
+from app.services.ledger import FORMAT
 
 TYP = "audit-checkpoint+jwt"
+OLD_FORMAT = "consentd-event-v1"
 
 
 async def create(session: AsyncSession, signer: Signer, *, tenant: str) -> AuditCheckpoint:
@@ -34,7 +36,10 @@ async def create(session: AsyncSession, signer: Signer, *, tenant: str) -> Audit
     checkpoint_id = (
         await session.execute(
             sa.insert(checkpoints)
-            .values(tenant_id=tenant, created_at=created_at, chains=0, events=0, root="", previous_root=previous, jws="")
+            .values(
+                tenant_id=tenant, created_at=created_at, chains=0, events=0, root="", previous_root=previous, jws="",
+                event_format=FORMAT,
+            )
             .returning(checkpoints.c.id)
         )
     ).scalar_one()
@@ -65,6 +70,8 @@ async def create(session: AsyncSession, signer: Signer, *, tenant: str) -> Audit
         "iat": int(created_at.timestamp()),
         # The suppression log's head (services/suppressions/log.py): verification checks the log still passes through it.
         "suppressions": {"length": head.length if head else 0, "head_hash": head.head_hash if head else None},
+        # The canonical form of the head hashes (absent from checkpoints signed before consentd-event-v2).
+        "event_format": FORMAT,
     }
     jws = signer.sign(payload, typ=TYP)
     await session.execute(
@@ -101,6 +108,9 @@ async def verify(
                 raise NotFound("checkpoint of this tenant", str(payload.get("checkpoint_id")))
             signed_root = payload["root"]
             signed_suppressions = payload.get("suppressions")  # absent from checkpoints signed before the log
+            if payload.get("event_format", OLD_FORMAT) != FORMAT:
+                problems.append(_checkpoint_problem(_older_format(payload.get("event_format", OLD_FORMAT))))
+                return await _without_checkpoint(database, tenant, problems, incremental)
             if checkpoint is None:
                 checkpoint = await stored(database, tenant=tenant, checkpoint_id=int(payload["checkpoint_id"]))
                 if checkpoint is None:
@@ -115,6 +125,23 @@ async def verify(
     return result
 
 
+async def _without_checkpoint(
+    database: Database, tenant: str, problems: list[VerifyProblem], incremental: bool
+) -> VerifyOut:
+    result = await verification.verify(database, tenant=tenant, checkpoint=None, incremental=incremental)
+    result.problems[:0] = problems
+    result.problems_total += len(problems)
+    result.ok = result.problems_total == 0
+    return result
+
+
+def _older_format(signed: str) -> str:
+    return (
+        f"the checkpoint signed {signed} hashes, and the ledger has been re-hashed as {FORMAT} since (migration "
+        "20261204_0009): its heads can no longer be compared; take a new checkpoint"
+    )
+
+
 def _checkpoint_problem(detail: str) -> VerifyProblem:
     return VerifyProblem(event_id=None, problem="rewritten", detail=detail)
 
@@ -123,7 +150,11 @@ async def stored(database: Database, *, tenant: str, checkpoint_id: int | None =
     """The tenant's checkpoint `checkpoint_id` as the database holds it, or (None) its latest."""
     table = table_of(AuditCheckpoint)
     query = sa.select(table).where(table.c.tenant_id == tenant)
-    query = query.where(table.c.id == checkpoint_id) if checkpoint_id is not None else query.order_by(table.c.id.desc())
+    if checkpoint_id is not None:
+        query = query.where(table.c.id == checkpoint_id)
+    else:
+        # The latest over today's hashes: one signed over an older format's cannot be compared (_older_format).
+        query = query.where(table.c.event_format == FORMAT).order_by(table.c.id.desc())
     async with database.reading() as connection:
         row = (await connection.execute(query.limit(1))).mappings().first()
     return AuditCheckpoint.model_validate(dict(row)) if row else None

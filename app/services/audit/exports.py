@@ -17,14 +17,20 @@ from app.db import Database
 from app.models import ConsentEvent
 from app.models.base import table_of
 from app.services.kit import snapshots
-from app.services.ledger import CANONICAL_FIELDS, canonical_values
+from app.services.ledger import CANONICAL_FIELDS, canonical_values, timestamp
 
-FIELDS = ("seq", *CANONICAL_FIELDS, "hash")
+# The canonical fields the hash covers, then the evidence itself (null once erased) and when it was erased.
+FIELDS = ("seq", *CANONICAL_FIELDS, "evidence", "evidence_erased_at", "hash")
 _CHUNK_ROWS = 1_000
 
 
 def _row(row: Any) -> dict[str, Any]:
-    return {"seq": row["seq"], **dict(zip(CANONICAL_FIELDS, canonical_values(row), strict=True)), "hash": row["hash"]}
+    evidence, erased_at = row["evidence"], row["evidence_erased_at"]
+    return {
+        "seq": row["seq"], **dict(zip(CANONICAL_FIELDS, canonical_values(row), strict=True)),
+        "evidence": orjson.loads(evidence) if isinstance(evidence, str) else evidence,
+        "evidence_erased_at": None if erased_at is None else timestamp(erased_at), "hash": row["hash"],
+    }
 
 
 async def _rows(

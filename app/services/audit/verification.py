@@ -20,7 +20,8 @@ from app.services.audit.chain_check import Head, check
 from app.services.kit import END, snapshots
 from app.services.ledger import CANONICAL_FIELDS
 
-_EVENT_COLUMNS = ("seq", "hash", *CANONICAL_FIELDS)
+# An erased event is hashed with its kept evidence digest (chains.canonical_values).
+_EVENT_COLUMNS = ("seq", "hash", *CANONICAL_FIELDS, "evidence", "evidence_erased_at")
 _HEAD_COLUMNS = ("subject_id", "length", "head_event_id", "head_hash")
 _STATE_COLUMNS = ("tenant_id", "subject_id", "purpose", "channel", *(column for column, _ in state_check.COPIED))
 # Problems listed in an answer (all are counted): a ledger damaged wholesale must not exhaust memory.
@@ -128,7 +129,7 @@ async def verify(
     incremental = incremental and checkpoint is not None
     queries = _queries(tenant, checkpoint.id if checkpoint else None, incremental)
     problems = _Problems()
-    checked = chains = 0
+    checked = chains = erased = 0
     root = hashlib.sha256()
     async with snapshots.snapshot(database) as query:
         events = await query(queries["events"])
@@ -164,6 +165,7 @@ async def verify(
                 if not chain and current is not None and current == saved_head:
                     continue  # unchanged since the checkpoint
             checked += len(chain)
+            erased += sum(1 for e in chain if e["evidence_erased_at"] is not None)
             findings = check(chain, current, saved_head)
             for finding in findings:
                 problems.add(finding.event_id, finding.problem, finding.detail, subject)
@@ -187,8 +189,8 @@ async def verify(
         assert checkpoint.id is not None, "a stored checkpoint has its id"
         ref = CheckpointRef(id=checkpoint.id, created_at=checkpoint.created_at, events=checkpoint.events, root=checkpoint.root)
     return VerifyOut(
-        ok=problems.total == 0, checked=checked, chains=chains, problems=problems.listed, problems_total=problems.total,
-        checkpoint=ref,
+        ok=problems.total == 0, checked=checked, chains=chains, erased=erased, problems=problems.listed,
+        problems_total=problems.total, checkpoint=ref,
     )
 
 

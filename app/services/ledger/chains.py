@@ -5,6 +5,10 @@ chain (`chain_index`), the event before it (`prev_event_id`) and that event's ha
 deleting, inserting or reordering an event therefore breaks the chain at a place verification can name
 (services/audit/verification.py). `ledger_chains` holds each chain's head; its row is the lock that orders writers
 of one subject. The canonical form is public (docs/audit.md), so anyone holding an export can check it.
+
+The hash commits to an event's evidence by the evidence's own SHA-256 (`evidence_sha256`), not by its bytes: when a
+person is erased, their events' evidence is destroyed and its digest kept (`evidence_erased_at`), and the chain
+still verifies without the erased bytes (format v2; migration 20261204_0009 re-hashed the v1 chains).
 """
 
 import hashlib
@@ -18,18 +22,19 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.errors import Conflict
 from app.models import LedgerChain
 from app.models.base import table_of, utcnow
 from app.services.kit import in_slices, is_postgres, raw_connection, upsert
 from app.services.ledger.events import EVENT_FIELDS, Draft, Event
 
-FORMAT = "consentd-event-v1"
+FORMAT = "consentd-event-v2"
 GENESIS = "0" * 64
 # The fields an event's hash covers, in canonical order (after FORMAT).
 CANONICAL_FIELDS = (
     "tenant_id", "subject_id", "chain_index", "prev_event_id", "prev_hash", "event_id", "purpose", "purpose_version",
     "channel", "status", "captured_at", "recorded_at", "source", "method", "policy_version", "collection_point",
-    "actor", "evidence",
+    "actor", "evidence_sha256",
 )
 
 
@@ -53,10 +58,23 @@ def _text(value: uuid.UUID) -> uuid.UUID | str:
     return value if type(value) is uuid.UUID else str(value)
 
 
+def evidence_digest(evidence: Any) -> str | None:
+    """The SHA-256 an event's hash commits to its evidence by: of the evidence's JSON, keys sorted, no whitespace
+    (evidence as text is hashed by meaning, whatever key order or spacing the database gives back); None for none."""
+    if isinstance(evidence, str):
+        evidence = orjson.loads(evidence)
+    if evidence is None:
+        return None
+    return hashlib.sha256(orjson.dumps(evidence, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def canonical_values(event: Mapping[str, Any]) -> list[Any]:
     """The CANONICAL_FIELDS of an event, in that order and in canonical form (one pass, no per-field dispatch:
-    verification hashes a million of these)."""
+    verification hashes a million of these). An erased event's evidence is gone: its kept digest stands for it
+    (evidence present is always hashed itself, so evidence put back altered fails)."""
     prev_event_id, evidence = event["prev_event_id"], event["evidence"]
+    erased = evidence is None and event.get("evidence_erased_at") is not None
+    digest = event["evidence_sha256"] if erased else evidence_digest(evidence)
     return [
         event["tenant_id"], _text(event["subject_id"]), event["chain_index"],
         None if prev_event_id is None else _text(prev_event_id), event["prev_hash"], _text(event["event_id"]),
@@ -64,15 +82,13 @@ def canonical_values(event: Mapping[str, Any]) -> list[Any]:
         # A purpose without channels stores "" (models/consents.py); the API and the export say null.
         event["channel"] or None,
         event["status"], timestamp(event["captured_at"]), timestamp(event["recorded_at"]), event["source"],
-        event["method"], event["policy_version"], event["collection_point"], event["actor"],
-        # Evidence is hashed by meaning, whatever key order or spacing the database gives back.
-        orjson.loads(evidence) if isinstance(evidence, str) else evidence,
+        event["method"], event["policy_version"], event["collection_point"], event["actor"], digest,
     ]
 
 
 def canonical_bytes(event: Mapping[str, Any]) -> bytes:
-    """The bytes an event's hash covers: a JSON array of FORMAT and CANONICAL_FIELDS, object keys sorted."""
-    return orjson.dumps([FORMAT, *canonical_values(event)], option=orjson.OPT_SORT_KEYS)
+    """The bytes an event's hash covers: a JSON array of FORMAT and CANONICAL_FIELDS (no object left in it)."""
+    return orjson.dumps([FORMAT, *canonical_values(event)])
 
 
 def event_hash(event: Mapping[str, Any]) -> str:
@@ -89,7 +105,11 @@ EMPTY: Head = (0, None, None)
 PG_LOCK = (
     "INSERT INTO ledger_chains AS c (subject_id, tenant_id, length) SELECT s, $2, 0 FROM unnest($1::uuid[]) s ORDER BY s "
     "ON CONFLICT (subject_id) DO UPDATE SET length = c.length "
-    "RETURNING c.subject_id, c.length, c.head_event_id, c.head_hash"
+    "RETURNING c.subject_id, c.length, c.head_event_id, c.head_hash, c.erased_at"
+)
+ERASED = (
+    "the person was erased (a data-subject request) while this was written: nothing was stored; a decision they "
+    "give after the erasure is recorded for a new subject"
 )
 PG_MOVE = (
     "UPDATE ledger_chains c SET length = u.length, head_event_id = u.head_event_id, head_hash = u.head_hash "
@@ -127,11 +147,12 @@ async def link(session: AsyncSession, drafts: Sequence[Draft]) -> list[Event]:
 
 async def lock_pg(db: asyncpg.Connection, tenant: str, subject_ids: list[uuid.UUID]) -> dict[uuid.UUID, Head]:
     """PostgreSQL: create the heads not there yet and lock every one (PG_LOCK), in the order of `subject_ids`
-    (sorted), until the transaction ends; each head as it stands."""
-    return {
-        row["subject_id"]: (row["length"], row["head_event_id"], row["head_hash"])
-        for row in await db.fetch(PG_LOCK, subject_ids, tenant)
-    }
+    (sorted), until the transaction ends; each head as it stands. Conflict when one of the subjects was erased:
+    an erasure moves the head's row, so a writer that waited for it sees it."""
+    rows = await db.fetch(PG_LOCK, subject_ids, tenant)
+    if any(row["erased_at"] is not None for row in rows):
+        raise Conflict(ERASED)
+    return {row["subject_id"]: (row["length"], row["head_event_id"], row["head_hash"]) for row in rows}
 
 
 async def _lock_sqlite(session: AsyncSession, tenant: str, subject_ids: list[uuid.UUID]) -> dict[uuid.UUID, Head]:
@@ -144,11 +165,13 @@ async def _lock_sqlite(session: AsyncSession, tenant: str, subject_ids: list[uui
     heads: dict[uuid.UUID, Head] = {}
     for part in in_slices(subject_ids):
         rows = await session.execute(
-            sa.select(table.c.subject_id, table.c.length, table.c.head_event_id, table.c.head_hash).where(
-                table.c.subject_id.in_(part)
-            )
+            sa.select(table.c.subject_id, table.c.length, table.c.head_event_id, table.c.head_hash, table.c.erased_at)
+            .where(table.c.subject_id.in_(part))
         )
-        heads.update({row[0]: (row[1], row[2], row[3]) for row in rows})
+        for subject_id, length, head_event_id, head_hash, erased_at in rows:
+            if erased_at is not None:
+                raise Conflict(ERASED)
+            heads[subject_id] = (length, head_event_id, head_hash)
     return heads
 
 

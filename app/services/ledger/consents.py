@@ -125,8 +125,8 @@ async def record(
                 database.pool, rule_cache, shared, validate=lambda rules: validated(body, rules), claim=fast[0],
                 subject_id=body.subject.subject_id,
             )
-        except pg_write.NoChain:
-            pass  # its first event opens the chain: the session's half does that
+        except (pg_write.NoChain, pg_write.Erased):
+            pass  # its first event opens the chain, or the person was erased: the session's half does that
         else:
             return _created(subject_id, events)
     async with database.transaction() as session:
@@ -191,7 +191,9 @@ async def record_in(
         tenant=tenant, decisions=validated(body, rules), captured_at=captured_at, source=body.source, method="api",
         policy_version=body.policy_version, collection_point=body.collection_point, actor=actor, evidence=body.evidence,
     )
-    subject_id = await subjects.resolve(session, keys, tenant=tenant, ref=body.subject, identifiers=body.identifiers)
+    subject_id = await subjects.resolve(
+        session, keys, tenant=tenant, ref=body.subject, identifiers=body.identifiers, captured_at=captured_at
+    )
     events = await append(session, drafts(record, subject_id=subject_id, rules=rules), rules)
     outcome = _created(subject_id, events)
     if idempotency_key is not None:

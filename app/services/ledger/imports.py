@@ -188,7 +188,9 @@ async def _store(
     skipped = len(checked.records) - len(fresh) + checked.repeated
     if not fresh:  # all imported before (an import run again)
         return ImportResult(lines=lines, imported=0, skipped=skipped, events=0)
-    resolved = await subjects.resolve_many(session, keys, tenant=tenant, namings=[r.naming for r in fresh])
+    resolved = await subjects.resolve_many(
+        session, keys, tenant=tenant, namings=[r.naming for r in fresh], captured=[r.captured_at for r in fresh]
+    )
     if resolved.errors:
         raise _invalid([_error(fresh[e["index"]].line, e["loc"], e["msg"]) for e in resolved.errors])
     # No errors: every record has its subject.

@@ -24,29 +24,30 @@ import asyncpg
 import orjson
 
 from app.db import acquire
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.models.base import new_id, utcnow
 from app.services.kit import Gates
 from app.services.ledger.bulk import MOVES_ONLY_FORWARD
-from app.services.ledger.chains import EMPTY, Head, extend, head_of
+from app.services.ledger.chains import EMPTY, ERASED, Head, extend, head_of
 from app.services.ledger.events import Decided, Event, Record, drafts
 from app.services.purposes import Rule, RuleCache, grant_expiry
 
 LOOKUP_BY_IDENTIFIER = """
-SELECT t.config_version, i.subject_id, c.length, c.head_event_id, c.head_hash
+SELECT t.config_version, i.subject_id, c.length, c.head_event_id, c.head_hash,
+       i.erased_at IS NOT NULL OR c.erased_at IS NOT NULL AS erased
 FROM tenants t
 LEFT JOIN subject_identifiers i ON i.tenant_id = t.key AND i.id_hash = $2
 LEFT JOIN ledger_chains c ON c.subject_id = i.subject_id
 WHERE t.key = $1
 """
 LOOKUP_BY_ID = """
-SELECT t.config_version, s.id, c.length, c.head_event_id, c.head_hash
+SELECT t.config_version, s.id, c.length, c.head_event_id, c.head_hash, c.erased_at IS NOT NULL AS erased
 FROM tenants t
 LEFT JOIN subjects s ON s.tenant_id = t.key AND s.id = $2
 LEFT JOIN ledger_chains c ON c.subject_id = s.id
 WHERE t.key = $1
 """
-LOCK = "SELECT length, head_event_id, head_hash FROM ledger_chains WHERE subject_id = $1 FOR UPDATE"
+LOCK = "SELECT length, head_event_id, head_hash, erased_at FROM ledger_chains WHERE subject_id = $1 FOR UPDATE"
 
 # $1 tenant, $2 subject, $3 captured_at, $4 recorded_at, $5 source, $6 each event's method, $7 policy_version,
 # $8 collection_point, $9 actor, $10 evidence; $11-$19 one array per event; $20-$21 the new head;
@@ -106,11 +107,12 @@ WRITE_NEW = _NEW_SUBJECT.format(fence="") + _TAIL
 WRITE_NEW_FENCED = (
     _NEW_SUBJECT.format(fence="WHERE (SELECT config_version FROM tenants WHERE key = $1) = $32::bigint") + _TAIL
 )
-# A known subject: the head moves only from the one read before ($28: its length), else nothing is written.
+# A known subject: the head moves only from the one read before ($28: its length), and not once the subject is
+# erased (an erasure moves the row: a write that waited for it sees it), else nothing is written.
 WRITE_KNOWN = """
 WITH c AS (
     UPDATE ledger_chains SET length = $20::int, head_event_id = ($11::uuid[])[$20::int - $28::int], head_hash = $21::text
-    WHERE subject_id = $2::uuid AND length = $28::int
+    WHERE subject_id = $2::uuid AND length = $28::int AND erased_at IS NULL
     RETURNING subject_id
 ),""" + _TAIL
 
@@ -128,6 +130,10 @@ class HeadMoved(Exception):
     """Another writer extended the subject's chain between the lookup and the write."""
 
 
+class Erased(Exception):
+    """The identifier or subject named was erased: the SQLAlchemy half refuses the decision or starts a new subject."""
+
+
 class ConfigMoved(Exception):
     """The tenant's config version is no longer the one a fenced write was validated against."""
 
@@ -135,12 +141,15 @@ class ConfigMoved(Exception):
 async def lookup(
     connection: asyncpg.Connection, *, tenant: str, claim: Claim | None, subject_id: uuid.UUID | None
 ) -> tuple[int, uuid.UUID | None, Head | None]:
-    """The config version, the subject (None: nobody holds the identifier) and its chain's head (None: no chain)."""
+    """The config version, the subject (None: nobody holds the identifier) and its chain's head (None: no chain).
+    Erased when the identifier or the subject was erased."""
     if claim is not None:
         row = await connection.fetchrow(LOOKUP_BY_IDENTIFIER, tenant, claim.id_hash)
     else:
         row = await connection.fetchrow(LOOKUP_BY_ID, tenant, subject_id)
-    version, found, length, head_event_id, head_hash = row
+    version, found, length, head_event_id, head_hash, erased = row
+    if erased:
+        raise Erased
     if found is None and claim is None:
         raise NotFound("subject", subject_id)
     head = None if length is None else (length, head_event_id, head_hash)
@@ -219,7 +228,9 @@ async def write_locked(
 ) -> list[Event]:
     """The write for a known subject under its chain's row lock (after HeadMoved): it cannot move again."""
     async with connection.transaction():
-        length, head_event_id, head_hash = await connection.fetchrow(LOCK, subject_id)
+        length, head_event_id, head_hash, erased_at = await connection.fetchrow(LOCK, subject_id)
+        if erased_at is not None:
+            raise Conflict(ERASED)
         head = (length, head_event_id, head_hash)
         # Stamped after the wait for the lock: along a chain, recorded_at never runs backwards.
         events = _events(record, rules, subject_id, head)

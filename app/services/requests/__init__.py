@@ -1,7 +1,7 @@
 """Data-subject requests on the statutory clock: deadlines (pure), the request's chained log, the requests (store),
 what completing each right does (completion), the export an access or portability request hands over (exports)."""
 
-from . import completion, deadlines, exports, holds, log
+from . import completion, deadlines, erasure, exports, holds, log
 from .store import (
     MAX_PAGE,
     RECEIPT,
@@ -17,6 +17,7 @@ from .store import (
     page,
     receipt,
     refuse,
+    release_hold,
     resume,
     verify,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "create",
     "days_left",
     "deadlines",
+    "erasure",
     "exportable",
     "exports",
     "extend",
@@ -41,6 +43,7 @@ __all__ = [
     "page",
     "receipt",
     "refuse",
+    "release_hold",
     "resume",
     "verify",
 ]

@@ -5,7 +5,8 @@ request, with `lift`). `objection`: every purpose objected to (the `marketing` p
 `profiling` ones for profiling, or those named) is withdrawn on every channel, by method `objection`; a person
 consentd has never seen who objects to direct marketing is suppressed on every channel instead. `access` and
 `portability`: the export (exports.py) is ready to be fetched. `rectification`: identifiers are removed and added,
-and the third parties the person shares with are listed to be told.
+and the third parties the person shares with are listed to be told. `erasure`: erasure.py, in part while a legal
+hold is in force. A request about a person erased since answers that nothing is held.
 """
 
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,8 @@ from app.models.requests import DataRequest
 from app.models.suppressions import SuppressionsIn
 from app.services import purposes, subjects, suppressions
 from app.services.ledger import consents, events
-from app.services.purposes import OWN_BASIS, Rule
+from app.services.purposes import LEGITIMATE_INTEREST, OWN_BASIS, Rule
+from app.services.requests import erasure, holds
 from app.services.subjects import IdentifierKeys
 
 # The channels a direct-marketing objection suppresses a stranger on: all of them.
@@ -53,29 +55,56 @@ async def object_to(session: AsyncSession, keys: IdentifierKeys, actor: str, row
     ]
     rules = {key: rule for key, rule in objected.items() if rule.legal_basis not in OWN_BASIS}
     if row.subject_id is None:
-        if details["to"] != "direct_marketing" or row.id_type is None or row.value_sealed is None:
+        if details["to"] != "direct_marketing" or not await _suppress_stranger(session, keys, actor, row):
             return {"done": [], "nothing_held": True, "withheld": withheld}
-        await suppressions.add(
-            session, keys, tenant=row.tenant_id, actor=actor,
-            body=SuppressionsIn.model_validate({
-                "entries": [{row.id_type: keys.unseal(row.value_sealed)}], "channels": list(CHANNELS), "reason": "manual",
-            }),
-        )
         return {"done": [f"suppressed on {', '.join(CHANNELS)}"], "nothing_held": True, "withheld": withheld}
+    return {"done": await _withdraw(session, row, actor, rules, method="objection"), "withheld": withheld}
+
+
+async def _withdraw(session: AsyncSession, row: DataRequest, actor: str, rules: dict[str, Rule], *, method: str) -> list[str]:
+    """Withdraw each of these purposes on every channel for the request's subject (one record); what was done."""
     decided = tuple(
         events.Decided(key, channel, "withdrawn")
         for key, rule in sorted(rules.items()) for channel in (rule.channels or (NO_CHANNEL,))
     )
+    return await _record_withdrawals(session, row, actor, rules, decided, method=method)
+
+
+async def _withdraw_standing(session: AsyncSession, row: DataRequest, actor: str) -> list[str]:
+    """Withdraw what lets the tenant process the subject's data on consent or interest: every standing grant, and
+    every legitimate-interest purpose on each channel not objected to yet (method `erasure`)."""
+    assert row.subject_id is not None, "withdrawals are made for a subject consentd knows"
+    state = table_of(ConsentState)
+    standing = {
+        (purpose, channel): status
+        for purpose, channel, status in await session.execute(
+            sa.select(state.c.purpose, state.c.channel, state.c.status)
+            .where(state.c.tenant_id == row.tenant_id, state.c.subject_id == row.subject_id)
+        )
+    }
+    rules = {p.key: purposes.to_rule(p) for p in await purposes.list_all(session, tenant=row.tenant_id)}
+    decided = tuple(
+        events.Decided(key, channel, "withdrawn")
+        for key, rule in sorted(rules.items()) if rule.legal_basis not in OWN_BASIS
+        for channel in (rule.channels or (NO_CHANNEL,))
+        if standing.get((key, channel)) == "granted"
+        or (rule.legal_basis == LEGITIMATE_INTEREST and standing.get((key, channel)) != "withdrawn")
+    )
+    return await _record_withdrawals(session, row, actor, rules, decided, method="erasure")
+
+
+async def _record_withdrawals(
+    session: AsyncSession, row: DataRequest, actor: str, rules: dict[str, Rule], decided: tuple[events.Decided, ...],
+    *, method: str,
+) -> list[str]:
+    assert row.subject_id is not None, "withdrawals are made for a subject consentd knows"
     if decided:
         record = events.Record(
-            tenant=row.tenant_id, decisions=decided, captured_at=None, source="data-subject-request", method="objection",
+            tenant=row.tenant_id, decisions=decided, captured_at=None, source="data-subject-request", method=method,
             policy_version=None, collection_point=None, actor=actor, evidence={"request_id": str(row.id)},
         )
         await consents.append(session, events.drafts(record, subject_id=row.subject_id, rules=rules), rules)
-    return {
-        "done": [f"withdrew {d.purpose}{'/' + d.channel if d.channel else ''}" for d in decided],
-        "withheld": withheld,
-    }
+    return [f"withdrew {d.purpose}{'/' + d.channel if d.channel else ''}" for d in decided]
 
 
 async def _objected(session: AsyncSession, *, tenant: str, details: dict[str, Any]) -> dict[str, Rule]:
@@ -137,7 +166,68 @@ async def recipients(session: AsyncSession, row: DataRequest) -> list[dict[str, 
     return [{"third_party": third_party, "purpose": key} for third_party, key in sorted(shared)]
 
 
+async def _suppress_stranger(session: AsyncSession, keys: IdentifierKeys, actor: str, row: DataRequest) -> bool:
+    """Suppress the identifier a request about a person consentd has never seen names, on every channel; False
+    when it names none that can be (a device id)."""
+    if row.id_type not in SUPPRESSIBLE or row.value_sealed is None:
+        return False
+    await _suppress(session, keys, actor, tenant=row.tenant_id, entries=[{row.id_type: keys.unseal(row.value_sealed)}])
+    return True
+
+
+SUPPRESSIBLE = ("email", "phone", "external_id")
+
+
+async def _suppress(session: AsyncSession, keys: IdentifierKeys, actor: str, *, tenant: str, entries: list[dict]) -> None:
+    await suppressions.add(
+        session, keys, tenant=tenant, actor=actor,
+        body=SuppressionsIn.model_validate({"entries": entries, "channels": list(CHANNELS), "reason": "manual"}),
+    )
+
+
+async def erase(session: AsyncSession, keys: IdentifierKeys, actor: str, row: DataRequest) -> dict[str, Any]:
+    """Erasure: of everything (erasure.erase), or, under a legal hold, of what the holds do not keep: every decision
+    resting on consent or interest withdrawn, every identifier suppressed on every channel (`pending`: the rest
+    runs when the last hold is released). A person never seen: their identifier is suppressed, by its blind index
+    only (the request keeps no sealed value either)."""
+    if row.subject_id is None:
+        suppressed = await _suppress_stranger(session, keys, actor, row)
+        if suppressed:
+            assert row.id_hash is not None
+            await erasure.forget_stranger(session, tenant=row.tenant_id, id_hash=row.id_hash)
+        return {"done": [f"suppressed on {', '.join(CHANNELS)}"] if suppressed else [], "nothing_held": True}
+    held = await holds.in_force_on(session, tenant=row.tenant_id, subject_id=row.subject_id)
+    if held:
+        done = await _withdraw_standing(session, row, actor)
+        entries = [
+            {kind: value} for kind, value in await subjects.identifiers_of(session, keys, tenant=row.tenant_id, subject_id=row.subject_id)
+            if kind in SUPPRESSIBLE
+        ]
+        if entries:
+            await _suppress(session, keys, actor, tenant=row.tenant_id, entries=entries)
+            done.append(f"suppressed {len(entries)} identifiers on {', '.join(CHANNELS)}")
+        withheld = [
+            {"hold_id": str(hold.id), "reason": hold.reason, "kept": "identifiers and the evidence of their decisions"}
+            for hold in held
+        ]
+        return {"done": done, "withheld": withheld, "pending": True}
+    return {"done": _erased_words(await erasure.erase(session, tenant=row.tenant_id, subject_id=row.subject_id))}
+
+
+def _erased_words(counts: dict[str, int]) -> list[str]:
+    return [
+        f"erased {counts['identifiers']} identifiers", f"erased the evidence of {counts['evidence']} events",
+        "the decisions stay as pseudonymous proof; every check by a former identifier answers erased",
+    ]
+
+
+async def finish_erasure(session: AsyncSession, row: DataRequest) -> list[str]:
+    """The rest of an erasure completed in part under holds, once the last is released (store.release_hold)."""
+    assert row.subject_id is not None, "only an erasure of a known person waits for holds"
+    return _erased_words(await erasure.erase(session, tenant=row.tenant_id, subject_id=row.subject_id))
+
+
 COMPLETIONS: dict[str, Completion] = {
     "restriction": restrict, "objection": object_to, "access": hand_over, "portability": hand_over,
-    "rectification": rectify,
+    "rectification": rectify, "erasure": erase,
 }

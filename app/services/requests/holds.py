@@ -26,6 +26,18 @@ def in_force(row: LegalHold, at: datetime) -> bool:
     return row.released_at is None and (row.until is None or at < row.until)
 
 
+async def in_force_on(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID) -> list[LegalHold]:
+    """The holds in force on the subject now, oldest first."""
+    now = utcnow()
+    rows = await session.execute(
+        sa.select(LegalHold).where(
+            _HOLDS.c.tenant_id == tenant, _HOLDS.c.subject_id == subject_id, _HOLDS.c.released_at.is_(None),
+            sa.or_(_HOLDS.c.until.is_(None), _HOLDS.c.until > now),
+        ).order_by(_HOLDS.c.placed_at, _HOLDS.c.id)
+    )
+    return list(rows.scalars())
+
+
 async def place(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID, actor: str, body: HoldIn) -> HoldOut:
     """Place a hold on a subject of the tenant (404 for another's)."""
     await subjects.require(session, tenant=tenant, subject_id=subject_id)

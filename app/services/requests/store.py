@@ -24,6 +24,7 @@ from app.models.requests import (
     ClarifyIn,
     DataRequest,
     ExtendIn,
+    HoldOut,
     RefuseIn,
     RequestIn,
     RequestLogEntry,
@@ -37,7 +38,7 @@ from app.services import subjects
 from app.services.kit.cursors import pack, unpack
 from app.services.ledger import GENESIS
 from app.services.ledger.consents import MAX_CLOCK_SKEW
-from app.services.requests import completion, deadlines
+from app.services.requests import completion, deadlines, holds
 from app.services.requests.log import entry_hash
 from app.services.subjects import IdentifierKeys
 
@@ -223,11 +224,37 @@ async def complete(session: AsyncSession, keys: IdentifierKeys, actor: Actor, re
     if carry_out is None:
         raise Conflict(f"completing a {row.type} request is not supported by this version of consentd")
     now = utcnow()
-    outcome = await carry_out(session, keys, actor.client, row)
+    if row.subject_id is not None and "erased" in await subjects.flags_of(session, tenant=actor.tenant, subject_id=row.subject_id):
+        # Erased since the request arrived: nothing is held any more (and nothing can be changed).
+        outcome: dict[str, Any] = {"done": [], "nothing_held": True, "erased": True}
+    else:
+        outcome = await carry_out(session, keys, actor.client, row)
     row.status, row.outcome = "completed", {"completed_at": _iso(now), **outcome}
     done = outcome.get("done") or []
     note = "; ".join(done) if done else ("nothing held" if outcome.get("nothing_held") else None)
     return await _acted(session, row, actor, "completed", now, note)
+
+
+async def release_hold(session: AsyncSession, actor: Actor, *, subject_id: uuid.UUID, hold_id: uuid.UUID) -> HoldOut:
+    """Release a legal hold; when it was the last in force, every erasure of the subject completed in part under
+    holds runs the rest now, logged on its request."""
+    released = await holds.release(session, tenant=actor.tenant, subject_id=subject_id, hold_id=hold_id, actor=actor.client)
+    if await holds.in_force_on(session, tenant=actor.tenant, subject_id=subject_id):
+        return released
+    waiting = (await session.execute(
+        sa.select(DataRequest).where(
+            _REQUESTS.c.tenant_id == actor.tenant, _REQUESTS.c.subject_id == subject_id, _REQUESTS.c.type == "erasure",
+            _REQUESTS.c.status == "completed",
+        ).order_by(_REQUESTS.c.received_at, _REQUESTS.c.id).with_for_update()
+    )).scalars()
+    for row in [row for row in waiting if (row.outcome or {}).get("pending")]:
+        now = utcnow()
+        done = await completion.finish_erasure(session, row)
+        outcome = dict(row.outcome or {})
+        row.outcome = {**outcome, "pending": False, "finished_at": _iso(now), "done": [*outcome.get("done", []), *done]}
+        await _append(session, row, actor, "erasure_finished", now, f"the last hold was released; {'; '.join(done)}")
+    await session.flush()
+    return released
 
 
 RECEIPT = "request-receipt+jwt"

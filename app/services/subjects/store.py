@@ -1,7 +1,9 @@
 """Subjects and their identifiers: resolve, create, attach, read."""
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -84,11 +86,19 @@ async def _claim_all(
 
 
 async def resolve(
-    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, ref: SubjectRef, identifiers: Identifiers | None
+    session: AsyncSession,
+    keys: IdentifierKeys,
+    *,
+    tenant: str,
+    ref: SubjectRef,
+    identifiers: Identifiers | None,
+    captured_at: datetime | None = None,
 ) -> uuid.UUID:
     """The body's `subject`, created when its identifier is new, with the body's `identifiers` attached.
 
-    404 for an unknown subject_id; 409 when one of `identifiers` belongs to another subject.
+    404 for an unknown subject_id; 409 when one of `identifiers` belongs to another subject, or when an identifier
+    was erased after `captured_at` (None: now), the moment of the decision to record: it can never count. An
+    identifier erased before it is the person signing up again: it moves to a new subject.
     """
     extra = [_claim_for(keys, tenant, kind, value, ("body", "identifiers")) for kind, value in (identifiers or Identifiers()).items()]
     if ref.subject_id is not None:
@@ -100,14 +110,32 @@ async def resolve(
         own = _claim_for(keys, tenant, *ref.kind_and_value(), ("body", "subject"))
         # Only devices move between subjects (devices.link): writing for one holds it where it is.
         subject_id = await _owner(session, tenant=tenant, id_hash=own.id_hash, lock=own.kind == DEVICE)
+    # An erased identifier keeps its row: one nobody holds is not one (a new identifier needs no look).
+    named = ([own] if own is not None and subject_id is not None else []) + extra
+    erased = await _erasures(session, tenant=tenant, hashes=[c.id_hash for c in named])
+    moment = captured_at or utcnow()
+    for claim in named:
+        if claim.id_hash in erased:
+            _refuse_older(claim, erased[claim.id_hash].erased_at, moment)
+    vacant = [c for c in named if c.id_hash in erased and erased[c.id_hash].vacant]
+    if own is not None and own in vacant:
+        subject_id = None  # the person signs up again after their erasure: a new subject takes the identifier
     if subject_id is not None:
-        holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject_id, claims=extra) if extra else {}
+        if vacant:
+            await _take_vacant(session, keys, tenant=tenant, subject_id=subject_id, claims=vacant)
+        rest = [c for c in extra if c not in vacant]
+        holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject_id, claims=rest) if rest else {}
+        holders.update({c.id_hash: subject_id for c in vacant})
     else:
         assert own is not None  # no subject yet: the ref names it by an identifier
         subject = Subject(tenant_id=tenant)
         session.add(subject)
         await session.flush()
-        holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject.id, claims=[own, *extra])
+        if vacant:
+            await _take_vacant(session, keys, tenant=tenant, subject_id=subject.id, claims=vacant)
+        rest = [c for c in [own, *extra] if c not in vacant]
+        holders = await _claim_all(session, keys, tenant=tenant, subject_id=subject.id, claims=rest) if rest else {}
+        holders.update({c.id_hash: subject.id for c in vacant})
         subject_id = holders[own.id_hash]
         if subject_id != subject.id:
             # A concurrent request created the same person first: move what we claimed to theirs, drop ours
@@ -121,6 +149,57 @@ async def resolve(
         if holders[claim.id_hash] != subject_id:
             raise Conflict(f"that {claim.kind} belongs to another subject", errors=[{"loc": list(claim.loc), "msg": "taken"}])
     return subject_id
+
+
+class Erasure(NamedTuple):
+    """An identifier of an erased person: when, and whether it still points at the erased subject (`vacant`:
+    nobody has signed up with it since)."""
+
+    erased_at: datetime
+    vacant: bool
+
+
+async def _erasures(session: AsyncSession, *, tenant: str, hashes: list[str]) -> dict[str, Erasure]:
+    """The erased identifiers among these blind indexes."""
+    if not hashes:
+        return {}
+    table = table_of(SubjectIdentifier)
+    found: dict[str, Erasure] = {}
+    for chunk in in_slices(hashes):
+        rows = await session.execute(
+            select(table.c.id_hash, table.c.erased_at, table.c.value_sealed == "")
+            .where(table.c.tenant_id == tenant, table.c.id_hash.in_(chunk), table.c.erased_at.is_not(None))
+        )
+        found.update({id_hash: Erasure(erased_at, bool(vacant)) for id_hash, erased_at, vacant in rows})
+    return found
+
+
+def erased_message(kind: str, erased_at: datetime) -> str:
+    return (
+        f"the person with that {kind} was erased on {erased_at.date().isoformat()} (a data-subject request): a decision "
+        "captured before then can never count"
+    )
+
+
+def _refuse_older(claim: _Claim, erased_at: datetime, moment: datetime) -> None:
+    if moment <= erased_at:
+        raise Conflict(erased_message(claim.kind, erased_at), errors=[{"loc": list(claim.loc), "msg": "erased"}])
+
+
+async def _take_vacant(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID, claims: list[_Claim]
+) -> None:
+    """Move erased identifiers nobody holds since to `subject_id`, sealed again (`erased_at` stays: a decision from
+    before the erasure is still refused). Conflict when a concurrent writer took one first."""
+    table = table_of(SubjectIdentifier)
+    for claim in sorted(claims, key=lambda c: c.id_hash):
+        moved = await session.execute(
+            update(table)
+            .where(table.c.tenant_id == tenant, table.c.id_hash == claim.id_hash, table.c.value_sealed == "")
+            .values(subject_id=subject_id, value_sealed=claim.sealed or keys.seal(claim.normal))
+        )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict("a concurrent request attached one of these identifiers first; retry")
 
 
 async def lookup(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, ref: SubjectRef) -> SubjectOut:
@@ -143,11 +222,34 @@ async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subje
         .where(col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.subject_id) == subject_id)
         .order_by(col(SubjectIdentifier.type), col(SubjectIdentifier.created_at))
     )
-    identifiers = [IdentifierOut(type=kind, value=keys.unseal(sealed)) for kind, sealed in rows]
+    # An erased identifier is a blind index only: nothing to show.
+    identifiers = [IdentifierOut(type=kind, value=keys.unseal(sealed)) for kind, sealed in rows if sealed]
     return SubjectOut(
         subject_id=subject.id, identifiers=identifiers, created_at=subject.created_at, flags=subject.flags,
         merged_into=subject.merged_into,
     )
+
+
+async def identifiers_of(
+    session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID
+) -> list[tuple[str, str]]:
+    """The subject's identifiers (kind, value unsealed), erased ones left out."""
+    rows = await session.execute(
+        select(col(SubjectIdentifier.type), col(SubjectIdentifier.value_sealed))
+        .where(col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.subject_id) == subject_id)
+        .order_by(col(SubjectIdentifier.type), col(SubjectIdentifier.id_hash))
+    )
+    return [(kind, keys.unseal(sealed)) for kind, sealed in rows if sealed]
+
+
+async def flags_of(session: AsyncSession, *, tenant: str, subject_id: uuid.UUID) -> list[str]:
+    """The subject's standing flags (restricted, erased); 404 for an unknown subject."""
+    flags = (await session.execute(
+        select(col(Subject.flags)).where(col(Subject.tenant_id) == tenant, col(Subject.id) == subject_id)
+    )).first()
+    if flags is None:
+        raise NotFound("subject", subject_id)
+    return list(flags[0] or [])
 
 
 async def detach(
@@ -234,43 +336,74 @@ class Resolved:
     created: set[uuid.UUID]
 
 
-async def resolve_many(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, namings: list[Naming]) -> Resolved:
-    """Subjects for many records at once, as if each record were written in turn with `resolve`.
+async def resolve_many(
+    session: AsyncSession,
+    keys: IdentifierKeys,
+    *,
+    tenant: str,
+    namings: list[Naming],
+    captured: Sequence[datetime | None] | None = None,
+) -> Resolved:
+    """Subjects for many records at once, as if each record were written in turn with `resolve` (`captured`: each
+    record's captured_at, None for now).
 
-    The failures are errors with their index (`{"index", "loc", "msg"}`): an unknown subject_id, or an
-    identifier that belongs to another subject.
+    The failures are errors with their index (`{"index", "loc", "msg"}`): an unknown or erased subject_id, an
+    identifier that belongs to another subject, or one erased after the record's decision was captured.
     A concurrent writer that claims one of these identifiers between our read and our write makes this raise
     Conflict: the caller's transaction rolls back and the request can be retried.
     """
     ids = sorted({n.subject_id for n in namings if n.subject_id is not None}, key=str)
-    existing: set[uuid.UUID] = set()
+    existing: dict[uuid.UUID, list[str]] = {}
     for chunk in in_slices(ids):  # few: imports name people by identifier, seldom by id
-        rows = await session.execute(select(col(Subject.id)).where(col(Subject.tenant_id) == tenant, col(Subject.id).in_(chunk)))
-        existing.update(rows.scalars())
+        rows = await session.execute(
+            select(col(Subject.id), col(Subject.flags)).where(col(Subject.tenant_id) == tenant, col(Subject.id).in_(chunk))
+        )
+        existing.update({subject_id: list(flags or []) for subject_id, flags in rows})
     claims = [c for n in namings for c in ((n.own,) if n.own else ()) + n.extra]
     holder = await _holders(session, tenant=tenant, hashes=sorted({c.id_hash for c in claims}))
+    # Erased identifiers keep their rows: only held ones can be erased.
+    erased = await _erasures(session, tenant=tenant, hashes=sorted(holder)) if holder else {}
+    for id_hash, erasure in erased.items():
+        if erasure.vacant:
+            del holder[id_hash]  # free to take: the person signs up again (a new subject, as `resolve`)
     new_subjects: list[uuid.UUID] = []
     # Made in order and handed out in order: the new subjects' ids ascend as their rows are written (new_id).
     fresh_ids = iter([new_id() for n in namings if n.own is not None and n.own.id_hash not in holder])
     new_claims: dict[str, tuple[_Claim, uuid.UUID]] = {}
     results: list[uuid.UUID | None] = []
     errors: list[dict] = []
+    now = utcnow()
     for index, named in enumerate(namings):
+        moment = (captured[index] if captured is not None else None) or now
+        older = [
+            c for c in ((named.own,) if named.own else ()) + named.extra
+            if c.id_hash in erased and moment <= erased[c.id_hash].erased_at
+        ]
+        if older:
+            errors += [
+                {"index": index, "loc": list(c.loc[-2:]), "msg": erased_message(c.kind, erased[c.id_hash].erased_at)}
+                for c in older
+            ]
+            results.append(None)
+            continue
         if named.subject_id is not None:
-            subject_id = named.subject_id if named.subject_id in existing else None
-            if subject_id is None:
-                errors.append({"index": index, "loc": ["subject", "subject_id"], "msg": "subject not found"})
+            flags = existing.get(named.subject_id)
+            if flags is None or "erased" in flags:
+                msg = "subject not found" if flags is None else "the subject was erased (a data-subject request)"
+                errors.append({"index": index, "loc": ["subject", "subject_id"], "msg": msg})
                 results.append(None)
                 continue
+            subject_id = named.subject_id
         else:
             own = named.own
             assert own is not None  # a Naming without a subject_id names its subject by an identifier
-            subject_id = holder.get(own.id_hash)
-            if subject_id is None:
-                subject_id = next(fresh_ids)
-                new_subjects.append(subject_id)
-                holder[own.id_hash] = subject_id
-                new_claims[own.id_hash] = (own, subject_id)
+            held = holder.get(own.id_hash)
+            if held is None:
+                held = next(fresh_ids)
+                new_subjects.append(held)
+                holder[own.id_hash] = held
+                new_claims[own.id_hash] = (own, held)
+            subject_id = held
         taken = [c for c in named.extra if holder.get(c.id_hash, subject_id) != subject_id]
         if taken:
             errors += [
@@ -285,7 +418,10 @@ async def resolve_many(session: AsyncSession, keys: IdentifierKeys, *, tenant: s
         results.append(subject_id)
     if errors:
         return Resolved(results, errors, set())
+    taken_back = {h: new_claims.pop(h) for h in [h for h in new_claims if h in erased]}
     await _insert_claims(session, keys, tenant=tenant, subjects=new_subjects, claims=new_claims)
+    for claim, subject_id in taken_back.values():
+        await _take_vacant(session, keys, tenant=tenant, subject_id=subject_id, claims=[claim])
     return Resolved(results, [], set(new_subjects))
 
 

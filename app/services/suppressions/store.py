@@ -166,9 +166,11 @@ async def page(
     for row in rows:
         entry = entries.get((row["id_hash"], row["reason"]))
         if entry is None:
+            # An erased person's identifier stays suppressed by its blind index alone: no value to show.
+            sealed = row["value_sealed"]
+            shown = {row["type"]: keys.unseal(sealed)} if sealed else {"erased": True}
             entry = entries[row["id_hash"], row["reason"]] = {
-                row["type"]: keys.unseal(row["value_sealed"]), "channels": [], "reason": row["reason"],
-                "created_at": row["created_at"],
+                **shown, "channels": [], "reason": row["reason"], "created_at": row["created_at"],
             }
         entry["channels"].append(row["channel"])
         entry["created_at"] = min(entry["created_at"], row["created_at"])
