@@ -26,7 +26,7 @@ import httpx
 from harness import BenchDatabase, mint_token, run_main, start_consentd, write_results
 
 from app.models.base import new_id
-from app.services.requests.log import entry_hash
+from app.services.audit.request_log import entry_hash
 from app.services.requests.store import cursor_after
 
 DB_NAME = "consentd_requests_bench"

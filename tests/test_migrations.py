@@ -234,4 +234,48 @@ async def test_v1_chains_are_rehashed_to_commit_to_evidence_by_digest_and_a_chan
                 result = await verification.verify(database, tenant="old", checkpoint=None)
             finally:
                 await database.close()
-            assert (result.checked, result.erased, [p.event_id for p in result.problems]) == (6, 3, [events[tampered, 1]]), url
+            # (Erased here without a request, the subject's flag has no log entry behind it: that is reported too.)
+            assert (result.checked, result.erased) == (6, 3), url
+            assert [(p.problem, p.event_id or p.subject_id) for p in result.problems] == [
+                ("changed", events[tampered, 1]), ("state_mismatch", honest),
+            ], url
+
+
+async def test_a_subject_restricted_before_flags_were_logged_verifies_after_the_upgrade(tmp_path, pg_server):
+    """Revision 0009 logs the flag of a subject restricted by an earlier version on the request that restricted it."""
+    from app.services.audit.request_log import entry_hash
+
+    async with old_databases(tmp_path, pg_server, "20261204_0008") as urls:
+        for url in urls:
+            engine = create_async_engine(url)
+            at = datetime(2026, 12, 1, tzinfo=UTC)
+            subject, request = uuid.uuid4(), uuid.uuid4()
+            first = entry_hash(tenant="old", request_id=request, chain_index=1, prev_hash="0" * 64, at=at,
+                               action="completed", actor="crm", note="restricted (legal_claim)")
+            async with engine.begin() as connection:
+                await connection.execute(sa.text("INSERT INTO tenants (key, name, created_at) VALUES ('old', 'old', :at)"), {"at": at})
+                await connection.execute(insert(_OLD_SUBJECTS).values(id=subject, tenant_id="old", flags=["restricted"], created_at=at))
+                await connection.execute(
+                    sa.text(
+                        "INSERT INTO data_requests (id, tenant_id, type, status, subject_id, received_at, due_sort, paused_days,"
+                        " details, log_length, log_head_hash, created_at) VALUES (:id, 'old', 'restriction', 'completed',"
+                        " :subject, :at, '2027-01-04', 0, :details, 1, :hash, :at)"
+                    ),
+                    {"id": _native(url, request), "subject": _native(url, subject), "at": at,
+                     "details": '{"grounds": "legal_claim"}', "hash": first},
+                )
+                await connection.execute(
+                    sa.text(
+                        "INSERT INTO data_request_log (tenant_id, request_id, chain_index, at, action, actor, note, prev_hash, hash)"
+                        " VALUES ('old', :id, 1, :at, 'completed', 'crm', 'restricted (legal_claim)', :genesis, :hash)"
+                    ),
+                    {"id": _native(url, request), "at": at, "genesis": "0" * 64, "hash": first},
+                )
+            await engine.dispose()
+            await upgrade(url)
+            database = await Database.open(settings_for(url))
+            try:
+                result = await verification.verify(database, tenant="old", checkpoint=None)
+            finally:
+                await database.close()
+            assert (result.ok, result.problems) == (True, []), url

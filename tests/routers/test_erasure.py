@@ -192,7 +192,9 @@ async def test_an_erasure_under_a_legal_hold_completes_in_part_and_finishes_when
     await client.post(f"{holds}/{dispute['hold_id']}/release")
     finished = (await client.get(f"/v1/requests/{done['request_id']}")).json()
     assert finished["outcome"]["pending"] is False and finished["outcome"]["finished_at"]
-    assert finished["log"][-1]["action"] == "erasure_finished" and "erased 3 identifiers" in finished["log"][-1]["note"]
+    finishing, flagged = finished["log"][-2:]
+    assert finishing["action"] == "erasure_finished" and "erased 3 identifiers" in finishing["note"]
+    assert (flagged["action"], flagged["note"]) == ("erased", f"subject {subject_id}")
     assert (await check(client, {"email": who["email"]}, "marketing", "email"))["reason"] == "erased"
     assert (await client.get(f"/v1/subjects/{subject_id}")).json()["identifiers"] == []
     assert await personal_leftovers(backend, spellings(who)) == []

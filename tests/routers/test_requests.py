@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from app.models import RequestLogEntry
 from app.models.base import table_of, utcnow
+from app.services.audit.request_log import chain_breaks
 from app.services.requests import deadlines
-from app.services.requests.log import chain_breaks
 from tests.conftest import assert_problem, bearer, stored_id
 from tests.routers.test_public_banner import ALL_OFF, ALL_ON, SHOP, new_key, post_choices, standing
 from tests.support.api import check, iso, record
@@ -286,14 +286,40 @@ async def test_completing_a_restriction_makes_every_check_answer_restricted_unti
     assert (await check(client, PERSON, "marketing", "email"))["allowed"] is True
     done = await act(client, filed["request_id"], "complete")
     assert done["status"] == "completed" and done["outcome"]["done"] == ["restricted (accuracy_contested)"]
-    assert done["log"][-1]["action"] == "completed"
+    # The flag's change is logged on its own, naming the subject: audit verify replays it (request_check).
+    assert [(e["action"], e["note"]) for e in done["log"][-2:]] == [
+        ("completed", "restricted (accuracy_contested)"), ("restricted", f"subject {known['subject_id']}"),
+    ]
     answer = await check(client, PERSON, "marketing", "email")
     assert (answer["allowed"], answer["reason"]) == (False, "restricted")
     assert (await client.get(f"/v1/subjects/{known['subject_id']}")).json()["flags"] == ["restricted"]
     lifted = await act(client, (await file(client, "restriction", details={"lift": True}))["request_id"], "complete")
-    assert lifted["outcome"]["done"] == ["restriction lifted"]
+    assert lifted["outcome"]["done"] == ["restriction lifted"] and lifted["log"][-1]["action"] == "unrestricted"
     assert (await check(client, PERSON, "marketing", "email"))["allowed"] is True
     assert_problem(await client.post(f"/v1/requests/{filed['request_id']}/complete"), 409)
+    assert (await client.get("/v1/audit/verify")).json()["ok"] is True
+
+
+async def test_flags_changed_behind_the_service_s_back_fail_verification(client, backend):
+    """Checks read a subject's flags: lifting a restriction or an erasure in the database, or restricting someone
+    without a request, is a state_mismatch; altering a request's log breaks its chain."""
+    restricted = (await record(client, {"email": "held.back@example.org"}, ("marketing", "email", "granted")))["subject_id"]
+    restriction = await file(client, "restriction", subject={"subject_id": restricted}, details={"grounds": "legal_claim"})
+    await act(client, restriction["request_id"], "complete")
+    erased = (await record(client, {"email": "gone@example.org"}, ("marketing", "email", "granted")))["subject_id"]
+    erasure = await file(client, "erasure", subject={"subject_id": erased}, verified={"method": "account"})
+    await act(client, erasure["request_id"], "complete")
+    bystander = (await record(client, {"email": "bystander@example.org"}, ("marketing", "email", "granted")))["subject_id"]
+    assert (await client.get("/v1/audit/verify")).json()["ok"] is True
+    async with backend.database.transaction() as session:
+        for subject_id, flags in ((restricted, "[]"), (erased, "[]"), (bystander, '["restricted"]')):
+            await session.execute(
+                sa.text("UPDATE subjects SET flags = :flags WHERE id = :id"), {"flags": flags, "id": stored_id(backend, subject_id)}
+            )
+    verified = (await client.get("/v1/audit/verify")).json()
+    mismatched = sorted((p["subject_id"], p["problem"]) for p in verified["problems"])
+    assert mismatched == sorted((s, "state_mismatch") for s in (restricted, erased, bystander)), verified["problems"]
+    assert (await check(client, {"subject_id": erased}, "marketing", "email"))["reason"] == "consent_granted"  # why it matters
 
 
 async def test_an_objection_to_direct_marketing_withdraws_every_marketing_purpose_for_good(client):

@@ -4,6 +4,9 @@ Revision ID: 20261204_0009
 Revises: 20261204_0008
 Create Date: 2026-12-04 19:00:00
 
+Also: a completion now logs each subject flag it sets on the request's log, and verification replays those
+entries; a subject restricted before this revision gets its entry here (_log_standing_restrictions).
+
 An erasure destroys the evidence of the person's events, so the chain must not need those bytes: format
 `consentd-event-v2` hashes the evidence's SHA-256 where v1 hashed the evidence itself. Every chain is re-hashed
 here, event by event in chain order. An event that did not verify under v1 (altered behind the service's back)
@@ -96,6 +99,57 @@ def upgrade() -> None:
     with op.batch_alter_table("audit_checkpoints") as batch_op:
         batch_op.alter_column("event_format", server_default=None)
     _rehash(old=_v1_hash, new=_v2_hash)
+    _log_standing_restrictions()
+
+
+_REQUESTS = sa.table(
+    "data_requests", sa.column("id", sa.Uuid()), sa.column("tenant_id", sa.String()), sa.column("subject_id", sa.Uuid()),
+    sa.column("type", sa.String()), sa.column("status", sa.String()), sa.column("details", sa.JSON()),
+    sa.column("received_at", app.models.base.UTCDateTime()), sa.column("log_length", sa.Integer()),
+    sa.column("log_head_hash", sa.String()),
+)
+_LOG = sa.table(
+    "data_request_log", sa.column("tenant_id", sa.String()), sa.column("request_id", sa.Uuid()),
+    sa.column("chain_index", sa.Integer()), sa.column("at", app.models.base.UTCDateTime()), sa.column("action", sa.String()),
+    sa.column("actor", sa.String()), sa.column("note", sa.Text()), sa.column("prev_hash", sa.String()),
+    sa.column("hash", sa.String()),
+)
+_SUBJECTS = sa.table("subjects", sa.column("id", sa.Uuid()), sa.column("tenant_id", sa.String()), sa.column("flags", sa.JSON()))
+
+
+def _log_standing_restrictions() -> None:
+    """From this revision a completion logs each flag it sets (action `restricted`, note `subject <id>`), and audit
+    verification replays those entries to check the flags checks read. A subject restricted before it gets that
+    entry on the restriction request that restricted it (the latest completed one)."""
+    bind = op.get_bind()
+    subjects = _SUBJECTS.c
+    restricted = bind.execute(
+        sa.select(subjects.id, subjects.tenant_id).where(sa.cast(subjects.flags, sa.Text).like('%"restricted"%'))
+    ).all()
+    at = datetime.now(UTC)
+    for subject_id, tenant in restricted:
+        requests = _REQUESTS.c
+        rows = bind.execute(
+            sa.select(requests.id, requests.details, requests.log_length, requests.log_head_hash)
+            .where(requests.tenant_id == tenant, requests.subject_id == subject_id, requests.type == "restriction",
+                   requests.status == "completed")
+            .order_by(requests.received_at.desc())
+        ).all()
+        chosen = next((row for row in rows if not (row.details or {}).get("lift")), None)
+        if chosen is None:
+            continue  # restricted by no request: verification reports it, as it should
+        index, prev = chosen.log_length + 1, chosen.log_head_hash or _GENESIS
+        entry = {
+            "tenant_id": tenant, "request_id": chosen.id, "chain_index": index, "at": at, "action": "restricted",
+            "actor": "migration 20261204_0009", "note": f"subject {subject_id}", "prev_hash": prev,
+        }
+        canonical = ["consentd-request-log-v1", tenant, str(chosen.id), index, prev, _timestamp(at), "restricted",
+                     entry["actor"], entry["note"]]
+        entry["hash"] = hashlib.sha256(orjson.dumps(canonical)).hexdigest()
+        bind.execute(_LOG.insert().values(**entry))
+        bind.execute(
+            _REQUESTS.update().where(_REQUESTS.c.id == chosen.id).values(log_length=index, log_head_hash=entry["hash"])
+        )
 
 
 def downgrade() -> None:

@@ -1,5 +1,6 @@
-"""Verifying a tenant's ledger: every subject's chain (chain_check.py), its head, the latest signed checkpoint, and
-the consent states checks read (state_check.py).
+"""Verifying a tenant's ledger: every subject's chain (chain_check.py), its head, the latest signed checkpoint, the
+consent states checks read (state_check.py), the suppressions (suppression_check.py), and the requests' logs with
+the subject flags checks read (request_check.py).
 
 The events, the heads, the checkpoint's heads and the states are read as four streams ordered by subject, in one
 snapshot, and merged: memory holds one subject's chain and states at a time, whatever the size of the ledger.
@@ -15,7 +16,7 @@ from app.db import Database
 from app.models import AuditCheckpoint, CheckpointHead, ConsentEvent, ConsentState, LedgerChain
 from app.models.audit import CheckpointRef, Problem, VerifyOut, VerifyProblem
 from app.models.base import table_of
-from app.services.audit import state_check, suppression_check
+from app.services.audit import request_check, state_check, suppression_check
 from app.services.audit.chain_check import Head, check
 from app.services.kit import END, snapshots
 from app.services.ledger import CANONICAL_FIELDS
@@ -181,6 +182,10 @@ async def verify(
         await suppression_check.check(
             query, tenant=tenant, report=lambda detail: problems.add(None, "suppression_mismatch", detail),
             signed=signed_suppressions,
+        )
+        await request_check.check(
+            query, tenant=tenant, report=lambda detail: problems.add(None, "changed", detail),
+            mismatch=lambda subject_id, detail: problems.add(None, state_check.PROBLEM, detail, subject_id),
         )
     if checkpoint is not None and signed_root is not None and root.hexdigest() != signed_root:
         problems.add(None, "rewritten", f"the heads stored for checkpoint {checkpoint.id} are not the ones its signature covers")

@@ -1,7 +1,8 @@
-"""Data-subject requests on the statutory clock: deadlines (pure), the request's chained log, the requests (store),
-what completing each right does (completion), the export an access or portability request hands over (exports)."""
+"""Data-subject requests on the statutory clock: deadlines (pure), the requests and their chained logs (store; the
+log's format is audit/request_log.py), what completing each right does (completion, erasure), legal holds (holds),
+the export an access or portability request hands over (exports)."""
 
-from . import completion, deadlines, erasure, exports, holds, log
+from . import completion, deadlines, erasure, exports, holds
 from .store import (
     MAX_PAGE,
     RECEIPT,
@@ -38,7 +39,6 @@ __all__ = [
     "extend",
     "get",
     "holds",
-    "log",
     "open_requests",
     "page",
     "receipt",

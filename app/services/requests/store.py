@@ -35,11 +35,12 @@ from app.models.requests import (
 )
 from app.security import Signer
 from app.services import subjects
+from app.services.audit import request_check
+from app.services.audit.request_log import entry_hash
 from app.services.kit.cursors import pack, unpack
 from app.services.ledger import GENESIS
 from app.services.ledger.consents import MAX_CLOCK_SKEW
 from app.services.requests import completion, deadlines, holds
-from app.services.requests.log import entry_hash
 from app.services.subjects import IdentifierKeys
 
 MAX_PAGE = 500
@@ -224,7 +225,8 @@ async def complete(session: AsyncSession, keys: IdentifierKeys, actor: Actor, re
     if carry_out is None:
         raise Conflict(f"completing a {row.type} request is not supported by this version of consentd")
     now = utcnow()
-    if row.subject_id is not None and "erased" in await subjects.flags_of(session, tenant=actor.tenant, subject_id=row.subject_id):
+    before = await _flags(session, row)
+    if "erased" in before:
         # Erased since the request arrived: nothing is held any more (and nothing can be changed).
         outcome: dict[str, Any] = {"done": [], "nothing_held": True, "erased": True}
     else:
@@ -232,7 +234,24 @@ async def complete(session: AsyncSession, keys: IdentifierKeys, actor: Actor, re
     row.status, row.outcome = "completed", {"completed_at": _iso(now), **outcome}
     done = outcome.get("done") or []
     note = "; ".join(done) if done else ("nothing held" if outcome.get("nothing_held") else None)
-    return await _acted(session, row, actor, "completed", now, note)
+    await _append(session, row, actor, "completed", now, note)
+    await _log_flags(session, row, actor, before, now)
+    return await _acted(session, row, actor, None, now, None)
+
+
+async def _flags(session: AsyncSession, row: DataRequest) -> list[str]:
+    return [] if row.subject_id is None else await subjects.flags_of(session, tenant=row.tenant_id, subject_id=row.subject_id)
+
+
+async def _log_flags(session: AsyncSession, row: DataRequest, actor: Actor, before: list[str], at: datetime) -> None:
+    """An entry for each flag the completion set or cleared (`restricted`, `unrestricted`, `erased`): what audit
+    verification replays to check the flags checks read (audit/request_check.py)."""
+    if row.subject_id is None:
+        return
+    after = await _flags(session, row)
+    for flag in sorted(set(before) ^ set(after)):
+        action = flag if flag in after else f"un{flag}"
+        await _append(session, row, actor, action, at, request_check.flag_note(row.subject_id))
 
 
 async def release_hold(session: AsyncSession, actor: Actor, *, subject_id: uuid.UUID, hold_id: uuid.UUID) -> HoldOut:
@@ -249,10 +268,12 @@ async def release_hold(session: AsyncSession, actor: Actor, *, subject_id: uuid.
     )).scalars()
     for row in [row for row in waiting if (row.outcome or {}).get("pending")]:
         now = utcnow()
+        before = await _flags(session, row)
         done = await completion.finish_erasure(session, row)
         outcome = dict(row.outcome or {})
         row.outcome = {**outcome, "pending": False, "finished_at": _iso(now), "done": [*outcome.get("done", []), *done]}
         await _append(session, row, actor, "erasure_finished", now, f"the last hold was released; {'; '.join(done)}")
+        await _log_flags(session, row, actor, before, now)
     await session.flush()
     return released
 
@@ -304,9 +325,11 @@ def _joined(first: str, note: str | None) -> str:
 
 
 async def _acted(
-    session: AsyncSession, row: DataRequest, actor: Actor, action: str, at: datetime, note: str | None
+    session: AsyncSession, row: DataRequest, actor: Actor, action: str | None, at: datetime, note: str | None
 ) -> RequestOut:
-    await _append(session, row, actor, action, at, note)
+    """Log the action (None: logged already) and answer the request as it now stands."""
+    if action is not None:
+        await _append(session, row, actor, action, at, note)
     await session.flush()
     return _out(row, await _log_of(session, [row.id]))
 
