@@ -21,6 +21,7 @@ from app.routers import (
     checks,
     consents,
     ops,
+    person,
     public,
     purposes,
     receipts,
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router, responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
     app.include_router(public.router, responses=problem_responses(400, 401, 403, 413, 422, 429, 503))
     app.include_router(public.demo_router)
+    app.include_router(person.router)
     app.include_router(ops.router)
     app.include_router(receipts.well_known)
     handlers.install(app)

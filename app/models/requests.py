@@ -36,6 +36,8 @@ class DataRequest(SQLModel, table=True):
         subject_of_tenant(),
         # The open requests, soonest due first (GET /v1/requests, `consentd requests list`).
         sa.Index("ix_data_requests_due", "tenant_id", "due_sort", "id"),
+        # The request a person's verification link names (by the SHA-256 of its token).
+        sa.Index("ix_data_requests_link", "link_hash", unique=True),
     )
 
     id: uuid.UUID = Field(default_factory=new_id, primary_key=True)
@@ -66,6 +68,10 @@ class DataRequest(SQLModel, table=True):
     log_length: int = 0
     log_head_hash: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    # The person's verification link (POST /v1/requests/{id}/verification-link): the SHA-256 of its token (the
+    # token itself is never stored) and when it stops working. A new link replaces the one before.
+    link_hash: str | None = Field(default=None, max_length=64)
+    link_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class RequestLogEntry(SQLModel, table=True):
@@ -214,6 +220,23 @@ class RequestIn(Schema):
         else:
             self.details = model.model_validate(self.details).model_dump(mode="json", exclude_none=True)
         return self
+
+
+class VerificationLinkOut(Schema):
+    # The page the person opens; the token is in the fragment, which browsers never send to a server (or a log).
+    url: str
+    expires_at: datetime
+
+
+class LinkVerifyIn(Schema):
+    """The person's confirmation from the verification page: the token of their link."""
+
+    token: Annotated[str, Bounds(min_length=20, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class LinkVerifiedOut(Schema):
+    verified: bool
+    type: RequestType
 
 
 class VerifyIn(Schema):

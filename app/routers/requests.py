@@ -32,6 +32,7 @@ from app.models.requests import (
     RequestType,
     ResumeIn,
     Status,
+    VerificationLinkOut,
     VerifyIn,
 )
 from app.responses import json_response
@@ -95,6 +96,16 @@ async def verify_request(
 ) -> RequestOut:
     """The person's identity was checked: a request that waited for it starts its clock today."""
     return await requests.verify(session, _actor(principal, request), request_id, body)
+
+
+@router.post("/{request_id}/verification-link", response_model=VerificationLinkOut, responses=problem_responses(409))
+async def request_verification_link(
+    principal: Annotated[Principal, Writer], request_id: uuid.UUID, request: Request, session: SessionDep
+) -> VerificationLinkOut:
+    """A link for the person to confirm the request themselves (method email_link), valid 7 days; a new one
+    replaces the last. No SMTP relay is configured in this version, so the link is answered here to pass on."""
+    page = str(request.url_for("verification_page"))
+    return await requests.verification_link(session, _actor(principal, request), request_id, page=page)
 
 
 @router.post("/{request_id}/clarify", response_model=RequestOut, responses=problem_responses(409))

@@ -516,3 +516,71 @@ async def test_the_banner_shows_a_restricted_device_every_category_off_and_does_
         lift = await file(client, "restriction", subject=device, details={"lift": True})
         await act(client, lift["request_id"], "complete")
         assert (await standing(browser, key, device["device_id"]))["choices"] == ALL_ON
+
+
+async def link_for(client, request_id: str, expect: int = 200) -> dict:
+    response = await client.post(f"/v1/requests/{request_id}/verification-link")
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+async def test_the_person_verifies_through_a_link_that_keeps_its_token_out_of_urls_and_logs(client, anonymous, backend, caplog):
+    filed = await file(client, "access", received_via="email")
+    link = await link_for(client, filed["request_id"])
+    page, token = link["url"].split("#")
+    assert page == "http://consentd.test/requests/verify" and len(token) >= 40
+    assert datetime.fromisoformat(link["expires_at"].replace("Z", "+00:00")) > utcnow() + timedelta(days=6)
+    # Opening the page (a mail scanner's GET) confirms nothing, and the page never sees the token.
+    shown = await anonymous.get("/requests/verify")
+    assert shown.status_code == 200 and "Confirm my request" in shown.text and token not in shown.text
+    assert "frame-ancestors 'none'" in shown.headers["content-security-policy"]
+    assert (await client.get(f"/v1/requests/{filed['request_id']}")).json()["status"] == "pending_verification"
+
+    confirmed = await anonymous.post("/v1/public/requests/verify", json={"token": token})
+    assert confirmed.status_code == 200 and confirmed.json() == {"verified": True, "type": "access"}
+    again = await anonymous.post("/v1/public/requests/verify", json={"token": token})
+    assert again.status_code == 200  # confirming twice is fine
+    request = (await client.get(f"/v1/requests/{filed['request_id']}")).json()
+    assert request["status"] == "in_progress" and request["verified"]["method"] == "email_link"
+    assert request["due_at"] == due_from(today())
+    assert [(e["action"], e["actor"]) for e in request["log"]] == [
+        ("received", "test-client"), ("verification_link", "test-client"), ("verified", "the person (verification link)"),
+    ]
+    # The token is nowhere: not in the log, not in any table, not in the server's log lines.
+    assert token not in str(request) and token not in caplog.text
+    async with backend.database.transaction() as session:
+        stored = (await session.execute(sa.text("SELECT link_hash FROM data_requests WHERE link_hash IS NOT NULL"))).scalars().all()
+    assert stored and all(token not in value for value in stored)
+    # Once verified, no new link is made.
+    assert_problem(await client.post(f"/v1/requests/{filed['request_id']}/verification-link"), 409)
+
+
+async def test_a_verification_link_expires_and_a_new_one_replaces_it(client, anonymous, backend):
+    filed = await file(client, "erasure")
+    first = (await link_for(client, filed["request_id"]))["url"].split("#")[1]
+    second = (await link_for(client, filed["request_id"]))["url"].split("#")[1]
+    assert_problem(await anonymous.post("/v1/public/requests/verify", json={"token": first}), 404)
+    async with backend.database.transaction() as session:
+        await session.execute(
+            sa.text("UPDATE data_requests SET link_expires_at = :at WHERE id = :id"),
+            {"at": utcnow() - timedelta(seconds=1), "id": stored_id(backend, filed["request_id"])},
+        )
+    assert_problem(await anonymous.post("/v1/public/requests/verify", json={"token": second}), 404)
+    assert (await client.get(f"/v1/requests/{filed['request_id']}")).json()["status"] == "pending_verification"
+    for body in ({}, {"token": "short"}, {"token": "x" * 200}, {"token": "has spaces in it, twenty plus"}, {"token": 5}):
+        assert_problem(await anonymous.post("/v1/public/requests/verify", json=body), 422)
+    assert_problem(await anonymous.post("/v1/public/requests/verify", json={"token": "A" * 43}), 404)
+
+
+async def test_a_verification_link_keeps_to_scopes_tenants_and_states(client, token, other_tenant):
+    filed = await file(client, "access")
+    path = f"/v1/requests/{filed['request_id']}/verification-link"
+    assert_problem(await client.post(path, headers=bearer(token("consents:read"))), 403)
+    assert_problem(await client.post(path, headers=bearer(token("requests:write", tenant_key=other_tenant))), 404)
+    assert_problem(await client.post(f"/v1/requests/{uuid.uuid4()}/verification-link"), 404)
+    restriction = await file(client, "restriction", details={"grounds": "legal_claim"})  # needs no verification
+    assert_problem(await client.post(f"/v1/requests/{restriction['request_id']}/verification-link"), 409)
+    refused = await file(client, "access")
+    link = (await link_for(client, refused["request_id"]))["url"].split("#")[1]
+    await act(client, refused["request_id"], "refuse", {"reason": "excessive", "detail": "the fifth this week"})
+    assert_problem(await client.post("/v1/public/requests/verify", json={"token": link}, headers={"Authorization": ""}), 409)

@@ -1,4 +1,4 @@
-"""erasure: the ledger's hash commits to evidence by its digest (v1 chains re-hashed as v2), erased evidence and identifiers
+"""erasure: the ledger's hash commits to evidence by its digest (v1 chains re-hashed as v2), erased evidence and identifiers, verification links
 
 Revision ID: 20261204_0009
 Revises: 20261204_0008
@@ -98,6 +98,10 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("audit_checkpoints") as batch_op:
         batch_op.alter_column("event_format", server_default=None)
+    with op.batch_alter_table("data_requests") as batch_op:
+        batch_op.add_column(sa.Column("link_hash", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("link_expires_at", app.models.base.UTCDateTime(timezone=True), nullable=True))
+        batch_op.create_index("ix_data_requests_link", ["link_hash"], unique=True)
     _rehash(old=_v1_hash, new=_v2_hash)
     _log_standing_restrictions()
 
@@ -157,6 +161,10 @@ def downgrade() -> None:
     if erased.scalar_one():
         raise RuntimeError("events whose evidence was erased cannot be hashed as consentd-event-v1: not downgrading")
     _rehash(old=_v2_hash, new=_v1_hash)
+    with op.batch_alter_table("data_requests") as batch_op:
+        batch_op.drop_index("ix_data_requests_link")
+        batch_op.drop_column("link_expires_at")
+        batch_op.drop_column("link_hash")
     with op.batch_alter_table("audit_checkpoints") as batch_op:
         batch_op.drop_column("event_format")
     with op.batch_alter_table("subject_identifiers") as batch_op:

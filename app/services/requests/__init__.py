@@ -20,7 +20,9 @@ from .store import (
     refuse,
     release_hold,
     resume,
+    verification_link,
     verify,
+    verify_by_link,
 )
 
 __all__ = [
@@ -45,5 +47,7 @@ __all__ = [
     "refuse",
     "release_hold",
     "resume",
+    "verification_link",
     "verify",
+    "verify_by_link",
 ]

@@ -5,10 +5,12 @@ to its log, in the caller's transaction: two actions on one request queue, and a
 state the first left (an extension twice, a refusal of a refused request).
 """
 
+import hashlib
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -25,12 +27,14 @@ from app.models.requests import (
     DataRequest,
     ExtendIn,
     HoldOut,
+    LinkVerifiedOut,
     RefuseIn,
     RequestIn,
     RequestLogEntry,
     RequestOut,
     RequestPage,
     ResumeIn,
+    VerificationLinkOut,
     VerifyIn,
 )
 from app.security import Signer
@@ -163,6 +167,48 @@ async def verify(session: AsyncSession, actor: Actor, request_id: uuid.UUID, bod
     row.status, row.verified_method, row.verified_at = "in_progress", body.method, now
     _start_clock(row, now, actor.region)
     return await _acted(session, row, actor, "verified", now, _joined(f"method: {body.method}", body.note))
+
+
+# How long a verification link works, and who the log says verified through one.
+LINK_LIFETIME = timedelta(days=7)
+PERSON = "the person (verification link)"
+
+
+def _link_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def verification_link(session: AsyncSession, actor: Actor, request_id: uuid.UUID, *, page: str) -> VerificationLinkOut:
+    """A link for the person to confirm the request themselves (method `email_link`), valid LINK_LIFETIME; it
+    replaces any link made before. Only the token's SHA-256 is stored; the token rides in the URL's fragment, which
+    a browser never sends, so it reaches no server log. 409 unless the request waits for verification."""
+    row = await _locked(session, actor, request_id)
+    if row.status != "pending_verification":
+        raise Conflict("the request is not waiting for the person's identity to be verified")
+    token, now = secrets.token_urlsafe(32), utcnow()
+    row.link_hash, row.link_expires_at = _link_hash(token), now + LINK_LIFETIME
+    await _append(session, row, actor, "verification_link", now, f"a link valid until {_iso(row.link_expires_at)}")
+    await session.flush()
+    return VerificationLinkOut(url=f"{page}#{token}", expires_at=row.link_expires_at)
+
+
+async def verify_by_link(session: AsyncSession, *, token: str, region: str) -> LinkVerifiedOut:
+    """The person confirms through their link: a request waiting for verification starts its clock today.
+    Confirming again is fine; 404 for a link that is unknown, replaced or expired; 409 for a closed request."""
+    row = (await session.execute(
+        sa.select(DataRequest).where(_REQUESTS.c.link_hash == _link_hash(token)).with_for_update()
+    )).scalar_one_or_none()
+    now = utcnow()
+    if row is None or row.link_expires_at is None or row.link_expires_at <= now:
+        raise NotFound("verification link (it may have expired, or a newer one was sent)")
+    if row.status == "pending_verification":
+        row.status, row.verified_method, row.verified_at = "in_progress", "email_link", now
+        _start_clock(row, now, region)
+        await _append(session, row, Actor(row.tenant_id, PERSON, region), "verified", now, "method: email_link")
+        await session.flush()
+    elif row.status not in OPEN:
+        raise Conflict(f"the request is already {row.status}")
+    return LinkVerifiedOut(verified=True, type=row.type)
 
 
 async def clarify(session: AsyncSession, actor: Actor, request_id: uuid.UUID, body: ClarifyIn) -> RequestOut:
