@@ -13,6 +13,7 @@ from jose import jws
 from app.models import metadata
 from app.models.base import utcnow
 from tests.conftest import assert_problem
+from tests.routers.test_public_banner import ALL_OFF, ALL_ON, SHOP, new_key, post_choices, standing
 from tests.routers.test_requests import act, file
 from tests.support.api import check, iso, record
 
@@ -252,3 +253,22 @@ async def test_a_consent_written_while_an_erasure_completes_lands_before_it_or_i
     assert len(history) == 2 + len(erased_ones)
     assert (await client.get("/v1/audit/verify")).json()["ok"] is True
     assert await personal_leftovers(backend, [who["external_id"], who["phone"]]) == []
+
+
+async def test_an_erased_device_shows_every_category_off_and_a_new_choice_starts_afresh(client, backend, tenant):
+    key = await new_key(backend, tenant)
+    transport = httpx.ASGITransport(app=backend.app, client=("203.0.113.78", 50000))
+    headers = {"Origin": SHOP, "User-Agent": "Mozilla/5.0 (test)"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://consentd.test", headers=headers) as browser:
+        device = {"device_id": (await post_choices(browser, key, None, ALL_ON))["device_id"]}
+        filed = await file(client, "erasure", subject=device, verified={"method": "knowledge"})
+        done = await act(client, filed["request_id"], "complete")
+        assert done["outcome"]["done"][0] == "erased 1 identifiers"
+        erased = await standing(browser, key, device["device_id"])
+        assert erased == {"choices": ALL_OFF, "policy_version": None, "expires_at": None, "reprompt": False}
+        assert (await check(client, device, "cookies_analytics"))["reason"] == "erased"
+        # The person chooses again on that browser: a new subject, with only the new choices.
+        again = await post_choices(browser, key, device["device_id"], ALL_OFF)
+        assert again["device_id"] == device["device_id"]
+        assert (await standing(browser, key, device["device_id"]))["choices"] == ALL_OFF
+        assert (await check(client, device, "cookies_analytics"))["reason"] == "withdrawn"
