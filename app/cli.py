@@ -36,6 +36,8 @@ audit_cli = typer.Typer(help="Tamper evidence: verify the ledger, take signed ch
 cli.add_typer(audit_cli, name="audit")
 requests_cli = typer.Typer(help="Data-subject requests on the statutory clock.", no_args_is_help=True)
 cli.add_typer(requests_cli, name="requests")
+jobs_cli = typer.Typer(help="Scheduled work (consentd serve runs it by itself; this runs it once, e.g. from cron).", no_args_is_help=True)
+cli.add_typer(jobs_cli, name="jobs")
 # prometheus-client's multiprocess mode (app.metrics is not imported here: prometheus_client picks its mode at import).
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The origins `make run` serves the demo shop from.
@@ -344,6 +346,27 @@ def list_requests(
             "" if left is None else (f"[red]{left}[/red]" if left < 0 else str(left)),
         )
     Console(width=160).print(table)
+
+
+@jobs_cli.command("run")
+def jobs_run(
+    only: Annotated[str | None, typer.Option(help="run only this job: webhooks")] = None,
+) -> None:
+    """Run the scheduled work once: enqueue every tenant's new events for its webhooks, then send what is due.
+    Safe beside running servers (each event is enqueued once, each attempt made by one process)."""
+    from app.services.notifications import Sender, jobs
+    from app.services.subjects import IdentifierKeys
+
+    if only not in (None, "webhooks"):
+        typer.echo(f"unknown job {only!r}: the jobs are webhooks", err=True)
+        raise typer.Exit(2)
+    settings = get_settings()
+    sender = Sender(
+        keys=IdentifierKeys(settings.identifier_key, settings.default_region), allow_hosts=settings.webhook_allow_hosts,
+        concurrency=settings.webhook_concurrency, timeout=settings.webhook_timeout,
+    )
+    counts = _with_database(lambda database: jobs.run_once(database, sender))
+    typer.echo(f"webhooks: {counts['enqueued']} deliveries enqueued, {counts['attempted']} attempted")
 
 
 @audit_cli.command("verify")

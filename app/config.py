@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     # When set (redis://, rediss:// or unix://), the public endpoints' rate limits are kept in Redis, shared by
     # every worker and replica; unset, each process counts on its own. Hidden from repr: it may hold a password.
     redis_url: str | None = Field(default=None, repr=False)
+    # Webhook receivers consentd calls although they are not https on a public address (a local receiver): hosts or
+    # addresses, comma-separated (CONSENTD_WEBHOOK_ALLOW_HOSTS, e.g. "127.0.0.1"). They may use http too.
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = []
+    # At most this many deliveries in flight per endpoint, and the seconds one may take.
+    webhook_concurrency: int = Field(default=4, ge=1, le=64)
+    webhook_timeout: float = Field(default=15.0, gt=0, le=60)
+    # Whether `consentd serve` runs the scheduled work (webhook delivery) in its processes; `consentd jobs run`
+    # runs it once from the shell either way.
+    jobs: bool = True
 
     @model_validator(mode="after")
     def _refuse_default_secrets_in_production(self) -> "Settings":
@@ -95,7 +104,7 @@ class Settings(BaseSettings):
     def _unset_when_blank(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("signing_keys_retired", mode="before")
+    @field_validator("signing_keys_retired", "webhook_allow_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -23,6 +23,7 @@ from app.security import SCOPES, Principal, Signer, TokenVerifier
 from app.services.access import AccessLog
 from app.services.banner import KeyDirectory, KeyGrant, Throttle, ViewCache, normalise_origin
 from app.services.checks import Checker
+from app.services.notifications import Sender
 from app.services.purposes import RuleCache
 from app.services.subjects import IdentifierKeys
 from app.services.tenants import TenantDirectory
@@ -49,6 +50,8 @@ class Services:
     banner_keys: KeyDirectory
     banner_views: ViewCache
     throttle: Throttle
+    # How webhook deliveries are sent (the keys that unseal secrets, the receivers allowed on loopback, the limits).
+    sender: Sender
 
 
 def install(app: Starlette, built: Services) -> None:

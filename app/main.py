@@ -28,11 +28,13 @@ from app.routers import (
     requests,
     subjects,
     suppressions,
+    webhooks,
 )
 from app.security import Signer, TokenVerifier
 from app.services.access import AccessLog
 from app.services.banner import KeyDirectory, Throttle, ViewCache
 from app.services.checks import Checker, PostgresReader, SqlReader
+from app.services.notifications import Sender, jobs
 from app.services.purposes import RuleCache
 from app.services.subjects import IdentifierKeys
 from app.services.tenants import TenantDirectory
@@ -72,8 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 per_ip=settings.public_rate_per_ip, per_key=settings.public_rate_per_key,
                 secret=settings.identifier_key.encode(), redis_url=settings.redis_url,
             ),
+            sender=Sender(
+                keys=keys, allow_hosts=settings.webhook_allow_hosts, concurrency=settings.webhook_concurrency,
+                timeout=settings.webhook_timeout,
+            ),
         )
         install(app, built)
+        runner = jobs.Runner(database, built.sender) if settings.jobs else None
         # What startup built lives as long as the process: keep it out of the collector's full passes, which
         # otherwise walk the whole heap every few thousand allocations and stall a request for 50-150 ms.
         gc.collect()
@@ -83,9 +90,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # pass over all the others in flight: 48% of a 1M-line stream's CPU (py-spy). Collecting the youngest
         # generation every GC_THRESHOLD allocations instead of 700 makes every generation's passes that much rarer.
         gc.set_threshold(GC_THRESHOLD, 10, 10)
+        if runner is not None:
+            runner.start()
         try:
             yield
         finally:
+            if runner is not None:
+                await runner.stop()
             await built.throttle.close()
             await database.close()
             metrics.process_exit()
@@ -106,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The check router first: routes are matched in order, and checks are the hot path.
     for router in (
         checks.router, consents.router, subjects.router, purposes.router, changes.router, suppressions.router,
-        banner.router, receipts.router, audit.router, requests.router, requests.holds_router,
+        banner.router, receipts.router, audit.router, requests.router, requests.holds_router, webhooks.router,
     ):
         app.include_router(router, responses=problem_responses(400, 401, 403, 404, 413, 422, 503))
     app.include_router(public.router, responses=problem_responses(400, 401, 403, 413, 422, 429, 503))

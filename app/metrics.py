@@ -7,7 +7,7 @@ it up) and /metrics adds up the files of all of them, whichever worker answers.
 import os
 from functools import lru_cache
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 # Read once, as prometheus_client itself does at import: the mode cannot change while the process runs.
 MULTIPROCESS_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -19,6 +19,10 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 CHECK_DECISIONS = Counter("consentd_check_decisions_total", "Check answers given, by reason code", ["reason", "allowed"])
+# Scheduled work (services/notifications/jobs.py): each job's runs by outcome, how long the last took, and when.
+JOB_RUNS = Counter("consentd_job_runs_total", "Runs of a scheduled job, by outcome", ["job", "outcome"])
+JOB_LAST_SECONDS = Gauge("consentd_job_last_duration_seconds", "Duration of a job's last run", ["job"], multiprocess_mode="max")
+JOB_LAST_RUN = Gauge("consentd_job_last_run_timestamp_seconds", "When a job last ran (Unix time)", ["job"], multiprocess_mode="max")
 
 
 @lru_cache(maxsize=1024)
@@ -30,6 +34,12 @@ def request_latency(method: str, route: str, status: str) -> Histogram:
 @lru_cache(maxsize=64)
 def check_decision(reason: str, allowed: bool) -> Counter:
     return CHECK_DECISIONS.labels(reason, "true" if allowed else "false")
+
+
+def job_ran(job: str, seconds: float, outcome: str) -> None:
+    JOB_RUNS.labels(job, outcome).inc()
+    JOB_LAST_SECONDS.labels(job).set(seconds)
+    JOB_LAST_RUN.labels(job).set_to_current_time()
 
 
 def exposition() -> bytes:

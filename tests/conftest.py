@@ -37,7 +37,9 @@ TEST_IDENTIFIER_KEY = "test-identifier-key-0123456789abcdef"
 
 def settings_for(database_url: str, **overrides: object) -> Settings:
     # Every test's banner requests come from one address: the rate limits have tests of their own.
-    defaults = {"public_rate_per_ip": "100000/minute", "public_rate_per_key": "100000/minute", "banner_key_cache_seconds": 0}
+    defaults = {"public_rate_per_ip": "100000/minute", "public_rate_per_key": "100000/minute", "banner_key_cache_seconds": 0,
+                # Tests run the scheduled work themselves (notifications.jobs), against receivers on loopback.
+                "jobs": False, "webhook_allow_hosts": ["127.0.0.1"]}
     return Settings(
         env="test",
         database_url=database_url,

@@ -5,6 +5,7 @@ from app.models.banners import Banner, BannerKey, BannerPolicy
 from app.models.base import SQLModel
 from app.models.changes import ConsentChange
 from app.models.consents import ConsentEvent, ConsentState, IdempotencyRecord, ImportedRecord
+from app.models.notifications import OutboxEvent, Webhook, WebhookCursor, WebhookDelivery
 from app.models.purposes import Purpose, PurposeVersion
 from app.models.requests import DataRequest, LegalHold, RequestLogEntry
 from app.models.subjects import Subject, SubjectIdentifier
@@ -28,6 +29,7 @@ __all__ = [
     "ImportedRecord",
     "LedgerChain",
     "LegalHold",
+    "OutboxEvent",
     "Purpose",
     "PurposeVersion",
     "RequestLogEntry",
@@ -37,5 +39,8 @@ __all__ = [
     "SuppressionChain",
     "SuppressionEvent",
     "Tenant",
+    "Webhook",
+    "WebhookCursor",
+    "WebhookDelivery",
     "metadata",
 ]

@@ -1,12 +1,13 @@
 """The change feed: every state that moved (consent, suppression, subject flag), in feed order, paged by cursor."""
 
-from .feed import MAX_PAGE, PG_POSITION, STATE_COLUMNS, append, page, record
+from .feed import MAX_PAGE, PG_POSITION, STATE_COLUMNS, append, decode_cursor, page, record
 
 __all__ = [
     "MAX_PAGE",
     "PG_POSITION",
     "STATE_COLUMNS",
     "append",
+    "decode_cursor",
     "page",
     "record",
 ]

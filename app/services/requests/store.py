@@ -38,7 +38,7 @@ from app.models.requests import (
     VerifyIn,
 )
 from app.security import Signer
-from app.services import subjects
+from app.services import notifications, subjects
 from app.services.audit import request_check
 from app.services.audit.request_log import entry_hash
 from app.services.kit.cursors import pack, unpack
@@ -103,6 +103,7 @@ async def create(session: AsyncSession, keys: IdentifierKeys, actor: Actor, body
     session.add(row)
     await session.flush()
     log = [await _append(session, row, actor, action, at, note) for action, at, note in entries]
+    await notifications.emit(session, tenant=actor.tenant, type="request.created", data=_event_data(row))
     return _out(row, log)
 
 
@@ -282,7 +283,20 @@ async def complete(session: AsyncSession, keys: IdentifierKeys, actor: Actor, re
     note = "; ".join(done) if done else ("nothing held" if outcome.get("nothing_held") else None)
     await _append(session, row, actor, "completed", now, note)
     await _log_flags(session, row, actor, before, now)
+    await notifications.emit(session, tenant=actor.tenant, type="request.completed", data=_event_data(row))
+    if row.type == "rectification" and row.subject_id is not None and "erased" not in before:
+        await notifications.emit(session, tenant=actor.tenant, type="subject.rectified", data={
+            **_event_data(row), "recipients": [r["third_party"] for r in outcome.get("recipients", [])],
+        })
     return await _acted(session, row, actor, None, now, None)
+
+
+def _event_data(row: DataRequest) -> dict[str, Any]:
+    """What a request's webhook event says: ids and the type, never an identifier."""
+    return {
+        "request_id": str(row.id), "type": row.type, "status": row.status,
+        "subject_id": None if row.subject_id is None else str(row.subject_id),
+    }
 
 
 async def _flags(session: AsyncSession, row: DataRequest) -> list[str]:
