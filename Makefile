@@ -46,7 +46,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/lint-imports
 
 # `make bench` runs every benchmark in bench/, one after the other; `make bench BENCHES=changes_feed` runs one.
-BENCHES ?= check_throughput stream_throughput changes_feed import_throughput banner_endpoints audit_verify write_throughput requests_page request_export erasure
+BENCHES ?= check_throughput stream_throughput changes_feed import_throughput banner_endpoints audit_verify write_throughput requests_page request_export erasure webhooks
 
 bench: $(VENV)/.installed-test
 	@for name in $(BENCHES); do echo "== bench/$$name.py"; $(BIN)/python bench/$$name.py || exit $$?; done

@@ -365,7 +365,16 @@ def jobs_run(
         keys=IdentifierKeys(settings.identifier_key, settings.default_region), allow_hosts=settings.webhook_allow_hosts,
         concurrency=settings.webhook_concurrency, timeout=settings.webhook_timeout,
     )
-    counts = _with_database(lambda database: jobs.run_once(database, sender))
+    async def settle(database: Database) -> dict[str, int]:
+        """Rounds until one finds nothing to do (a receiver that fails is retried later, by its schedule)."""
+        total = {"enqueued": 0, "attempted": 0}
+        while True:
+            counts = await jobs.run_once(database, sender)
+            total = {key: total[key] + counts[key] for key in total}
+            if not (counts["enqueued"] or counts["attempted"]):
+                return total
+
+    counts = _with_database(settle)
     typer.echo(f"webhooks: {counts['enqueued']} deliveries enqueued, {counts['attempted']} attempted")
 
 

@@ -139,6 +139,16 @@ async def page(database: Database, *, tenant: str, after: str | None, limit: int
     return {"changes": changes, "next_cursor": changes[-1]["cursor"] if changes else encode_cursor(position, seq)}
 
 
+async def head(session: AsyncSession, *, tenant: str) -> str:
+    """A cursor after the tenant's latest change as this transaction sees it (a follower that starts now)."""
+    table = table_of(ConsentChange)
+    last = (await session.execute(
+        sa.select(table.c.position, table.c.seq).where(table.c.tenant_id == tenant)
+        .order_by(table.c.position.desc(), table.c.seq.desc()).limit(1)
+    )).first()
+    return encode_cursor(*last) if last else encode_cursor(*_BEGINNING)
+
+
 def _change(row: Any) -> dict[str, Any]:
     change = {
         "cursor": encode_cursor(row["position"], row["seq"]),

@@ -42,10 +42,11 @@ from app.services.subjects import IdentifierKeys
 log = logging.getLogger("consentd.webhooks")
 # Seconds after each failed attempt before the next (CONTRACT): after the ninth failure the delivery is dead.
 SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
-# A claimed delivery's next attempt moves this far ahead of the claim: past the timeout (twice it, and a margin), so
-# a live sender always records its outcome first; a sender that died leaves it to run out.
-def lease(sender: "Sender") -> timedelta:
-    return timedelta(seconds=2 * sender.timeout + 5)
+# A claimed delivery's next attempt moves this far ahead of the claim: past the time its round can take (`rounds`
+# timeouts, twice over, and a margin), so a live sender always records its outcome first; a sender that died leaves
+# the lease to run out, and the delivery is sent again.
+def lease(sender: "Sender", rounds: int = 1) -> timedelta:
+    return timedelta(seconds=2 * sender.timeout * rounds + 5)
 BATCH = 500
 _HOOKS, _DELIVERIES = table_of(Webhook), table_of(WebhookDelivery)
 _OUTBOX, _CURSORS = table_of(OutboxEvent), table_of(WebhookCursor)
@@ -165,36 +166,68 @@ class Sender:
     timeout: float
 
 
-async def deliver(database: Database, sender: Sender, *, limit: int = 200) -> int:
-    """Claim the deliveries due now and send them; how many were attempted."""
-    now = utcnow()
+# Deliveries one endpoint's round claims: its concurrency this many times over.
+ROUND = 8
+
+
+async def due_endpoints(database: Database) -> list[uuid.UUID]:
+    """The enabled endpoints with a delivery due now."""
+    async with database.reading() as connection:
+        return list((await connection.execute(
+            sa.select(_DELIVERIES.c.webhook_id).join(_HOOKS, _HOOKS.c.id == _DELIVERIES.c.webhook_id)
+            .where(_DELIVERIES.c.status.in_(("pending", "failed")), _DELIVERIES.c.next_attempt_at <= utcnow(),
+                   _HOOKS.c.enabled.is_(True))
+            .distinct()
+        )).scalars())
+
+
+async def deliver(database: Database, sender: Sender, *, client: httpx.AsyncClient | None = None) -> int:
+    """One round for every endpoint with deliveries due, side by side; how many were attempted."""
+    endpoints = await due_endpoints(database)
+    if not endpoints:
+        return 0
+    if client is None:
+        async with httpx.AsyncClient(timeout=sender.timeout, follow_redirects=False) as own:
+            return sum(await asyncio.gather(*(deliver_endpoint(database, sender, e, own) for e in endpoints)))
+    return sum(await asyncio.gather(*(deliver_endpoint(database, sender, e, client) for e in endpoints)))
+
+
+async def deliver_endpoint(database: Database, sender: Sender, webhook_id: uuid.UUID, client: httpx.AsyncClient) -> int:
+    """Claim up to ROUND x concurrency of the endpoint's due deliveries, send them `concurrency` at a time, record
+    how each went (one transaction); how many were attempted. The claim's lease covers the whole round."""
+    now, limit = utcnow(), ROUND * sender.concurrency
     async with database.transaction() as session:
         due = (
-            sa.select(_DELIVERIES.c.id).join(_HOOKS, _HOOKS.c.id == _DELIVERIES.c.webhook_id)
-            .where(_DELIVERIES.c.status.in_(("pending", "failed")), _DELIVERIES.c.next_attempt_at <= now,
-                   _HOOKS.c.enabled.is_(True))
+            sa.select(_DELIVERIES.c.id)
+            .where(_DELIVERIES.c.webhook_id == webhook_id, _DELIVERIES.c.status.in_(("pending", "failed")),
+                   _DELIVERIES.c.next_attempt_at <= now)
             .order_by(_DELIVERIES.c.next_attempt_at).limit(limit)
         )
         if is_postgres(session):
-            due = due.with_for_update(of=_DELIVERIES, skip_locked=True)
+            due = due.with_for_update(skip_locked=True)
         claimed = (await session.execute(
             sa.update(_DELIVERIES).where(_DELIVERIES.c.id.in_(due.scalar_subquery()))
-            .values(next_attempt_at=now + lease(sender)).returning(*_DELIVERIES.c)
+            .values(next_attempt_at=now + lease(sender, ROUND)).returning(*_DELIVERIES.c)
         )).all()
-        hooks = {row.id: row for row in (await session.execute(
-            sa.select(_HOOKS).where(_HOOKS.c.id.in_({row.webhook_id for row in claimed}))
-        )).all()} if claimed else {}
-    if not claimed:
+        hook = (await session.execute(sa.select(_HOOKS).where(_HOOKS.c.id == webhook_id, _HOOKS.c.enabled.is_(True)))).first()
+    if not claimed or hook is None:
         return 0
-    gates = {hook_id: asyncio.Semaphore(sender.concurrency) for hook_id in hooks}
-    async with httpx.AsyncClient(timeout=sender.timeout, follow_redirects=False) as client:
+    gate = asyncio.Semaphore(sender.concurrency)
+    # Once a round: the secrets unsealed, the URL checked (and its host resolved).
+    signers = signers_of(sender, hook, now)
+    try:
+        target: urls.Target | Outcome = await urls.resolve(hook.url, sender.allow_hosts)
+    except Unprocessable as exc:
+        target = Outcome(None, str(exc)[:200])
 
-        async def one(row: Any) -> None:
-            async with gates[row.webhook_id]:
-                outcome = await attempt(client, sender, hooks[row.webhook_id], row)
-            await record(database, row, outcome)
+    async def one(row: Any) -> Outcome:
+        if isinstance(target, Outcome):
+            return target
+        async with gate:
+            return await attempt(client, signers, target, row)
 
-        await asyncio.gather(*(one(row) for row in claimed))
+    outcomes = await asyncio.gather(*(one(row) for row in claimed))
+    await record(database, list(zip(claimed, outcomes, strict=True)))
     return len(claimed)
 
 
@@ -204,24 +237,22 @@ class Outcome:
     error: str | None = None
 
 
-def signature(sender: Sender, hook: Any, message_id: str, at: datetime, body: str) -> str:
-    """The webhook-signature header: v1 signatures by the secret, and by the previous one during a rotation."""
+def signers_of(sender: Sender, hook: Any, at: datetime) -> list[Signer]:
+    """The endpoint's signers: its secret's, and the previous secret's during a rotation."""
     secrets = [sender.keys.unseal(hook.secret_sealed)]
     if hook.previous_secret_sealed and hook.previous_until and hook.previous_until > at:
         secrets.append(sender.keys.unseal(hook.previous_secret_sealed))
-    return " ".join(Signer(secret).sign(message_id, at, body) for secret in secrets)
+    return [Signer(secret) for secret in secrets]
 
 
-async def attempt(client: httpx.AsyncClient, sender: Sender, hook: Any, row: Any) -> Outcome:
-    """One POST of the delivery to the endpoint, signed now."""
-    try:
-        target = await urls.resolve(hook.url, sender.allow_hosts)
-    except Unprocessable as exc:
-        return Outcome(None, str(exc)[:200])
+async def attempt(client: httpx.AsyncClient, signers: list[Signer], target: urls.Target, row: Any) -> Outcome:
+    """One POST of the delivery to its checked target, signed now: the webhook-signature header holds a v1
+    signature by each signer (two during a rotation)."""
     at = utcnow()
     headers = {
         "content-type": "application/json", "user-agent": "consentd-webhooks", "webhook-id": row.message_id,
-        "webhook-timestamp": str(int(at.timestamp())), "webhook-signature": signature(sender, hook, row.message_id, at, row.body),
+        "webhook-timestamp": str(int(at.timestamp())),
+        "webhook-signature": " ".join(signer.sign(row.message_id, at, row.body) for signer in signers),
     }
     extensions: dict[str, Any] = {}
     if target.host_header is not None:
@@ -234,28 +265,40 @@ async def attempt(client: httpx.AsyncClient, sender: Sender, hook: Any, row: Any
     return Outcome(response.status_code)
 
 
-async def record(database: Database, row: Any, outcome: Outcome) -> None:
-    """Store an attempt's outcome: delivered, failed (the next attempt scheduled) or dead; a 410 disables the
-    endpoint."""
-    now = utcnow()
+def _result(row: Any, outcome: Outcome, now: datetime) -> dict[str, Any]:
+    """The delivery's row after this attempt: delivered, failed (the next attempt scheduled) or dead."""
     attempts = row.attempts + 1
-    values: dict[str, Any] = {"attempts": attempts, "last_status_code": outcome.status_code, "last_error": outcome.error}
+    values: dict[str, Any] = {
+        "at_id": row.id, "attempts": attempts, "last_status_code": outcome.status_code, "last_error": outcome.error,
+        "status": "dead", "next_attempt_at": row.next_attempt_at, "delivered_at": row.delivered_at,
+    }
     if outcome.status_code is not None and 200 <= outcome.status_code < 300:
         values |= {"status": "delivered", "delivered_at": now, "last_error": None}
     elif outcome.status_code == 410:
-        values |= {"status": "dead", "last_error": "410 Gone: the receiver asked for no more deliveries"}
+        values["last_error"] = "410 Gone: the receiver asked for no more deliveries"
     elif attempts <= len(SCHEDULE):
         values |= {"status": "failed", "next_attempt_at": now + timedelta(seconds=SCHEDULE[attempts - 1])}
         if outcome.error is None:
             values["last_error"] = f"the receiver answered {outcome.status_code}"
-    else:
-        values |= {"status": "dead"}
+    return values
+
+
+async def record(database: Database, attempted: list[tuple[Any, Outcome]]) -> None:
+    """Store the attempts' outcomes in one transaction; a 410 disables its endpoint."""
+    now = utcnow()
+    results = [_result(row, outcome, now) for row, outcome in attempted]
+    columns = ("attempts", "last_status_code", "last_error", "status", "next_attempt_at", "delivered_at")
     async with database.transaction() as session:
-        await session.execute(sa.update(_DELIVERIES).where(_DELIVERIES.c.id == row.id).values(**values))
-        if outcome.status_code == 410:
-            await _disable(session, row.webhook_id, "the receiver answered 410 Gone")
-    if values["status"] != "delivered":
-        log.info("webhook delivery %s: %s (attempt %d)", row.id, values["status"], attempts)
+        await session.execute(
+            sa.update(_DELIVERIES).where(_DELIVERIES.c.id == sa.bindparam("at_id"))
+            .values({name: sa.bindparam(name) for name in columns}),
+            results,
+        )
+        for hook_id in {row.webhook_id for row, outcome in attempted if outcome.status_code == 410}:
+            await _disable(session, hook_id, "the receiver answered 410 Gone")
+    for values in results:
+        if values["status"] != "delivered":
+            log.info("webhook delivery %s: %s (attempt %d)", values["at_id"], values["status"], values["attempts"])
 
 
 async def _disable(session: AsyncSession, webhook_id: uuid.UUID, reason: str) -> None:
@@ -278,6 +321,11 @@ async def send_now(database: Database, sender: Sender, *, tenant: str, delivery_
         hook = (await session.execute(sa.select(_HOOKS).where(_HOOKS.c.id == row.webhook_id))).first() if row else None
     if row is None or hook is None:
         return
+    try:
+        target = await urls.resolve(hook.url, sender.allow_hosts)
+    except Unprocessable as exc:
+        await record(database, [(row, Outcome(None, str(exc)[:200]))])
+        return
     async with httpx.AsyncClient(timeout=sender.timeout, follow_redirects=False) as client:
-        outcome = await attempt(client, sender, hook, row)
-    await record(database, row, outcome)
+        outcome = await attempt(client, signers_of(sender, hook, utcnow()), target, row)
+    await record(database, [(row, outcome)])

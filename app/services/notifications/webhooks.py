@@ -17,18 +17,21 @@ from app.models.notifications import (
     DeliveryOut,
     OutboxEvent,
     Webhook,
+    WebhookCursor,
     WebhookDelivery,
     WebhookIn,
     WebhookOut,
     WebhooksOut,
 )
-from app.services.kit import cursors
+from app.services import changes
+from app.services.kit import cursors, upsert
 from app.services.notifications import urls
 from app.services.subjects import IdentifierKeys
 
 # After a rotation the old secret signs beside the new one this long, so receivers can switch without a gap.
 ROTATION_OVERLAP = timedelta(hours=24)
 _HOOKS, _DELIVERIES, _OUTBOX = table_of(Webhook), table_of(WebhookDelivery), table_of(OutboxEvent)
+_CURSORS = table_of(WebhookCursor)
 MAX_PAGE = 200
 
 
@@ -68,6 +71,7 @@ async def put(
             existing.disabled_reason = None
         await session.flush()
         return False, _out(existing)
+    await _start_following(session, tenant=tenant)
     secret = new_secret()
     row = Webhook(
         tenant_id=tenant, name=name, url=body.url, events=list(body.events), enabled=body.enabled,
@@ -76,6 +80,19 @@ async def put(
     session.add(row)
     await session.flush()
     return True, _out(row, secret)
+
+
+async def _start_following(session: AsyncSession, *, tenant: str) -> None:
+    """The tenant's first endpoint hears of what happens from now on, not of the whole history: the enqueue cursor
+    starts at the feed's and the outbox's heads (with other endpoints, it is wherever delivery has got to)."""
+    if (await session.execute(sa.select(_HOOKS.c.id).where(_HOOKS.c.tenant_id == tenant).limit(1))).first():
+        return
+    feed = await changes.head(session, tenant=tenant)
+    outbox = (await session.execute(sa.select(sa.func.max(_OUTBOX.c.seq)).where(_OUTBOX.c.tenant_id == tenant))).scalar() or 0
+    statement = upsert(session, _CURSORS).values(tenant_id=tenant, feed_cursor=feed, outbox_seq=outbox)
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=["tenant_id"], set_={"feed_cursor": statement.excluded.feed_cursor, "outbox_seq": statement.excluded.outbox_seq},
+    ))
 
 
 async def listed(session: AsyncSession, *, tenant: str) -> WebhooksOut:
