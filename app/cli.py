@@ -350,32 +350,40 @@ def list_requests(
 
 @jobs_cli.command("run")
 def jobs_run(
-    only: Annotated[str | None, typer.Option(help="run only this job: webhooks")] = None,
+    only: Annotated[str | None, typer.Option(help="run only this job: requests or webhooks")] = None,
 ) -> None:
-    """Run the scheduled work once: enqueue every tenant's new events for its webhooks, then send what is due.
-    Safe beside running servers (each event is enqueued once, each attempt made by one process)."""
-    from app.services.notifications import Sender, jobs
+    """Run the scheduled work once: the requests' job (the rest of erasures whose holds lapsed, request.due_soon),
+    then webhooks (every tenant's new events enqueued, and sent until nothing is due). Safe beside running servers."""
+    from app.services.notifications import Sender
+    from app.services.scheduled import jobs
     from app.services.subjects import IdentifierKeys
 
-    if only not in (None, "webhooks"):
-        typer.echo(f"unknown job {only!r}: the jobs are webhooks", err=True)
+    if only not in (None, "webhooks", "requests"):
+        typer.echo(f"unknown job {only!r}: the jobs are requests and webhooks", err=True)
         raise typer.Exit(2)
     settings = get_settings()
     sender = Sender(
         keys=IdentifierKeys(settings.identifier_key, settings.default_region), allow_hosts=settings.webhook_allow_hosts,
         concurrency=settings.webhook_concurrency, timeout=settings.webhook_timeout,
     )
+
     async def settle(database: Database) -> dict[str, int]:
-        """Rounds until one finds nothing to do (a receiver that fails is retried later, by its schedule)."""
+        """The requests' job, then webhook rounds until one finds nothing to do (a receiver that fails is retried
+        later, by its schedule)."""
         total = {"enqueued": 0, "attempted": 0}
-        while True:
+        if only in (None, "requests"):
+            done = await jobs.requests_job(database, region=settings.holidays_region)
+            typer.echo(f"requests: {done}" if done is not None else "requests: another process is running it")
+        while only in (None, "webhooks"):
             counts = await jobs.run_once(database, sender)
             total = {key: total[key] + counts[key] for key in total}
             if not (counts["enqueued"] or counts["attempted"]):
-                return total
+                break
+        return total
 
     counts = _with_database(settle)
-    typer.echo(f"webhooks: {counts['enqueued']} deliveries enqueued, {counts['attempted']} attempted")
+    if only in (None, "webhooks"):
+        typer.echo(f"webhooks: {counts['enqueued']} deliveries enqueued, {counts['attempted']} attempted")
 
 
 @audit_cli.command("verify")

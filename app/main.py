@@ -34,8 +34,9 @@ from app.security import Signer, TokenVerifier
 from app.services.access import AccessLog
 from app.services.banner import KeyDirectory, Throttle, ViewCache
 from app.services.checks import Checker, PostgresReader, SqlReader
-from app.services.notifications import Sender, jobs
+from app.services.notifications import Sender
 from app.services.purposes import RuleCache
+from app.services.scheduled import jobs
 from app.services.subjects import IdentifierKeys
 from app.services.tenants import TenantDirectory
 
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
         )
         install(app, built)
-        runner = jobs.Runner(database, built.sender) if settings.jobs else None
+        runner = jobs.Runner(database, built.sender, region=settings.holidays_region) if settings.jobs else None
         # What startup built lives as long as the process: keep it out of the collector's full passes, which
         # otherwise walk the whole heap every few thousand allocations and stall a request for 50-150 ms.
         gc.collect()

@@ -72,6 +72,10 @@ class DataRequest(SQLModel, table=True):
     # token itself is never stored) and when it stops working. A new link replaces the one before.
     link_hash: str | None = Field(default=None, max_length=64)
     link_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # An erasure completed in part under legal holds: the rest runs when the last is released or lapses.
+    waiting_on_holds: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # When the request.due_soon event went out (7 days before the due date), once.
+    due_soon_sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class RequestLogEntry(SQLModel, table=True):

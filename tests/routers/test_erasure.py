@@ -12,7 +12,8 @@ from jose import jws
 
 from app.models import metadata
 from app.models.base import utcnow
-from tests.conftest import assert_problem
+from app.services.scheduled import jobs
+from tests.conftest import assert_problem, stored_id
 from tests.routers.test_public_banner import ALL_OFF, ALL_ON, SHOP, new_key, post_choices, standing
 from tests.routers.test_requests import act, file
 from tests.support.api import check, iso, record
@@ -272,3 +273,28 @@ async def test_an_erased_device_shows_every_category_off_and_a_new_choice_starts
         assert again["device_id"] == device["device_id"]
         assert (await standing(browser, key, device["device_id"]))["choices"] == ALL_OFF
         assert (await check(client, device, "cookies_analytics"))["reason"] == "withdrawn"
+
+
+async def test_an_erasure_waiting_on_a_hold_that_lapses_finishes_on_the_scheduled_run(client, backend):
+    who = person()
+    subject_id = (await signed_up(client, who))["subject_id"]
+    hold = (await client.post(f"/v1/subjects/{subject_id}/holds", json={
+        "reason": "open_dispute", "until": iso(utcnow() + timedelta(days=30)),
+    })).json()
+    done = await erased_by_request(client, who)
+    assert done["outcome"]["pending"] is True
+    # The requests' job leaves it while the hold is in force ...
+    assert (await jobs.requests_job(backend.database, region="GB-ENG"))["erasures_finished"] == 0
+    async with backend.database.transaction() as session:
+        await session.execute(sa.text("UPDATE legal_holds SET until = :at WHERE id = :id"),
+                              {"at": utcnow() - timedelta(seconds=1), "id": stored_id(backend, hold["hold_id"])})
+    # ... and finishes it once the hold has lapsed by its `until`, once.
+    assert (await jobs.requests_job(backend.database, region="GB-ENG"))["erasures_finished"] == 1
+    assert (await jobs.requests_job(backend.database, region="GB-ENG"))["erasures_finished"] == 0
+    finished = (await client.get(f"/v1/requests/{done['request_id']}")).json()
+    entry = next(e for e in finished["log"] if e["action"] == "erasure_finished")
+    assert entry["actor"] == "consentd (scheduled)" and entry["note"].startswith("the last hold lapsed")
+    assert finished["outcome"]["pending"] is False
+    assert (await check(client, {"email": who["email"]}, "marketing", "email"))["reason"] == "erased"
+    assert await personal_leftovers(backend, spellings(who)) == []
+    assert (await client.get("/v1/audit/verify")).json()["ok"] is True

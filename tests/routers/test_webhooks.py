@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook as Verifier
 
 from app.models.base import utcnow
-from app.services.notifications import jobs
+from app.services.scheduled import jobs
 from tests.conftest import assert_problem, bearer
 from tests.routers.test_requests import act, file
-from tests.support.api import record
+from tests.support.api import iso, record
 
 
 @dataclass
@@ -282,3 +282,17 @@ async def test_a_new_endpoint_hears_of_what_happens_from_now_on(client, backend,
     after = await record(client, {"email": "after@example.org"}, ("marketing", "email", "granted"))
     await run_jobs(backend)
     assert [e["data"]["subject_id"] for e in receiver.verified(secret)] == [after["subject_id"]]
+
+
+async def test_a_request_due_within_seven_days_is_told_once(client, backend, receiver):
+    secret = await hook(client, receiver, events=["request.due_soon"])
+    late = await file(client, "objection", details={"to": "direct_marketing"}, received_at=iso(utcnow() - timedelta(days=26)))
+    fresh = await file(client, "objection", details={"to": "profiling"})
+    for _ in range(2):
+        await jobs.requests_job(backend.database, region="GB-ENG")
+        await run_jobs(backend)
+    events = receiver.verified(secret)
+    assert [(e["type"], e["data"]["request_id"], e["data"]["due_at"]) for e in events] == [
+        ("request.due_soon", late["request_id"], late["due_at"]),
+    ]
+    assert fresh["request_id"] not in str(events)

@@ -1,4 +1,5 @@
-"""webhooks: endpoints, the outbox of events the change feed does not hold, the enqueue cursors, deliveries
+"""webhooks: endpoints, the outbox of events the change feed does not hold, the enqueue cursors, deliveries; the
+scheduled work's marks on requests (an erasure waiting on holds, the due-soon notice sent)
 
 Revision ID: 20261204_0010
 Revises: 20261204_0009
@@ -83,9 +84,23 @@ def upgrade() -> None:
     )
     op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["status", "next_attempt_at"], unique=False)
     op.create_index("ix_webhook_deliveries_webhook", "webhook_deliveries", ["webhook_id", "created_at", "id"], unique=False)
+    with op.batch_alter_table("data_requests") as batch_op:
+        batch_op.add_column(sa.Column("waiting_on_holds", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch_op.add_column(sa.Column("due_soon_sent_at", _TS, nullable=True))
+    # Erasures completed in part before this revision (their outcome says pending) wait on their holds too.
+    requests = sa.table("data_requests", sa.column("id", sa.Uuid()), sa.column("type", sa.String()),
+                        sa.column("status", sa.String()), sa.column("outcome", sa.JSON()), sa.column("waiting_on_holds", sa.Boolean()))
+    bind = op.get_bind()
+    rows = bind.execute(sa.select(requests.c.id, requests.c.outcome).where(requests.c.type == "erasure", requests.c.status == "completed"))
+    waiting = [{"at_id": request_id} for request_id, outcome in rows if (outcome or {}).get("pending")]
+    if waiting:
+        bind.execute(requests.update().where(requests.c.id == sa.bindparam("at_id")).values(waiting_on_holds=True), waiting)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("data_requests") as batch_op:
+        batch_op.drop_column("due_soon_sent_at")
+        batch_op.drop_column("waiting_on_holds")
     op.drop_index("ix_webhook_deliveries_webhook", table_name="webhook_deliveries")
     op.drop_index("ix_webhook_deliveries_due", table_name="webhook_deliveries")
     op.drop_table("webhook_deliveries")

@@ -279,6 +279,7 @@ async def complete(session: AsyncSession, keys: IdentifierKeys, actor: Actor, re
     else:
         outcome = await carry_out(session, keys, actor.client, row)
     row.status, row.outcome = "completed", {"completed_at": _iso(now), **outcome}
+    row.waiting_on_holds = bool(outcome.get("pending"))
     done = outcome.get("done") or []
     note = "; ".join(done) if done else ("nothing held" if outcome.get("nothing_held") else None)
     await _append(session, row, actor, "completed", now, note)
@@ -318,24 +319,59 @@ async def release_hold(session: AsyncSession, actor: Actor, *, subject_id: uuid.
     """Release a legal hold; when it was the last in force, every erasure of the subject completed in part under
     holds runs the rest now, logged on its request."""
     released = await holds.release(session, tenant=actor.tenant, subject_id=subject_id, hold_id=hold_id, actor=actor.client)
-    if await holds.in_force_on(session, tenant=actor.tenant, subject_id=subject_id):
-        return released
-    waiting = (await session.execute(
+    if not await holds.in_force_on(session, tenant=actor.tenant, subject_id=subject_id):
+        await _finish_waiting(session, actor, subject_id, why="the last hold was released")
+    return released
+
+
+async def _finish_waiting(session: AsyncSession, actor: Actor, subject_id: uuid.UUID, *, why: str) -> int:
+    """Run the rest of each erasure of the subject that waited on holds (none is in force now); how many."""
+    waiting = list((await session.execute(
         sa.select(DataRequest).where(
-            _REQUESTS.c.tenant_id == actor.tenant, _REQUESTS.c.subject_id == subject_id, _REQUESTS.c.type == "erasure",
-            _REQUESTS.c.status == "completed",
+            _REQUESTS.c.tenant_id == actor.tenant, _REQUESTS.c.subject_id == subject_id, _REQUESTS.c.waiting_on_holds.is_(True),
         ).order_by(_REQUESTS.c.received_at, _REQUESTS.c.id).with_for_update()
-    )).scalars()
-    for row in [row for row in waiting if (row.outcome or {}).get("pending")]:
+    )).scalars())
+    for row in waiting:
         now = utcnow()
         before = await _flags(session, row)
         done = await completion.finish_erasure(session, row)
         outcome = dict(row.outcome or {})
         row.outcome = {**outcome, "pending": False, "finished_at": _iso(now), "done": [*outcome.get("done", []), *done]}
-        await _append(session, row, actor, "erasure_finished", now, f"the last hold was released; {'; '.join(done)}")
+        row.waiting_on_holds = False
+        await _append(session, row, actor, "erasure_finished", now, f"{why}; {'; '.join(done)}")
         await _log_flags(session, row, actor, before, now)
     await session.flush()
-    return released
+    return len(waiting)
+
+
+# Who the log names for what the scheduled work does; and how far ahead request.due_soon warns.
+SCHEDULER = "consentd (scheduled)"
+DUE_SOON = 7
+
+
+async def scheduled(session: AsyncSession, *, region: str) -> dict[str, int]:
+    """The requests' scheduled work, in the caller's transaction: the rest of every erasure whose last hold has
+    lapsed (by its `until`), and a request.due_soon event, once, for each open request due within DUE_SOON days."""
+    lapsed = 0
+    for tenant, subject_id in (await session.execute(
+        sa.select(_REQUESTS.c.tenant_id, _REQUESTS.c.subject_id).where(_REQUESTS.c.waiting_on_holds.is_(True)).distinct()
+    )).all():
+        if not await holds.in_force_on(session, tenant=tenant, subject_id=subject_id):
+            actor = Actor(tenant, SCHEDULER, region)
+            lapsed += await _finish_waiting(session, actor, subject_id, why="the last hold lapsed")
+    horizon = deadlines.uk_day(utcnow()) + timedelta(days=DUE_SOON)
+    due = list((await session.execute(
+        sa.select(DataRequest).where(
+            _REQUESTS.c.status.in_(OPEN), _REQUESTS.c.due_sort <= horizon, _REQUESTS.c.due_soon_sent_at.is_(None),
+        ).with_for_update()
+    )).scalars())
+    for row in due:
+        row.due_soon_sent_at = utcnow()
+        await notifications.emit(session, tenant=row.tenant_id, type="request.due_soon", data={
+            **_event_data(row), "due_at": (row.extended_due_at or row.due_at or row.due_sort).isoformat(),
+        })
+    await session.flush()
+    return {"erasures_finished": lapsed, "due_soon": len(due)}
 
 
 RECEIPT = "request-receipt+jwt"
