@@ -296,3 +296,29 @@ async def test_a_request_due_within_seven_days_is_told_once(client, backend, rec
         ("request.due_soon", late["request_id"], late["due_at"]),
     ]
     assert fresh["request_id"] not in str(events)
+
+
+async def test_under_concurrent_writers_every_consent_webhook_is_a_feed_entry_with_its_event_id(client, backend, pg_backend, receiver):
+    secret = await hook(client, receiver)
+    people = [{"email": f"crowd-{n}@example.org"} for n in range(4)]
+
+    async def write(n: int) -> None:
+        status = "granted" if n % 2 else "withdrawn"
+        await record(client, people[n % 4], ("marketing", "email", status), ("marketing", "sms", status))
+
+    writers = asyncio.gather(*(write(n) for n in range(40)))
+    while not writers.done():  # deliveries run while the writers commit, as in a server
+        await jobs.run_once(backend.database, backend.services.sender)
+        await asyncio.sleep(0.01)
+    await writers
+    await run_jobs(backend)
+    feed, cursor = [], None
+    while True:
+        page = (await client.get("/v1/changes", params={"after": cursor} if cursor else {})).json()
+        feed += [c for c in page["changes"] if c["kind"] == "consent"]
+        if not page["changes"]:
+            break
+        cursor = page["next_cursor"]
+    events = receiver.verified(secret)
+    assert len(events) == len(feed) and len({r["headers"]["webhook-id"] for r in receiver.received}) == len(feed)
+    assert sorted(e["data"]["event_id"] for e in events) == sorted(c["event_id"] for c in feed)
