@@ -73,7 +73,6 @@ async def _withdraw(session: AsyncSession, row: DataRequest, actor: str, rules: 
 async def _withdraw_standing(session: AsyncSession, row: DataRequest, actor: str) -> list[str]:
     """Withdraw what lets the tenant process the subject's data on consent or interest: every standing grant, and
     every legitimate-interest purpose on each channel not objected to yet (method `erasure`)."""
-    assert row.subject_id is not None, "withdrawals are made for a subject consentd knows"
     state = table_of(ConsentState)
     standing = {
         (purpose, channel): status

@@ -24,15 +24,28 @@ from app.services.subjects.identifiers import IdentifierKeys, normalise
 DEVICE = "device_id"
 
 
-async def _owner(session: AsyncSession, *, tenant: str, id_hash: str, lock: bool = False) -> uuid.UUID | None:
-    """The subject holding an identifier. `lock`: hold the identifier (FOR SHARE) so that it cannot move to
-    another subject (devices.link) before this transaction ends; a move under way is waited for, then seen."""
-    query = select(col(SubjectIdentifier.subject_id)).where(
-        col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.id_hash) == id_hash
+async def _holding(
+    session: AsyncSession, *, tenant: str, id_hash: str, lock: bool = False
+) -> tuple[uuid.UUID | None, "Erasure | None"]:
+    """The subject holding an identifier, and the identifier's erasure if it was erased (one statement). `lock`:
+    hold the identifier (FOR SHARE) so that it cannot move to another subject (devices.link) before this
+    transaction ends; a move under way is waited for, then seen."""
+    table = table_of(SubjectIdentifier)
+    query = select(table.c.subject_id, table.c.erased_at, table.c.value_sealed == "").where(
+        table.c.tenant_id == tenant, table.c.id_hash == id_hash
     )
     if lock:
         query = query.with_for_update(read=True)
-    return (await session.execute(query)).scalar_one_or_none()
+    row = (await session.execute(query)).first()
+    if row is None:
+        return None, None
+    subject_id, erased_at, vacant = row
+    return subject_id, None if erased_at is None else Erasure(erased_at, bool(vacant))
+
+
+async def _owner(session: AsyncSession, *, tenant: str, id_hash: str) -> uuid.UUID | None:
+    """The subject holding an identifier."""
+    return (await _holding(session, tenant=tenant, id_hash=id_hash))[0]
 
 
 async def find(
@@ -109,10 +122,12 @@ async def resolve(
     else:
         own = _claim_for(keys, tenant, *ref.kind_and_value(), ("body", "subject"))
         # Only devices move between subjects (devices.link): writing for one holds it where it is.
-        subject_id = await _owner(session, tenant=tenant, id_hash=own.id_hash, lock=own.kind == DEVICE)
+        subject_id, own_erasure = await _holding(session, tenant=tenant, id_hash=own.id_hash, lock=own.kind == DEVICE)
     # An erased identifier keeps its row: one nobody holds is not one (a new identifier needs no look).
     named = ([own] if own is not None and subject_id is not None else []) + extra
-    erased = await _erasures(session, tenant=tenant, hashes=[c.id_hash for c in named])
+    erased = await _erasures(session, tenant=tenant, hashes=[c.id_hash for c in extra])
+    if own is not None and own_erasure is not None:
+        erased[own.id_hash] = own_erasure
     moment = captured_at or utcnow()
     for claim in named:
         if claim.id_hash in erased:
@@ -217,13 +232,10 @@ async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subje
     ).scalar_one_or_none()
     if subject is None:
         raise NotFound("subject", subject_id)
-    rows = await session.execute(
-        select(col(SubjectIdentifier.type), col(SubjectIdentifier.value_sealed))
-        .where(col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.subject_id) == subject_id)
-        .order_by(col(SubjectIdentifier.type), col(SubjectIdentifier.created_at))
-    )
-    # An erased identifier is a blind index only: nothing to show.
-    identifiers = [IdentifierOut(type=kind, value=keys.unseal(sealed)) for kind, sealed in rows if sealed]
+    identifiers = [
+        IdentifierOut(type=kind, value=value)
+        for kind, value in await identifiers_of(session, keys, tenant=tenant, subject_id=subject_id)
+    ]
     return SubjectOut(
         subject_id=subject.id, identifiers=identifiers, created_at=subject.created_at, flags=subject.flags,
         merged_into=subject.merged_into,
@@ -233,11 +245,12 @@ async def get(session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subje
 async def identifiers_of(
     session: AsyncSession, keys: IdentifierKeys, *, tenant: str, subject_id: uuid.UUID
 ) -> list[tuple[str, str]]:
-    """The subject's identifiers (kind, value unsealed), erased ones left out."""
+    """The subject's identifiers (kind, value unsealed), by kind then age; erased ones (a blind index only, nothing
+    to show) left out."""
     rows = await session.execute(
         select(col(SubjectIdentifier.type), col(SubjectIdentifier.value_sealed))
         .where(col(SubjectIdentifier.tenant_id) == tenant, col(SubjectIdentifier.subject_id) == subject_id)
-        .order_by(col(SubjectIdentifier.type), col(SubjectIdentifier.id_hash))
+        .order_by(col(SubjectIdentifier.type), col(SubjectIdentifier.created_at))
     )
     return [(kind, keys.unseal(sealed)) for kind, sealed in rows if sealed]
 
