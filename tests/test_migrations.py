@@ -96,25 +96,8 @@ async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_o
                         insert(_OLD_SUBJECTS).values(id=subject, tenant_id="old", flags=[], created_at=at)
                     )
                 for n, subject in enumerate([subjects[0], subjects[1], subjects[0]]):
-                    await connection.execute(
-                        sa.text(
-                            "INSERT INTO consent_events (event_id, tenant_id, subject_id, purpose, purpose_version, channel,"
-                            " status, captured_at, recorded_at, source, method, actor, evidence)"
-                            " VALUES (:event, 'old', :subject, 'marketing', 1, 'email', 'granted', :at, :at, 'api', 'api',"
-                            " 'someone', :evidence)"
-                        ),
-                        {"event": _native(url, uuid.uuid4()), "subject": _native(url, subject), "at": at,
-                         "evidence": f'{{"n": {n}}}'},
-                    )
-                # The states the service of that time moved along (equal captured_at: the later seq stands), which
-                # verification compares with the events.
-                await connection.execute(sa.text(
-                    "INSERT INTO consent_state (tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at,"
-                    " event_seq, event_id, purpose_version, policy_version, feed_position)"
-                    " SELECT tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at, seq, event_id,"
-                    " purpose_version, policy_version, 0 FROM consent_events e"
-                    " WHERE seq = (SELECT max(seq) FROM consent_events l WHERE l.subject_id = e.subject_id)"
-                ))
+                    await _old_event(connection, url, event=uuid.uuid4(), subject=subject, at=at, evidence=f'{{"n": {n}}}')
+                await _old_states(connection)
             await engine.dispose()
             await upgrade(url)
             database = await Database.open(settings_for(url))
@@ -123,6 +106,31 @@ async def test_events_recorded_before_the_chains_existed_are_chained_in_ledger_o
             finally:
                 await database.close()
             assert (result.ok, result.checked, result.chains) == (True, 3, 2), (url, result.problems)
+
+
+async def _old_event(connection, url: str, *, event: uuid.UUID, subject: uuid.UUID, at: datetime, evidence: str) -> None:
+    """A marketing/email grant of tenant `old`, with only the columns every old revision has."""
+    await connection.execute(
+        sa.text(
+            "INSERT INTO consent_events (event_id, tenant_id, subject_id, purpose, purpose_version, channel,"
+            " status, captured_at, recorded_at, source, method, actor, evidence)"
+            " VALUES (:event, 'old', :subject, 'marketing', 1, 'email', 'granted', :at, :at, 'api', 'api',"
+            " 'someone', :evidence)"
+        ),
+        {"event": _native(url, event), "subject": _native(url, subject), "at": at, "evidence": evidence},
+    )
+
+
+async def _old_states(connection) -> None:
+    """The states the service of that time moved along (equal captured_at: the later seq stands), which verification
+    compares with the events."""
+    await connection.execute(sa.text(
+        "INSERT INTO consent_state (tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at,"
+        " event_seq, event_id, purpose_version, policy_version, feed_position)"
+        " SELECT tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at, seq, event_id,"
+        " purpose_version, policy_version, 0 FROM consent_events e"
+        " WHERE seq = (SELECT max(seq) FROM consent_events l WHERE l.subject_id = e.subject_id)"
+    ))
 
 
 # The subjects table as the old revisions have it (the live model has grown columns since).
@@ -193,23 +201,9 @@ async def test_v1_chains_are_rehashed_to_commit_to_evidence_by_digest_and_a_chan
                     await connection.execute(insert(_OLD_SUBJECTS).values(id=subject, tenant_id="old", flags=[], created_at=at))
                     for n in range(3):
                         events[subject, n] = uuid.uuid4()
-                        await connection.execute(
-                            sa.text(
-                                "INSERT INTO consent_events (event_id, tenant_id, subject_id, purpose, purpose_version, channel,"
-                                " status, captured_at, recorded_at, source, method, actor, evidence)"
-                                " VALUES (:event, 'old', :subject, 'marketing', 1, 'email', 'granted', :at, :at, 'api', 'api',"
-                                " 'someone', :evidence)"
-                            ),
-                            {"event": _native(url, events[subject, n]), "subject": _native(url, subject), "at": at,
-                             "evidence": f'{{"n": {n}, "email": "someone@example.org"}}'},
-                        )
-                await connection.execute(sa.text(
-                    "INSERT INTO consent_state (tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at,"
-                    " event_seq, event_id, purpose_version, policy_version, feed_position)"
-                    " SELECT tenant_id, subject_id, purpose, channel, status, captured_at, recorded_at, seq, event_id,"
-                    " purpose_version, policy_version, 0 FROM consent_events e"
-                    " WHERE seq = (SELECT max(seq) FROM consent_events l WHERE l.subject_id = e.subject_id)"
-                ))
+                        await _old_event(connection, url, event=events[subject, n], subject=subject, at=at,
+                                         evidence=f'{{"n": {n}, "email": "someone@example.org"}}')
+                await _old_states(connection)
             await upgrade(url, "20261204_0008")  # chained as consentd-event-v1
             async with engine.begin() as connection:
                 await connection.execute(
